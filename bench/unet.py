@@ -9,7 +9,7 @@ BigGAN-style residual up/down sampling, and the ID vector projected by a linear 
     python bench/unet.py --preset paper --device cuda --batch 64
 """
 from __future__ import annotations
-import argparse, statistics, time
+import argparse, time
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +58,7 @@ def make_step(model, x, t, y, train: bool, dtype):
 
 
 def bench(models: dict, x, t, y, train: bool, dtype, rounds: int, iters: int) -> dict:
-    "Median seconds per call of each model, rounds interleaved so that load changes hit all models alike."
+    "Best-of-rounds seconds per call of each model; rounds interleaved so that load changes hit all models alike."
     steps = {}
     for k, m in models.items():
         m.train(train)
@@ -70,7 +70,7 @@ def bench(models: dict, x, t, y, train: bool, dtype, rounds: int, iters: int) ->
             sync(x.device); t0 = time.perf_counter()
             for _ in range(iters): s()
             sync(x.device); times[k].append((time.perf_counter() - t0) / iters)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: min(v) for k, v in times.items()}
 
 
 def main():
@@ -82,10 +82,12 @@ def main():
     p.add_argument('--iters', type=int, default=2)
     p.add_argument('--dtypes', default='fp32,bf16')
     p.add_argument('--modes', default='train,infer')
+    p.add_argument('--threads', type=int, default=0, help='torch threads (0: leave the default)')
     p.add_argument('--compile', action='store_true', help='also time torch.compile(ours)')
     p.add_argument('--diffusers-cl', action='store_true', help='also time diffusers converted to channels_last')
     a = p.parse_args()
     dev = torch.device(a.device)
+    if a.threads: torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     cfg = unet_config(a.preset)
     ours, dif = UNet(cfg).to(dev), DiffusersID(cfg).to(dev)
@@ -101,7 +103,6 @@ def main():
     for mode in a.modes.split(','):
         for dn in a.dtypes.split(','):
             dtype = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[dn]
-            xx = x.contiguous(memory_format=torch.channels_last)
             res = bench(models, x, t, y, mode == 'train', dtype, a.rounds, a.iters)
             row = '  '.join(f"{k} {a.batch / s:7.1f}/s" for k, s in res.items())
             ratios = '  '.join(f"{k}/diffusers {res['diffusers'] / s:.2f}x" for k, s in res.items() if k != 'diffusers')

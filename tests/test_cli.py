@@ -1,0 +1,168 @@
+"""The console scripts as a user runs them: exit codes, one-line errors, and each command end to end on a few LFW faces.
+
+Each command is started the way pip's generated console script starts it (a file that calls the `call_parse`
+function from its top level), so `--help`, argument parsing and exit codes are the real ones. `id3pm_train` also runs
+under `accelerate launch` with two CPU processes (gloo).
+"""
+import json, os, subprocess, sys, textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LFW = Path(os.environ['ID3PM_LFW'])
+COMMANDS = ['prepare', 'train', 'sample', 'eval', 'demo']
+ENV = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1', 'OMP_WAIT_POLICY': 'PASSIVE', 'MPLBACKEND': 'Agg'}
+
+
+@pytest.fixture(scope='module')
+def scripts(tmp_path_factory):
+    "One console-script file per command, as pip writes them for `id3pm_<cmd>=id3pm_nb.cli:<cmd>_cli`."
+    d = tmp_path_factory.mktemp('bin')
+    for c in COMMANDS:
+        (d/f'id3pm_{c}').write_text(textwrap.dedent(f"""\
+            import sys
+            from id3pm_nb.cli import {c}_cli
+            if __name__ == '__main__': sys.exit({c}_cli())
+            """))
+    return d
+
+
+def run(scripts, cmd, *args, timeout=900, env=None):
+    return subprocess.run([sys.executable, str(scripts/f'id3pm_{cmd}'), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env or ENV, cwd=scripts)
+
+
+def error_line(r) -> str:
+    "The last non-empty line of stderr."
+    return [l for l in r.stderr.splitlines() if l.strip()][-1]
+
+
+@pytest.mark.parametrize('cmd', COMMANDS)
+def test_help(scripts, cmd):
+    r = run(scripts, cmd, '--help')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f'usage: id3pm_{cmd}'), r.stdout[:200]
+    assert '--quiet' in r.stdout
+
+
+def test_bad_arguments_exit_2(scripts):
+    r = run(scripts, 'sample', '--no-such-option')
+    assert r.returncode == 2 and 'usage: id3pm_sample' in r.stderr          # argparse
+    r = run(scripts, 'sample', '/no/such/bundle', str(LFW))
+    assert r.returncode == 2 and error_line(r) == 'id3pm_sample: error: id3pm_nb bundle folder /no/such/bundle does not exist'
+    r = run(scripts, 'prepare', '/no/such/folder')
+    assert r.returncode == 2 and error_line(r).startswith('id3pm_prepare: error:') and '/no/such/folder' in error_line(r)
+    r = run(scripts, 'demo', '--lfw', '/no/such/lfw', '--quiet')
+    assert r.returncode == 2 and '/no/such/lfw' in error_line(r)
+
+
+def test_python_m_dispatch():
+    r = subprocess.run([sys.executable, '-m', 'id3pm_nb.cli', 'sample', '--help'], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith('usage: id3pm_sample')
+    r = subprocess.run([sys.executable, '-m', 'id3pm_nb.cli', 'bogus'], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 2 and 'usage: python -m id3pm_nb.cli {prepare,train,sample,eval,demo}' in r.stderr
+
+
+@pytest.fixture(scope='module')
+def prepared(scripts, tmp_path_factory):
+    "A prepare cache of 24 LFW images at 32 px, made by id3pm_prepare."
+    people = sorted(p for p in (LFW/'lfw-deepfunneled').iterdir() if len(list(p.glob('*.jpg'))) >= 3)[:8]
+    src = tmp_path_factory.mktemp('faces')
+    for p in people:
+        (src/p.name).mkdir()
+        for f in sorted(p.glob('*.jpg'))[:3]: (src/p.name/f.name).symlink_to(f)
+    out = tmp_path_factory.mktemp('prep')
+    r = run(scripts, 'prepare', src, '--out', out, '--sizes', '32', '--quiet')
+    assert r.returncode == 0, r.stderr[-3000:]
+    root = Path(r.stdout.strip().splitlines()[-1])
+    assert (root/'settings.json').is_file() and root.parent == out
+    return root, src
+
+
+def test_prepare_rerun_is_cached(scripts, prepared):
+    root, src = prepared
+    r = run(scripts, 'prepare', src, '--out', root.parent, '--sizes', '32')
+    assert r.returncode == 0 and Path(r.stdout.strip().splitlines()[-1]) == root
+    assert '| 0 processed' in r.stdout, r.stdout                           # nothing recomputed
+
+
+@pytest.fixture(scope='module')
+def bundle(scripts, prepared, tmp_path_factory):
+    "A tiny model trained for one epoch by id3pm_train."
+    out = tmp_path_factory.mktemp('run')
+    r = run(scripts, 'train', prepared[0], '--out', out, '--preset', 'tiny', '--epochs', '1', '--bs', '4', '--valid_pct', '0.2', '--quiet')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert Path(r.stdout.strip().splitlines()[-1]) == out/'bundle'
+    return out/'bundle'
+
+
+def test_train_writes_bundle_and_resumes(scripts, prepared, bundle):
+    info = json.loads((bundle/'bundle.json').read_text())
+    assert info['image_size'] == 32 and info['id_dim'] == 128 and info['recognizer'].startswith('dlib_resnet_v1-')
+    assert info['meta']['train_identities'] and info['training']['iterations'] > 0
+    r = run(scripts, 'train', prepared[0], '--out', bundle.parent, '--preset', 'tiny', '--epochs', '1', '--bs', '4', '--valid_pct', '0.2')
+    assert r.returncode == 0 and 'resuming from' in r.stderr                # the finished run is not trained again
+    assert json.loads((bundle/'bundle.json').read_text())['training']['iterations'] == info['training']['iterations']
+
+
+def test_train_needs_a_budget(scripts, prepared, tmp_path):
+    r = run(scripts, 'train', prepared[0], '--out', tmp_path)
+    assert r.returncode == 2 and error_line(r) == 'id3pm_train: error: give --epochs N or --minutes M'
+
+
+def test_sample(scripts, bundle, prepared, tmp_path):
+    person = sorted(prepared[1].iterdir())[0]
+    r = run(scripts, 'sample', bundle, person, person/sorted(os.listdir(person))[0], '--out', tmp_path/'s', '--n', '2',
+            '--scale', '0,2', '--steps', '3', '--seed', '5', '--quiet')
+    assert r.returncode == 0, r.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path/'s').iterdir())
+    assert names == ['000_' + person.name, '001_' + sorted(os.listdir(person))[0][:-4], 'grid_s0.png', 'grid_s2.png', 'ids.npz']
+    assert len(list((tmp_path/'s'/names[0]).glob('*.png'))) == 4
+    z = np.load(tmp_path/'s'/'ids.npz')
+    assert z['ids'].shape == (2, 128) and str(z['fingerprint']).startswith('dlib_resnet_v1-')
+    # the same call again gives the same images (seeded)
+    r2 = run(scripts, 'sample', bundle, person, '--out', tmp_path/'t', '--n', '2', '--scale', '2', '--steps', '3', '--seed', '5', '--quiet')
+    a, b = (np.asarray(__import__('PIL.Image').Image.open(d/f'000_{person.name}'/'s2_01.png')) for d in (tmp_path/'s', tmp_path/'t'))
+    assert r2.returncode == 0 and (a == b).all()
+
+
+def test_sample_bad_vectors(scripts, bundle, tmp_path):
+    np.save(tmp_path/'v.npy', np.ones((2, 512), np.float32))
+    r = run(scripts, 'sample', bundle, tmp_path/'v.npy', '--out', tmp_path/'o')
+    assert r.returncode == 2 and 'shape (2, 512), but this model takes (N, 128)' in error_line(r)
+    np.savez(tmp_path/'f.npz', ids=np.ones((1, 128), np.float32), fingerprint='facenet_vggface2-0000')
+    r = run(scripts, 'sample', bundle, tmp_path/'f.npz', '--out', tmp_path/'o')
+    assert r.returncode == 2 and "come from recognizer 'facenet_vggface2-0000'" in error_line(r)
+
+
+def test_eval(scripts, bundle, tmp_path):
+    r = run(scripts, 'eval', bundle, '--out', tmp_path/'e', '--per_fold', '1', '--scales', '1', '--samples', '1', '--steps', '2', '--quiet')
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((tmp_path/'e'/'summary.json').read_text())
+    assert s['target'] == 'dlib' and set(s['recognizers']) == {'dlib', 'facenet'} and len(s['runs']) == 1
+    assert {'roc_dlib.png', 'roc_facenet.png', 'tradeoff.png'} <= {p.name for p in (tmp_path/'e').iterdir()}
+
+
+def test_demo_tiny(scripts, tmp_path):
+    r = run(scripts, 'demo', '--out', tmp_path/'d', '--images', '40', '--test', '3', '--show', '2', '--samples', '1', '--steps', '2',
+            '--minutes', '0.02', '--preset', 'cpu', '--cache', tmp_path/'cache', '--quiet')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert '| *reference: another photo, same person* |' in r.stdout          # the report is printed
+    js = json.loads((tmp_path/'d'/'report.json').read_text())
+    assert set(js['similarity']) == {'dlib', 'facenet'} and set(js['similarity']['facenet']) == {'0', '1', '2', '3'}
+    assert (tmp_path/'d'/'grid.png').stat().st_size > 1000
+
+
+def test_train_under_accelerate_two_processes(prepared, tmp_path):
+    "id3pm_train under `accelerate launch` with two CPU processes: one bundle, written by rank 0, after a DDP fit."
+    cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
+           '--mixed_precision', 'no', '--dynamo_backend', 'no', '--main_process_port', '29563',
+           '-m', 'id3pm_nb.cli', 'train', str(prepared[0]), '--out', str(tmp_path/'ddp'), '--preset', 'tiny', '--epochs', '1',
+           '--bs', '4', '--valid_pct', '0.2', '--quiet']
+    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900, cwd=tmp_path)
+    assert r.returncode == 0, f"{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+    info = json.loads((tmp_path/'ddp'/'bundle'/'bundle.json').read_text())
+    ck = json.loads((sorted((tmp_path/'ddp'/'ckpt').glob('ckpt-*'))[-1]/'manifest.json').read_text())
+    assert ck['world_size'] == 2 and info['training']['iterations'] == ck['iteration']
