@@ -22,6 +22,7 @@ setuptools.setup(
     include_package_data=True, zip_safe=False,
     install_requires=_reqs('requirements'),
     # onnxruntime and onnxruntime-gpu install into the same folder: choose exactly one extra.
-    extras_require={'cpu': _reqs('cpu_requirements'), 'gpu': _reqs('gpu_requirements'), 'dev': _reqs('dev_requirements')},
+    extras_require={'cpu': _reqs('cpu_requirements'), 'gpu': _reqs('gpu_requirements'), 'dev': _reqs('dev_requirements'),
+                    'attrs': _reqs('attrs_requirements')},
     entry_points={'console_scripts': _scripts(), 'nbdev': [f"{c['lib_path']}={c['lib_path']}._modidx:d"]},
 )

