@@ -30,7 +30,7 @@ __all__ = ['INPUT_ERRORS', 'DEMO_PRESETS', 'COMMANDS', 'one_line', 'cli_errors',
            'drop_identities', 'eval_cli', 'run_cli', 'main']
 
 # %% ../nbs/11_cli.ipynb #2ca47d37
-INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ConnectionError)
+INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError, ConnectionError)
 
 def one_line(e: BaseException) -> str:
     "The first line of an exception's message (its type when the message is empty)."
@@ -228,7 +228,7 @@ def demo_train(P, split: Splits, preset: DemoPreset, minutes: float, run_dir: Pa
         if not progress: st.enter_context(learn.no_bar()); st.enter_context(learn.no_logging())
         info = fit_budget(learn, minutes, lr=preset.lr, log=log)
     names = lambda idx: sorted(set(P.identities[idx].tolist()))
-    meta = dict(recognizer=P.fingerprint, demo_key=key, preset=preset.name, budget_minutes=minutes, fit=info,
+    meta = dict(recognizer=P.fingerprint, demo_key=key, preset=preset.name, budget_minutes=minutes, fit=info, device=str(device),
                 train_identities=names(split.train), test_identities=names(split.test))
     save_bundle(bundle_dir, learn, meta)
     log(f"trained {learn.train_iter} iterations ({info['epochs']} epochs); bundle written to {bundle_dir}")
@@ -319,8 +319,9 @@ def run_demo(out: str | os.PathLike = 'id3pm_demo', lfw=None, minutes: float | N
     minutes = pre.minutes if minutes is None else float(minutes)
     n_images = n_images or pre.n_images
     if not 1 <= n_show <= n_test: raise ValueError(f"n_show={n_show} must be between 1 and n_test={n_test}")
-    seed_everything(seed); out.mkdir(parents=True, exist_ok=True)
     root = find_lfw(lfw)
+    if out.exists() and not out.is_dir(): raise FileExistsError(f"--out {out} exists and is not a folder: choose another output folder")
+    seed_everything(seed); out.mkdir(parents=True, exist_ok=True)
     df = lfw_subset(scan(root), n_images, seed=seed)
     log(f"LFW at {root}: preparing {len(df)} images of {df.identity.nunique()} people with dlib (cached; first run takes a while)")
     P = prepare(df, out_dir=cache, recognizer='dlib', sizes=sorted({pre.size, *pre.sizes}), progress=not quiet, verbose=False)
@@ -347,7 +348,7 @@ def run_demo(out: str | os.PathLike = 'id3pm_demo', lfw=None, minutes: float | N
     with atomic_write(out/'grid.png') as f: Image.fromarray(grid).save(f, format='PNG')
     b = pipe.bundle.info; fit = b['meta'].get('fit', {})
     info = dict(preset=pre.name, size=pre.size, params_m=sum(p.numel() for p in pipe.model.parameters()) / 1e6, iterations=b.get('training', {}).get('iterations'),
-                epochs=fit.get('epochs'), minutes=minutes, device=str(dev), train_images=len(split.train),
+                epochs=fit.get('epochs'), minutes=minutes, device=b['meta'].get('device', str(dev)), train_images=len(split.train),
                 train_people=len(set(P.identities[split.train])), recognizer=P.fingerprint, judge=recs[judge].fingerprint,
                 test_people=len(people), samples=n_samples, sampler=sampler, steps=steps, seed=seed, scales=list(scales),
                 grid_people=people[:n_show], test_identities=people, bundle=str(bdir), lfw=str(root))

@@ -163,7 +163,7 @@ def lfw_eval_data(root: str | os.PathLike | None = None,  # LFW folder with pair
                   size: int = 128,                         # FFHQ-aligned crop size kept in `crops`
                   out_dir: str | os.PathLike | None = None,  # `data.prepare` cache root (None: its default)
                  ) -> EvalData:
-    "LFW pairs (`pairs.txt`) plus gallery photos, detected, aligned and embedded with each recognizer."
+    "LFW pairs (`pairs.txt`) plus gallery photos, each recognizer's ID vectors from its own detector and alignment."
     from id3pm_nb.data import prepare
     from id3pm_nb.core import resolve_path
     root = resolve_path(root, 'ID3PM_LFW', 'LFW'); imgs = _lfw_images(root)
@@ -173,22 +173,24 @@ def lfw_eval_data(root: str | os.PathLike | None = None,  # LFW folder with pair
     people = {p.a.parent.name for p in pairs if p.same}
     extra = imgs[imgs.identity.isin(people) & ~imgs.path.isin(in_pair)].groupby('identity').head(max_gallery)
     df = pd.concat([imgs[imgs.path.isin(in_pair)], extra]).drop_duplicates('path').reset_index(drop=True)
-    emb, first = {}, None
-    for name, rec in named_recognizers(recognizers).items():
-        P = prepare(df[['path', 'identity']], out_dir=out_dir, recognizer=rec, sizes=(size,), progress=False, verbose=False)
-        if first is None: first, row = P, {p: i for i, p in enumerate(P.paths)}
+    preps = {name: prepare(df[['path', 'identity']], out_dir=out_dir, recognizer=rec, detector=rec.detector_name,
+                           sizes=(size,), progress=False, verbose=False) for name, rec in named_recognizers(recognizers).items()}
+    first = next(iter(preps.values()))                                   # its crops are the ones kept
+    found = set.intersection(*[set(P.paths) for P in preps.values()])    # images every recognizer's detector found
+    keep = np.array([i for i, p in enumerate(first.paths) if p in found], int)
+    paths = np.asarray(first.paths)[keep]; row = {p: i for i, p in enumerate(paths)}
+    emb = {}
+    for name, P in preps.items():
         pos = {p: i for i, p in enumerate(P.paths)}
-        keep = [pos.get(p, -1) for p in first.paths]
-        if min(keep) < 0: raise ValueError(f"recognizer {name} failed on images that {list(emb)[0]} embedded, e.g. {first.paths[keep.index(-1)]}")
-        emb[name] = np.asarray(P.ids)[keep]
+        emb[name] = np.asarray(P.ids)[[pos[p] for p in paths]]
     rows = [(row[str(p.a)], row[str(p.b)], p.same, p.fold) for p in pairs if str(p.a) in row and str(p.b) in row]
-    pr, who = pd.DataFrame(rows, columns=['a', 'b', 'same', 'fold']), np.asarray(first.identities)
+    pr, who = pd.DataFrame(rows, columns=['a', 'b', 'same', 'fold']), np.asarray(first.identities)[keep]
     gallery = ~np.isin(np.arange(len(who)), pr[['a', 'b']].to_numpy().ravel())
     if min_gallery:   # after detection failures, some people may have too few gallery images left
         n_gal = pd.Series(who[gallery]).value_counts()
         pr = pr[~pr.same | (n_gal.reindex(who[pr.a]).fillna(0).to_numpy() >= min_gallery)].reset_index(drop=True)
         gallery = ~np.isin(np.arange(len(who)), pr[['a', 'b']].to_numpy().ravel())
-    return EvalData(np.asarray(first.paths), who, np.asarray(first.crops[size]), emb, pr, gallery, dropped=len(pairs) - len(pr))
+    return EvalData(paths, who, np.asarray(first.crops[size])[keep], emb, pr, gallery, dropped=len(pairs) - len(pr))
 
 # %% ../nbs/10_eval.ipynb #44ce9c30
 def standin_generator(data: EvalData,    # evaluation data with gallery photos

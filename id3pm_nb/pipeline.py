@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-from .core import default_device, image_grid, show_images, tensor2img
+from .core import default_device, image_grid, img2tensor, show_images, tensor2img
 from .fr import ARCFACE_PACKS, Recognizer, get_detector, load_recognizer
 from .data import IMG_EXTS, BadImageError, Prepared, face_crops, read_image
 from .sampling import SAMPLERS, sample
@@ -256,7 +256,7 @@ def _sample(self: ID3PM,
     out = []
     for i in range(0, N * n, bs):
         x = self._sample_base(y[i:i+bs], seeds[i:i+bs], scale, sampler, steps, precision, progress, opts)
-        if sr: x = self._upsample(x, y[i:i+bs], seeds[i:i+bs], precision, **(sr_opts or {}))
+        if sr: x = self._upsample(img2tensor(tensor2img(x)).to(self.device), y[i:i+bs], seeds[i:i+bs], precision, **(sr_opts or {}))
         out.append(tensor2img(x))
     imgs = np.concatenate(out)
     return imgs.reshape(N, n, *imgs.shape[1:])
@@ -275,7 +275,7 @@ def _upsample(self: ID3PM, low: torch.Tensor, y: torch.Tensor, seeds: np.ndarray
     return torch.cat(out)
 ID3PM._upsample = _upsample
 
-# %% ../nbs/08_pipeline.ipynb #81ed8285
+# %% ../nbs/08_pipeline.ipynb #571bd4bf
 @dataclasses.dataclass
 class Inversion:
     "Images generated from ID vectors: `images` (N, n, H, W, 3) uint8, the unit `ids` (N, D) used, names, settings."
@@ -299,7 +299,7 @@ class Inversion:
         "Show `grid()` with matplotlib."
         return show_images(self.grid(size)[None], nrow=1, size=kw.pop('figsize', 4), **kw)
 
-# %% ../nbs/08_pipeline.ipynb #571bd4bf
+# %% ../nbs/08_pipeline.ipynb #635c7c86
 def _invert(self: ID3PM,
             targets,                   # photos, identity folders, ID vectors, a Prepared cache, a dict, or a list of these
             n: int = 4,                # images per target
@@ -316,7 +316,7 @@ def _invert(self: ID3PM,
     return Inversion(imgs, t.ids, t.names, settings, t.faces, t.fingerprint)
 ID3PM.invert = _invert
 
-# %% ../nbs/08_pipeline.ipynb #90fbec6c
+# %% ../nbs/08_pipeline.ipynb #796cd699
 def _generator(self: ID3PM, scale: float = 3.0, **kw):
     "A function `generate(ids, seed=0, guidance=None) -> uint8 (N, H, W, 3)`: one image per ID vector (guidance None -> `scale`)."
     def generate(ids, seed: int = 0, guidance: float | None = None, **extra):

@@ -15,7 +15,7 @@ from .core import autocast_dtype, default_device
 from .unet import SRUNet, UNetConfig, sr_config
 from .diffusion import Schedule, get_schedule, q_sample
 from .sampling import CFGDenoiser, SAMPLERS, noise_from, sampling_schedule
-from .train import DiffusionCallback, DiffusionLearner, _drop, get_learner, unwrap
+from .train import Bundle, DiffusionCallback, DiffusionLearner, _drop, get_learner, unwrap
 
 # %% auto #0
 __all__ = ['downsample', 'augment_low_res', 'SRDiffusionCallback', 'upsample', 'SRPreview', 'get_sr_learner']
@@ -62,17 +62,21 @@ class SRDiffusionCallback(DiffusionCallback):
 
 # %% ../nbs/07_superres.ipynb #bd6248f1
 @torch.no_grad()
-def upsample(sr_model: nn.Module,  # an SRUNet (e.g. a bundle's sr stage)
+def upsample(sr_model: nn.Module | Bundle,  # an SRUNet, or a loaded SR bundle (`bundle.sr`: its schedule and level)
              low_res: Tensor,  # (B, 3, h, w) in [-1, 1], h = the model's low_res_size
              y: Tensor | None = None,  # ID vectors (B, D) or (D,); None: no ID condition
              steps: int | str = 25,  # sampler steps (see sampling.sampling_schedule)
              sampler: str = 'dpmpp_2m',  # 'ddpm', 'ddim' or 'dpmpp_2m'
-             noise_level: int = 100,  # augmentation level of the low-res input (0: clean), within the trained range
+             noise_level: int | None = None,  # augmentation level of the low-res input (0: clean); None: the bundle's, else 100
              generator: torch.Generator | None = None,
              scale: float = 1.0,  # guidance scale on y
-             schedule: str | Schedule = 'cosine', T: int = 1000,  # the SR model's training schedule
+             schedule: str | Schedule = 'cosine', T: int = 1000,  # the SR model's training schedule (a bundle brings its own)
              precision: str = 'fp32', clip_x0: bool = True, disable: bool = True, callback: Callable | None = None) -> Tensor:
     "Super-resolve `low_res` to (B, 3, S, S) in [-1, 1] with the SR diffusion model (S = its image_size)."
+    if isinstance(sr_model, Bundle):
+        schedule, noise_level = sr_model.schedule, sr_model.info.get('noise_level', 100) if noise_level is None else noise_level
+        sr_model = sr_model.model
+    noise_level = 100 if noise_level is None else noise_level
     cfg: UNetConfig = unwrap(sr_model).cfg
     if not cfg.cond_img_ch: raise ValueError("upsample needs an SR model (built with sr_config), not a base UNet")
     if low_res.ndim != 4 or low_res.shape[1] != 3: raise ValueError(f"low_res has shape {tuple(low_res.shape)}, expected (B, 3, h, w)")

