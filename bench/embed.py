@@ -2,6 +2,7 @@
 """Benchmarks on LFW, measured side by side in one run.
 
 embed:   images/s of each offline recognizer (dlib, FaceNet ONNX), batched vs one image per call, and the ratio.
+         On a CPU both are compute-bound (ratio near 1); batching pays where per-call overhead dominates (GPU).
 prepare: data.prepare over ~200 LFW images, a first run vs a second (cached) run over the same files, and the ratio.
 
 Usage: python bench/embed.py [--what embed|prepare|all] [--n 256] [--bs 64] [--lfw PATH]   (LFW path default: $ID3PM_LFW)
@@ -10,7 +11,7 @@ import argparse, os, time
 
 import numpy as np
 
-from id3pm_nb.fr import find_landmarks, load_recognizer, load_rgb, read_lfw_pairs
+from id3pm_nb.fr import find_landmarks, load_recognizer, load_rgb, ort_providers, read_lfw_pairs
 
 
 def lfw_images(n: int, root=None) -> tuple[list, np.ndarray]:
@@ -34,6 +35,7 @@ def throughput(rec, crops: np.ndarray, bs: int) -> tuple[float, float]:
 def bench_embed(args):
     "Recognizer throughput on LFW faces, batched vs one by one."
     imgs, kps = lfw_images(args.n, args.lfw)
+    print(f'onnxruntime provider: {ort_providers()[0]}, CPU threads: {args.threads}, batch size: {args.bs}')
     print(f'{"recognizer":<28}{"batched img/s":>14}{"1-by-1 img/s":>14}{"ratio":>8}')
     for name in args.recognizers:
         rec = load_recognizer(name, **({'threads': args.threads} if args.threads and name != 'dlib' else {}))

@@ -137,7 +137,7 @@ def time_iteration(learn, n: int = 5, min_seconds: float = 2., warmup: int = 3) 
 def budget_epochs(learn, minutes: float, margin: float = 0.8, sec_per_iter: float | None = None) -> int:
     "Epochs of `learn.dls` that fit in `minutes` (at least 1), from the measured seconds per iteration."
     spi = sec_per_iter or time_iteration(learn)
-    per_epoch = (len(learn.dls.train) + len(learn.dls.valid) / 3) * spi   # validation: forward only
+    per_epoch = (len(learn.dls.train) + len(learn.dls.valid) * 2 / 3) * spi   # validation: two forwards (loss, IDGain)
     return max(1, int(minutes * 60 * margin / per_epoch))
 
 # %% ../nbs/11_cli.ipynb #f7f4c4ed
@@ -205,7 +205,7 @@ def labeled_grid(rows: list, col_labels: list, row_labels: list | None = None, s
 def _run_key(preset: DemoPreset, minutes: float, n_images: int, n_test: int, seed: int, fingerprint: str) -> str:
     "Short hash of everything that defines a demo training run."
     d = dict(preset={k: v for k, v in dataclasses.asdict(preset).items() if k != 'sizes'}, minutes=minutes, n_images=n_images,
-             n_test=n_test, seed=seed, fp=fingerprint)
+             n_test=n_test, seed=seed, fp=fingerprint, model=dataclasses.asdict(preset.unet(None)))  # the full U-Net config
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 def _bundle_matches(path: Path, key: str) -> bool:

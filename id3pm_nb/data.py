@@ -297,17 +297,26 @@ class _Store:
 # %% ../nbs/02_data.ipynb #3870aa4f
 @dataclasses.dataclass
 class _Lock:
-    "An exclusive lock file holding our pid; a lock left by a dead process is taken over."
+    "An exclusive lock file holding our pid: waits up to `wait` s for a live holder; a dead holder's lock is taken over."
     path: Path
+    wait: float = 60.
     def __enter__(self):
-        for _ in range(2):
+        t0 = time.monotonic()
+        while True:
             try: fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                pid = int(self.path.read_text() or 0) if self.path.exists() else 0
-                if pid and pid != os.getpid() and _alive(pid): raise RuntimeError(f"another process (pid {pid}) is preparing into {self.path.parent}; wait for it, or delete {self.path} if it is gone")
-                self.path.unlink(missing_ok=True); continue
-            os.write(fd, str(os.getpid()).encode()); os.close(fd); return self
-        raise RuntimeError(f"could not lock {self.path}")
+            except FileExistsError: pass
+            else: os.write(fd, str(os.getpid()).encode()); os.close(fd); return self
+            pid = self._holder()
+            if pid is not None and (pid == os.getpid() or not _alive(pid)): self.path.unlink(missing_ok=True); continue
+            if time.monotonic() - t0 > self.wait:
+                raise RuntimeError(f"another process (pid {pid or '?'}) has held {self.path} for over {self.wait:g}s while preparing into "
+                                   f"{self.path.parent}; wait for it, or delete {self.path} if that process is gone")
+            time.sleep(0.1)
+    def _holder(self) -> int | None:
+        "The pid in the lock file; None while its owner is still writing it (or it just vanished)."
+        try: s = self.path.read_text().strip()
+        except FileNotFoundError: return None
+        return int(s) if s.isdigit() else None
     def __exit__(self, *a): self.path.unlink(missing_ok=True)
 
 def _alive(pid: int) -> bool:
@@ -553,21 +562,43 @@ def split_identities(identities,            # (N,) identity of each image
     return Splits(*(np.flatnonzero(part[inv] == s) for s in (0, 1, 2)))
 
 # %% ../nbs/02_data.ipynb #d6733fe0
+def _check_attrs(attrs, n: int, flip) -> tuple[np.ndarray | None, np.ndarray | None]:
+    "`attrs` as float32 `(n, A)` and `flip` as float32 `(A,)` (ones when None), or a clear error."
+    if attrs is None:
+        if flip is not None: raise ValueError("attr_flip was given without attrs")
+        return None, None
+    a = np.asarray(attrs, np.float32)
+    if a.ndim != 2 or len(a) != n: raise ValueError(f"attrs has shape {a.shape}: need one attribute row per image, ({n}, A)")
+    if not np.isfinite(a).all(): raise ValueError(f"attrs holds {(~np.isfinite(a)).sum()} NaN/inf values: fill or drop those rows first")
+    f = np.ones(a.shape[1], np.float32) if flip is None else np.asarray(flip, np.float32)
+    if f.shape != (a.shape[1],): raise ValueError(f"attr_flip has shape {f.shape}: need one multiplier per attribute column ({a.shape[1]},)")
+    return a, f
+
 class FacePairs:
-    "Rows `idxs` of `crops` (N,S,S,3) uint8 and `ids` (N,D) as (image, ID vector) pairs; `batch` gathers many at once."
-    def __init__(self, crops: np.ndarray, ids: np.ndarray, idxs=None):
+    "Rows `idxs` of `crops` (N,S,S,3) uint8, `ids` (N,D) and optional `attrs` (N,A) as training items; `batch` gathers many at once."
+    def __init__(self, crops: np.ndarray, ids: np.ndarray, idxs=None,
+                 attrs: np.ndarray | None = None,      # (N,A) attribute vectors: batches become (image, ID, attr)
+                 attr_flip: np.ndarray | None = None): # (A,) multipliers for mirrored images (e.g. -1 for yaw); None: ones
         if len(crops) != len(ids): raise ValueError(f"{len(crops)} crops but {len(ids)} ID vectors")
         self.crops, self.ids = crops, ids
+        self.attrs, self.attr_flip = _check_attrs(attrs, len(ids), attr_flip)
         self.idxs = np.arange(len(ids)) if idxs is None else np.asarray(idxs, np.int64)
     def __len__(self) -> int: return len(self.idxs)
-    def __getitem__(self, i): j = self.idxs[i]; return self.crops[j], self.ids[j]
+    def __getitem__(self, i):
+        j = self.idxs[i]
+        return (self.crops[j], self.ids[j]) if self.attrs is None else (self.crops[j], self.ids[j], self.attrs[j])
 
-    def batch(self, b, flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        "Images `(B,3,S,S)` float in [-1,1] and ID vectors `(B,D)` float32 for positions `b`."
+    def batch(self, b, flip: bool = False) -> tuple[torch.Tensor, ...]:
+        "Images `(B,3,S,S)` float in [-1,1], ID vectors `(B,D)` float32 (and attributes `(B,A)`) for positions `b`."
         j = self.idxs[np.asarray(b, np.int64)]
         a = self.crops[j]                                    # (B,S,S,3) uint8, a copy
-        if flip: m = (torch.rand(len(j)) < 0.5).numpy(); a[m] = a[m][:, :, ::-1]
-        return img2tensor(a), torch.from_numpy(np.ascontiguousarray(self.ids[j], np.float32))
+        m = (torch.rand(len(j)) < 0.5).numpy() if flip else np.zeros(len(j), bool)
+        if m.any(): a[m] = a[m][:, :, ::-1]
+        out = (img2tensor(a), torch.from_numpy(np.ascontiguousarray(self.ids[j], np.float32)))
+        if self.attrs is None: return out
+        at = self.attrs[j]                                   # (B,A) float32, a copy
+        at[m] *= self.attr_flip                              # a mirrored face has mirrored attributes (yaw changes sign)
+        return (*out, torch.from_numpy(at))
 
 class FaceDL(DataLoader):
     "fastai `DataLoader` over `FacePairs` that builds each batch in one gather; random horizontal flips when `flip`."
@@ -584,12 +615,15 @@ def get_dls(prepared: Prepared,
             num_workers: int = 0,
             device=None,                 # None: `default_device()`
             seed: int = 0,               # seed of the default split
+            attrs: np.ndarray | None = None,      # (N,A) attribute vector per prepared image: batches gain `attr (B,A)`
+            attr_flip: np.ndarray | None = None,  # (A,) multipliers applied to the attributes of flipped images; None: ones
            ) -> DataLoaders:
-    "fastai `DataLoaders` (train, valid) of (image `(B,3,S,S)` in [-1,1], ID vector `(B,D)` float32)."
+    "fastai `DataLoaders` (train, valid) of (image `(B,3,S,S)` in [-1,1], ID vector `(B,D)` float32[, attributes `(B,A)`])."
     if size not in prepared.crops: raise ValueError(f"size {size} was not prepared (sizes {prepared.sizes}): rerun prepare(..., sizes=(..., {size}))")
     tr, va = (split_identities(prepared.identities, seed=seed) if split is None else split)[:2]
     if not len(tr) or not len(va): raise ValueError(f"empty split: {len(tr)} train and {len(va)} valid images; prepare more identities")
-    ds = lambda idx: FacePairs(prepared.crops[size], prepared.ids, idx)
+    attrs, attr_flip = _check_attrs(attrs, len(prepared), attr_flip)
+    ds = lambda idx: FacePairs(prepared.crops[size], prepared.ids, idx, attrs, attr_flip)
     train = FaceDL(ds(tr), flip=flip, bs=bs, shuffle=True, drop_last=len(tr) > bs, num_workers=num_workers)
     valid = FaceDL(ds(va), bs=bs, shuffle=False, num_workers=num_workers)
     return DataLoaders(train, valid, device=default_device(device))

@@ -15,11 +15,11 @@ import torch
 from .core import default_device, image_grid, img2tensor, show_images, tensor2img
 from .fr import ARCFACE_PACKS, Recognizer, get_detector, load_recognizer
 from .data import IMG_EXTS, BadImageError, Prepared, face_crops, read_image
-from .sampling import SAMPLERS, sample
+from .sampling import SAMPLERS, RowNoise, sample
 from .train import ArtifactError, Bundle, load_bundle
 
 # %% auto #0
-__all__ = ['check_ids', 'check_fingerprint', 'recognizer_spec', 'Targets', 'concat_targets', 'ID3PM', 'RowNoise', 'Inversion']
+__all__ = ['check_ids', 'check_fingerprint', 'recognizer_spec', 'Targets', 'concat_targets', 'ID3PM', 'Inversion']
 
 # %% ../nbs/08_pipeline.ipynb #c671e6fb
 def check_ids(ids,                      # (N, D) or (D,) array or tensor
@@ -215,14 +215,6 @@ def _targets(self: ID3PM,
     return dataclasses.replace(t, ids=check_ids(t.ids, self.dim), fingerprint=t.fingerprint or fingerprint)
 ID3PM.targets = _targets
 
-# %% ../nbs/08_pipeline.ipynb #d30acd83
-class RowNoise:
-    "N(0, I) drawn row by row, row k from its own CPU generator seeded `seeds[k]`: samples never depend on batching."
-    def __init__(self, seeds: Sequence[int]): self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if len(x) != len(self.gens): raise ValueError(f"RowNoise has {len(self.gens)} generators for a batch of {len(x)}")
-        return torch.stack([torch.randn(tuple(x.shape[1:]), generator=g) for g in self.gens]).to(x.device)
-
 # %% ../nbs/08_pipeline.ipynb #4ffb940a
 def _sample_base(self: ID3PM, y: torch.Tensor, seeds: np.ndarray, scale: float, sampler: str, steps, precision: str,
                  progress: bool, opts: dict) -> torch.Tensor:
@@ -245,6 +237,8 @@ def _sample(self: ID3PM,
             bs: int = 64,              # images per batch
             progress: bool = True,
             sr_opts: dict | None = None,  # `superres.upsample` options for the SR stage, e.g. dict(steps=25, noise_level=100)
+            attr=None,                 # attribute vector (A,) for all, or (N, A) one per ID vector (models trained with attributes)
+            attr_scale: float | None = None,  # attribute guidance scale; None: attr goes to every branch unguided
             **opts) -> np.ndarray:     # sampler options, e.g. eta=0.5 for DDIM
     "`n` uint8 images `(N, n, H, W, 3)` per ID vector of `ids`, deterministic under `seed`."
     if sampler not in SAMPLERS: raise ValueError(f"sampler={sampler!r}: use one of {list(SAMPLERS)}")
@@ -253,26 +247,37 @@ def _sample(self: ID3PM,
     ids = check_ids(ids, self.dim); N = len(ids)
     y = torch.from_numpy(np.repeat(ids, n, 0))                        # (N*n, D)
     seeds = np.tile(seed + np.arange(n), N)                           # sample j of every target: seed + j
+    a = self._attr_rows(attr, N, n)                                   # (N*n, A) or None
     out = []
     for i in range(0, N * n, bs):
-        x = self._sample_base(y[i:i+bs], seeds[i:i+bs], scale, sampler, steps, precision, progress, opts)
+        ao = {} if a is None else {'attr': a[i:i+bs], 'attr_scale': attr_scale}
+        x = self._sample_base(y[i:i+bs], seeds[i:i+bs], scale, sampler, steps, precision, progress, {**opts, **ao})
         if sr: x = self._upsample(img2tensor(tensor2img(x)).to(self.device), y[i:i+bs], seeds[i:i+bs], precision, **(sr_opts or {}))
         out.append(tensor2img(x))
     imgs = np.concatenate(out)
     return imgs.reshape(N, n, *imgs.shape[1:])
 ID3PM._sample_base, ID3PM.sample = _sample_base, _sample
 
+def _attr_rows(self: ID3PM, attr, N: int, n: int) -> torch.Tensor | None:
+    "Attribute vectors `(N*n, A)` for `n` samples of `N` targets from one `(A,)` or per-target `(N, A)` array, or a clear error."
+    if attr is None: return None
+    A = self.model.cfg.attr_dim
+    if not A: raise ValueError(f"attr was given, but the bundle {self.bundle.path} was trained without attributes (attr_dim=None)")
+    a = torch.as_tensor(np.asarray(attr, np.float32))
+    if a.ndim == 1: a = a.expand(N, -1)
+    if a.shape != (N, A): raise ValueError(f"attr has shape {tuple(torch.as_tensor(np.asarray(attr)).shape)}: pass ({A},) or one per target ({N}, {A})")
+    return a.repeat_interleave(n, 0)
+ID3PM._attr_rows = _attr_rows
+
 # %% ../nbs/08_pipeline.ipynb #ef684f58
 def _upsample(self: ID3PM, low: torch.Tensor, y: torch.Tensor, seeds: np.ndarray, precision: str = 'auto', **kw) -> torch.Tensor:
-    "Run the bundle's SR stage on base samples `low` `(B, 3, s, s)`, one image at a time; returns `(B, 3, S, S)` in [-1, 1]."
+    "Run the bundle's SR stage on base samples `low` `(B, 3, s, s)` (one noise stream per image); returns `(B, 3, S, S)` in [-1, 1]."
     from id3pm_nb.superres import upsample
     info = self.bundle.sr.info
     if 'noise_level' in info: kw.setdefault('noise_level', int(info['noise_level']))
-    y = y.to(self.device)
-    out = [upsample(self.sr_model, low[i:i+1], y[i:i+1] if self.sr_model.cfg.id_dim else None, schedule=self.bundle.sr.schedule,
-                    generator=torch.Generator().manual_seed(int(s) + 10**6), precision=precision, **kw)
-           for i, s in enumerate(seeds)]
-    return torch.cat(out)
+    y = y.to(self.device) if self.sr_model.cfg.id_dim else None
+    return upsample(self.sr_model, low, y, schedule=self.bundle.sr.schedule, noise_sampler=RowNoise(np.asarray(seeds) + 10**6),
+                    precision=precision, **kw)
 ID3PM._upsample = _upsample
 
 # %% ../nbs/08_pipeline.ipynb #571bd4bf
@@ -308,15 +313,18 @@ def _invert(self: ID3PM,
             sr: bool = False,          # run the super-resolution stage
             aligned: bool = False,     # photos are already FFHQ-aligned crops
             fingerprint: str | None = None,  # recognizer of raw ID vectors, when known
+            attr=None,                 # attribute vector(s) (A,) or (N, A), for bundles trained with attributes
+            attr_scale: float | None = None,  # attribute guidance scale (None: attr unguided, in every branch)
             **kw) -> Inversion:        # more `sample` options: precision, bs, progress, eta, ...
     "Generate `n` faces per target identity from the bundle's model; deterministic under `seed`."
     t = self.targets(targets, aligned, fingerprint)
-    imgs = self.sample(t.ids, n, scale, sampler, steps, seed, sr, **kw)
+    imgs = self.sample(t.ids, n, scale, sampler, steps, seed, sr, attr=attr, attr_scale=attr_scale, **kw)
     settings = dict(n=n, scale=scale, sampler=sampler, steps=steps, seed=seed, sr=sr)
+    if attr is not None: settings.update(attr=np.asarray(attr, np.float32).round(4).tolist(), attr_scale=attr_scale)
     return Inversion(imgs, t.ids, t.names, settings, t.faces, t.fingerprint)
 ID3PM.invert = _invert
 
-# %% ../nbs/08_pipeline.ipynb #796cd699
+# %% ../nbs/08_pipeline.ipynb #9e774ce9
 def _generator(self: ID3PM, scale: float = 3.0, **kw):
     "A function `generate(ids, seed=0, guidance=None) -> uint8 (N, H, W, 3)`: one image per ID vector (guidance None -> `scale`)."
     def generate(ids, seed: int = 0, guidance: float | None = None, **extra):

@@ -15,7 +15,7 @@ from .core import default_device, autocast_dtype
 from .diffusion import Schedule, get_schedule, respace, predict_x0, predict_eps, q_posterior, learned_log_variance
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'NFECounter', 'CFGDenoiser', 'noise_from', 'sample_ddpm', 'sample_ddim', 'sample_dpmpp_2m',
+__all__ = ['SAMPLERS', 'NFECounter', 'CFGDenoiser', 'noise_from', 'RowNoise', 'sample_ddpm', 'sample_ddim', 'sample_dpmpp_2m',
            'sampling_schedule', 'sample']
 
 # %% ../nbs/05_sampling.ipynb #801f286f
@@ -83,6 +83,14 @@ def _denoised(x: Tensor, k: int, eps: Tensor, sched: Schedule, clip_x0: bool) ->
     if not clip_x0: return x0, eps
     x0 = x0.clamp(-1, 1)
     return x0, predict_eps(x, k, x0, sched)
+
+# %% ../nbs/05_sampling.ipynb #b0a4e001
+class RowNoise:
+    "N(0, I) drawn row by row, row k from its own CPU generator seeded `seeds[k]`: samples never depend on batching."
+    def __init__(self, seeds: Sequence[int]): self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    def __call__(self, x: Tensor) -> Tensor:
+        if len(x) != len(self.gens): raise ValueError(f"RowNoise has {len(self.gens)} generators for a batch of {len(x)}")
+        return torch.stack([torch.randn(tuple(x.shape[1:]), generator=g) for g in self.gens]).to(x.device)
 
 # %% ../nbs/05_sampling.ipynb #57a0b56c
 @torch.no_grad()

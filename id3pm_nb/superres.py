@@ -37,6 +37,7 @@ def augment_low_res(low: Tensor,  # low-res images (B, C, h, w)
 class SRDiffusionCallback(DiffusionCallback):
     "`before_batch` for the SR model: target = hi-res x0, condition = noise-augmented low-res copy + its level (+ ID)."
     name = 'diffusion'  # learn.diffusion, like the base model's callback
+    id_pos = 3          # xb = (x_t, t, low_res, y, noise_level)
     def __init__(self, sched: Schedule, p_uncond: float = 0.1,
                  aug_max: int = 250,  # noise-augmentation levels are drawn from 0..aug_max
                  noise_level: int = 100,  # default level for sampling (recorded in the bundle)
@@ -69,6 +70,7 @@ def upsample(sr_model: nn.Module | Bundle,  # an SRUNet, or a loaded SR bundle (
              sampler: str = 'dpmpp_2m',  # 'ddpm', 'ddim' or 'dpmpp_2m'
              noise_level: int | None = None,  # augmentation level of the low-res input (0: clean); None: the bundle's, else 100
              generator: torch.Generator | None = None,
+             noise_sampler: Callable | None = None,  # draws N(0, I) like its argument (e.g. one generator per row); default from `generator`
              scale: float = 1.0,  # guidance scale on y
              schedule: str | Schedule = 'cosine', T: int = 1000,  # the SR model's training schedule (a bundle brings its own)
              precision: str = 'fp32', clip_x0: bool = True, disable: bool = True, callback: Callable | None = None) -> Tensor:
@@ -84,7 +86,7 @@ def upsample(sr_model: nn.Module | Bundle,  # an SRUNet, or a loaded SR bundle (
     train_sched = schedule if isinstance(schedule, Schedule) else get_schedule(schedule, T)
     if not 0 <= noise_level < len(train_sched): raise ValueError(f"noise_level={noise_level} outside 0..{len(train_sched) - 1}")
     dev, B = low_res.device, low_res.shape[0]
-    noise = noise_from(generator)
+    noise = noise_sampler or noise_from(generator)
     low = low_res.float()
     level = torch.full((B,), noise_level, device=dev)
     if noise_level > 0: low = augment_low_res(low, level.long(), train_sched, noise(low))
@@ -94,8 +96,9 @@ def upsample(sr_model: nn.Module | Bundle,  # an SRUNet, or a loaded SR bundle (
     x = noise(torch.empty(B, 3, cfg.image_size, cfg.image_size, device=dev))
     den = CFGDenoiser(sr_model, {'y': scale}, dtype=autocast_dtype(dev, precision))
     was = sr_model.training; sr_model.eval()
+    extra = {'noise_sampler': noise} if noise_sampler is not None and sampler in ('ddpm', 'ddim') else {}
     try: return SAMPLERS[sampler](den, x, sched, {'low_res': low, 'y': y, 'noise_level': level.float()}, callback, disable,
-                                  generator, clip_x0=clip_x0)
+                                  generator, clip_x0=clip_x0, **extra)
     finally: sr_model.train(was)
 
 # %% ../nbs/07_superres.ipynb #72fd7f06
@@ -103,6 +106,7 @@ class SRPreview:
     "Preview sampler: bilinear upsample, SR sample (EMA model) and real image for the first held-out faces."
     def __init__(self, hi: Tensor, ids: Tensor | None, steps: int = 10, noise_level: int = 0, seed: int = 0):
         self.hi, self.ids, self.steps, self.noise_level, self.seed = hi.cpu(), ids, steps, noise_level, seed
+        self.nrow = len(hi)  # grid rows: bilinear, SR, real
     def __call__(self, learn) -> Tensor:
         model = learn.ema_model if learn.ema_model is not None else unwrap(learn.model)
         dev, cfg = next(model.parameters()).device, model.cfg

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from fastcore.basics import patch
 from fastcore.foundation import L
 from fastai.learner import Learner
+from fastai.metrics import Metric
 from fastai.callback.core import Callback, CancelEpochException
 from fastai.callback.schedule import LRFinder  # also adds fit_one_cycle / lr_find to Learner
 from fastai.callback.fp16 import MixedPrecision, AMPMode
@@ -31,11 +32,12 @@ from .diffusion import Schedule, eps_loss, get_schedule, hybrid_loss, q_sample
 from .sampling import sample
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'BUNDLE_FORMAT', 'unwrap', 'DiffusionLoss', 'DiffusionCallback', 'ema_decay', 'EMACallback',
+__all__ = ['CKPT_FORMAT', 'BUNDLE_FORMAT', 'unwrap', 'DiffusionLoss', 'DiffusionCallback', 'IDGain', 'ema_decay', 'EMACallback',
            'pack_state', 'unpack_state', 'ArtifactError', 'write_folder', 'read_manifest', 'read_json', 'read_tensors',
            'write_tensors', 'load_weights', 'rng_states', 'set_rng_states', 'CheckpointCallback', 'list_checkpoints',
-           'latest_checkpoint', 'AMP', 'IDPreview', 'PreviewCallback', 'DiffusionLearner', 'get_learner',
-           'load_checkpoint', 'Bundle', 'save_bundle', 'load_bundle', 'world', 'train', 'shard_map']
+           'latest_checkpoint', 'AMP', 'IDPreview', 'PreviewCallback', 'DiffusionLearner', 'train_id_vectors',
+           'init_id_stats', 'get_learner', 'load_checkpoint', 'Bundle', 'save_bundle', 'load_bundle', 'world', 'train',
+           'shard_map']
 
 # %% ../nbs/06_train.ipynb #8848d120
 def unwrap(model: nn.Module) -> nn.Module:
@@ -64,6 +66,7 @@ def _drop(v: Tensor | None, p: float, g: torch.Generator) -> Tensor | None:
 class DiffusionCallback(Callback):
     "Turn `(x0, y[, attr])` batches into `xb = (x_t, t, y[, attr])`, `yb = (noise, x0, x_t, t)`; drop conditions for CFG."
     order = 1
+    id_pos = 2  # where the ID vector sits in `xb` (the SR callback puts it after the low-res image)
     def __init__(self,
                  sched: Schedule,  # training schedule (e.g. get_schedule('cosine', 1000))
                  p_uncond: float = 0.1,  # probability of replacing the ID vector by zeros (training only)
@@ -111,6 +114,24 @@ class DiffusionCallback(Callback):
         if x0.ndim != 4 or x0.shape[-1] != size or x0.shape[-2] != size:
             raise ValueError(f"batch images have shape {tuple(x0.shape)} but the model was configured for {size}x{size}: "
                              f"build the DataLoaders with size={size} or the model with image_size={x0.shape[-1]}")
+
+# %% ../nbs/06_train.ipynb #c1d90002
+class IDGain(Metric):
+    "Validation metric `1 - MSE(eps | y) / MSE(eps | null ID)`: the share of the noise error the ID vector removes."
+    def reset(self): self.cond = self.null = 0.
+    def accumulate(self, learn):
+        k, noise = learn.diffusion.id_pos, learn.yb[0].float()
+        if len(learn.xb) <= k or learn.xb[k] is None: return
+        xb = list(learn.xb); xb[k] = torch.zeros_like(xb[k])
+        C, amp = noise.shape[1], autocast_dtype(noise.device, learn.precision)
+        with torch.no_grad(), torch.autocast(noise.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            null = learn.model(*xb)
+        self.cond += float((learn.pred[:, :C].float() - noise).pow(2).sum())
+        self.null += float((null[:, :C].float() - noise).pow(2).sum())
+    @property
+    def value(self): return 1 - self.cond / self.null if self.null else float('nan')
+    @property
+    def name(self): return 'id_gain'
 
 # %% ../nbs/06_train.ipynb #89b41f28
 def ema_decay(n: int, decay: float = 0.9999) -> float:
@@ -418,6 +439,7 @@ class IDPreview:
     "Preview sampler: real images on top, EMA samples for their ID vectors below (fixed seed, fast sampler)."
     def __init__(self, imgs: Tensor, ids: Tensor, scale: float = 2.0, sampler: str = 'ddim', steps: int = 20, seed: int = 0):
         self.imgs, self.ids, self.scale, self.sampler, self.steps, self.seed = imgs.cpu(), ids, scale, sampler, steps, seed
+        self.nrow = len(imgs)  # grid: one row of real images, one of samples
     def __call__(self, learn: Learner) -> Tensor:
         model = getattr(learn, 'ema_model', None)
         model = unwrap(learn.model) if model is None else model
@@ -441,7 +463,7 @@ class PreviewCallback(Callback):
         if rank_distrib() != 0: return None
         from PIL import Image
         imgs = self.sample_fn(self.learn)
-        grid = image_grid(imgs, self.nrow or max(1, len(imgs) // 2))
+        grid = image_grid(imgs, self.nrow or getattr(self.sample_fn, 'nrow', None) or max(1, len(imgs) // 2))
         path = self.folder/f'preview-{self.learn.train_iter:07d}.png'
         with atomic_write(path) as f: Image.fromarray(grid).save(f, format='PNG')
         self.last_path, self.last_iter = path, self.learn.train_iter
@@ -503,6 +525,25 @@ def _build_model(dls, model_or_cfg) -> nn.Module:
         return UNet(unet_config(model_or_cfg, image_size=b[0].shape[-1], **dims))
     raise TypeError(f"model_or_cfg must be a UNet, a UNetConfig or a preset name, not {type(model_or_cfg).__name__}")
 
+def train_id_vectors(dls, max_batches: int = 200) -> Tensor | None:
+    "The ID vectors `(N, D)` of the training set: read from a `FacePairs`-like dataset, else from up to `max_batches` batches."
+    ds = getattr(dls.train, 'dataset', None)
+    if isinstance(getattr(ds, 'ids', None), (np.ndarray, Tensor)):
+        idxs = getattr(ds, 'idxs', None)
+        return torch.as_tensor(np.asarray(ds.ids if idxs is None else ds.ids[idxs]), dtype=torch.float32)
+    dl = dls.train.new(shuffle=False, drop_last=False) if hasattr(dls.train, 'new') else dls.train   # every row, once
+    ys = [b[1].float().cpu() for b, _ in zip(dl, range(max_batches)) if len(b) > 1]
+    return torch.cat(ys) if ys else None
+
+def init_id_stats(model: nn.Module, dls) -> nn.Module:
+    "Set `model`'s ID standardisation from the training ID vectors of `dls`, unless it is set already (or not used)."
+    m = unwrap(model)
+    if getattr(m, 'id_stats_set', True): return model
+    ids = train_id_vectors(dls)
+    if ids is None or len(ids) < 2: raise ValueError("cannot set the ID standardisation: the training data holds fewer than 2 ID vectors")
+    m.set_id_stats(ids)
+    return model
+
 def _id_preview(dls, n: int, **kw) -> IDPreview:
     "Preview sampler for the first `n` validation images and their ID vectors."
     b = dls.valid.one_batch() if len(dls.valid) else dls.train.one_batch()
@@ -525,7 +566,7 @@ def get_learner(dls,  # fastai DataLoaders of (img (B,3,S,S) in [-1,1], id_vecto
                 preview_fn: Callable | None = None,  # default: IDPreview on the first validation batch
                 cbs: list | None = None, **kwargs) -> DiffusionLearner:
     "A `DiffusionLearner` with the diffusion, EMA, clipping, mixed precision, checkpoint and preview callbacks."
-    model = _build_model(dls, model_or_cfg)
+    model = init_id_stats(_build_model(dls, model_or_cfg), dls)  # ID mean/std from the training vectors (a resume loads them)
     sched = get_schedule(schedule, T) if diffusion_cb is None else diffusion_cb.sched
     dcb = diffusion_cb or DiffusionCallback(sched, p_uncond, p_uncond_attr, seed=seed)
     dev = getattr(dls, 'device', None) or next(model.parameters()).device
@@ -536,6 +577,7 @@ def get_learner(dls,  # fastai DataLoaders of (img (B,3,S,S) in [-1,1], id_vecto
     if preview_dir is not None:
         po = dict(preview or {}); n = po.pop('n', 8)
         callbacks.append(PreviewCallback(preview_dir, preview_fn or _id_preview(dls, n, **po), preview_every))
+    if unwrap(model).cfg.id_dim: kwargs.setdefault('metrics', [IDGain()])  # is the ID vector used? (held-out people)
     learn = DiffusionLearner(dls, model, loss_func=DiffusionLoss(sched, vlb_weight), opt_func=opt_func, lr=lr, wd=wd,
                              cbs=callbacks + list(L(cbs)), path=Path(ckpt_dir) if ckpt_dir else Path(tempfile.gettempdir()), **kwargs)
     learn.precision = {torch.bfloat16: 'bf16', torch.float16: 'fp16', None: 'fp32'}[amp]

@@ -34,6 +34,7 @@ class UNetConfig:
     dropout: float = 0.1             # dropout inside residual blocks
     learn_sigma: bool = False        # also predict the variance interpolation (improved DDPM)
     id_dim: int | None = 512         # ID vector size; None: no ID conditioning
+    id_norm: bool = True             # standardise ID vectors (training mean/std, stored as buffers) before the projection
     attr_dim: int | None = None      # attribute vector size; None: no attribute conditioning
     resblock_updown: bool = True     # BigGAN-style residual blocks for up/down sampling
     norm_groups: int = 32            # GroupNorm groups
@@ -267,6 +268,8 @@ class UNet(nn.Module):
         self.cfg, ch, E, G = cfg, cfg.ch, cfg.emb_ch, cfg.norm_groups
         self.time_embed = EmbedMLP(ch, E)
         self.id_proj = nn.Linear(cfg.id_dim, E) if cfg.id_dim else None
+        if cfg.id_dim and cfg.id_norm:                                     # set from training vectors by `set_id_stats`
+            self.register_buffer('id_mean', torch.zeros(cfg.id_dim)); self.register_buffer('id_inv_std', torch.ones(cfg.id_dim))
         self.attr_proj = nn.Linear(cfg.attr_dim, E) if cfg.attr_dim else None
         self.conv_in = nn.Conv2d(cfg.in_ch + cfg.cond_img_ch, ch, 3, padding=1)
         res = lambda i, o, r=None: ResBlock(i, E, o, cfg.dropout, r, G)
@@ -292,14 +295,38 @@ class UNet(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     def embed(self, t: torch.Tensor, y: torch.Tensor | None = None, attr: torch.Tensor | None = None, B: int | None = None) -> torch.Tensor:
-        "Embedding `(B, 4ch)`: MLP(sinusoids(t)) + Linear(y) + Linear(attr); None conditions are zero vectors."
+        "Embedding `(B, 4ch)`: MLP(sinusoids(t)) + Linear(standardised y) + Linear(attr); None conditions are zero vectors."
         B = B or t.shape[0]
         emb = self._embed_level(self.time_embed, t, B, 't')
         for proj, v, name, field in ((self.id_proj, y, 'y', 'id_dim'), (self.attr_proj, attr, 'attr', 'attr_dim')):
             dim = getattr(self.cfg, field)
             v = _check_vec(v, dim, B, name, field, emb)
+            if name == 'y' and v is not None: v = self.normalize_id(v)
             if proj is not None: emb = emb + proj(v if v is not None else emb.new_zeros(B, dim))
         return emb
+
+    @property
+    def id_stats_set(self) -> bool:
+        "Have the ID standardisation statistics been set (always True without `id_norm`)?"
+        return not hasattr(self, 'id_mean') or bool(self.id_mean.any() or (self.id_inv_std != 1).any())
+
+    @torch.no_grad()
+    def set_id_stats(self, ids) -> UNet:
+        "Standardise future ID vectors with the mean and per-dimension std of training vectors `ids` `(N, id_dim)`."
+        if not hasattr(self, 'id_mean'): raise ValueError("this model has no ID standardisation (id_dim=None or id_norm=False)")
+        ids = torch.as_tensor(ids, dtype=torch.float64)
+        if ids.ndim != 2 or ids.shape[1] != self.cfg.id_dim or len(ids) < 2:
+            raise ValueError(f"ID vectors have shape {tuple(ids.shape)}: need (N >= 2, {self.cfg.id_dim}) training vectors")
+        ids = ids[ids.ne(0).any(1)]                                          # null (all-zero) rows carry no statistics
+        if not torch.isfinite(ids).all(): raise ValueError("ID vectors contain NaN or inf values")
+        self.id_mean.copy_(ids.mean(0)); self.id_inv_std.copy_(1 / ids.std(0).clamp_min(1e-4))
+        return self
+
+    def normalize_id(self, y: torch.Tensor) -> torch.Tensor:
+        "`(y - mean) / std` per dimension; the null condition (all-zero rows) stays zero."
+        if not hasattr(self, 'id_mean'): return y
+        null = y.eq(0).all(1, keepdim=True)
+        return torch.where(null, 0., (y - self.id_mean.to(y.dtype)) * self.id_inv_std.to(y.dtype))
 
     def _embed_level(self, mlp: nn.Module, t: torch.Tensor, B: int, name: str) -> torch.Tensor:
         "`mlp(sinusoids(t))` `(B, 4ch)` for a timestep-like `t`: shape `(B,)` or a scalar."
