@@ -9,7 +9,7 @@ ran in the same folder), then, on LFW people the model never trained on, for eac
   threshold set from real LFW impostor scores (all different-person pairs among the images of LFW's pairs.txt subset);
 - diversity: the mean pairwise ID distance (1 - cosine) among one person's samples, averaged over people.
 
-It writes `repro.md` and `repro.csv` into --out and prints the table.
+It writes `repro.md`, `repro.csv` and `repro_grid.png` (real face, then one sample per scale) into --out and prints the table.
 
     python bench/repro.py                        # reuses ./id3pm_demo (trains it first if needed, 10 min on CPU)
     python bench/repro.py --demo runs/demo --people 48 --samples 6
@@ -86,7 +86,7 @@ def embed_photos(df, rec, size, cache):
 
 
 def held_out_targets(root, trained, recs, size, people, seed, cache):
-    "Row indices of each held-out person's first and second photo, every recognizer's ID vectors and the aligned crops."
+    "Row indices of each held-out person's first and second photo, every recognizer's ID vectors, the aligned crops, the names."
     df = heldout_people(root, trained, people, seed)
     emb, crops, keep = {}, None, np.ones(len(df), bool)
     for fr, rec in recs.items():
@@ -94,7 +94,8 @@ def held_out_targets(root, trained, recs, size, people, seed, cache):
         full = np.full((len(df), rec.dim), np.nan, np.float32); full[k] = e; emb[fr] = full; keep &= k
         if fr == 'dlib': crops = np.zeros((len(df), *c.shape[1:]), np.uint8); crops[k] = c
     ok = df[keep].groupby('identity').filter(lambda g: len(g) == 2)
-    return ok.groupby('identity').head(1).index.to_numpy(), ok.groupby('identity').tail(1).index.to_numpy(), emb, crops
+    firsts = ok.groupby('identity').head(1)
+    return firsts.index.to_numpy(), ok.groupby('identity').tail(1).index.to_numpy(), emb, crops, firsts.identity.tolist()
 
 
 def main(argv=None):
@@ -114,7 +115,7 @@ def main(argv=None):
     out = Path(a.out or Path(a.demo)/'repro'); out.mkdir(parents=True, exist_ok=True)
     recs = {'dlib': pipe.recognizer, 'facenet': load_recognizer('facenet')}
 
-    first, second, emb, crops = held_out_targets(root, trained, recs, pipe.image_size, a.people, a.seed, a.cache)
+    first, second, emb, crops, people_names = held_out_targets(root, trained, recs, pipe.image_size, a.people, a.seed, a.cache)
     log(f"{len(first)} held-out people (of {a.people} drawn; the others lost a photo to face detection)")
 
     # thresholds at the FMR from real impostor scores (different-person pairs among the images of the pairs.txt subset)
@@ -130,6 +131,12 @@ def main(argv=None):
     scales = [float(s) for s in a.scales.split(',')]
     samples = cached_samples(pipe, emb['dlib'][first], scales, a.samples, a.steps, 'ddim', a.seed, out, log)
     sc = inversion_scores(samples, {fr: emb[fr][first] for fr in recs}, recs, thr)
+    from PIL import Image
+    from id3pm_nb.cli import labeled_grid
+    n_show = min(8, len(first))                  # the picture of the trade-off: real face, then sample 0 at every scale
+    grid = labeled_grid([[crops[first[i]]] + [samples[s][i, 0] for s in scales] for i in range(n_show)],
+                        ['real'] + [f's = {s:g}' for s in scales], [str(n)[:12] for n in people_names[:n_show]], size=pipe.image_size * 2)
+    Image.fromarray(grid).save(out/'repro_grid.png')
 
     # references: what real photos score against the same targets
     refs = {}
