@@ -315,11 +315,13 @@ class UNet(nn.Module):
         "Standardise future ID vectors with the mean and per-dimension std of training vectors `ids` `(N, id_dim)`."
         if not hasattr(self, 'id_mean'): raise ValueError("this model has no ID standardisation (id_dim=None or id_norm=False)")
         ids = torch.as_tensor(ids, dtype=torch.float64)
+        if ids.ndim == 2: ids = ids[ids.ne(0).any(1)]                         # null (all-zero) rows carry no statistics
         if ids.ndim != 2 or ids.shape[1] != self.cfg.id_dim or len(ids) < 2:
-            raise ValueError(f"ID vectors have shape {tuple(ids.shape)}: need (N >= 2, {self.cfg.id_dim}) training vectors")
-        ids = ids[ids.ne(0).any(1)]                                          # null (all-zero) rows carry no statistics
+            raise ValueError(f"ID vectors have shape {tuple(ids.shape)} (null rows left out): need (N >= 2, {self.cfg.id_dim}) training vectors")
         if not torch.isfinite(ids).all(): raise ValueError("ID vectors contain NaN or inf values")
-        self.id_mean.copy_(ids.mean(0)); self.id_inv_std.copy_(1 / ids.std(0).clamp_min(1e-4))
+        sd = ids.std(0)
+        sd = sd.clamp_min(max(0.1 * float(sd.mean()), 1e-8))                 # a near-constant dimension is not blown up
+        self.id_mean.copy_(ids.mean(0)); self.id_inv_std.copy_(1 / sd)
         return self
 
     def normalize_id(self, y: torch.Tensor) -> torch.Tensor:
