@@ -221,9 +221,8 @@ def _sample_base(self: ID3PM, y: torch.Tensor, seeds: np.ndarray, scale: float, 
     "One batch of base-model samples `(B, 3, S, S)` in [-1, 1] for ID vectors `y` `(B, D)` and per-row seeds."
     S = self.image_size; rn = RowNoise(seeds)
     x = rn(torch.empty(len(seeds), self.model.cfg.in_ch, S, S)).to(self.device)
-    extra = {'noise_sampler': rn} if sampler in ('ddpm', 'ddim') else {}
     return sample(self.model, x, y.to(self.device), scale, sampler=sampler, steps=steps, schedule=self.bundle.schedule,
-                  device=self.device, precision=precision, disable=not progress, **extra, **opts)
+                  device=self.device, precision=precision, disable=not progress, noise_sampler=rn, **opts)
 
 def _sample(self: ID3PM,
             ids,                       # (N, D) ID vectors (checked and normalised)

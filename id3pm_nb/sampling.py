@@ -143,8 +143,9 @@ def sample_ddim(model: nn.Module, x: Tensor, sched: Schedule, extra_args: dict |
 @torch.no_grad()
 def sample_dpmpp_2m(model: nn.Module, x: Tensor, sched: Schedule, extra_args: dict | None = None,
                     callback: Callable | None = None, disable: bool = False, generator: torch.Generator | None = None,
-                    clip_x0: bool = False) -> Tensor:  # clip the predicted x0 to [-1, 1]
-    "DPM-Solver++(2M) over `sched` (deterministic; `generator` unused); returns x0 (B, C, H, W) in float32."
+                    clip_x0: bool = False,  # clip the predicted x0 to [-1, 1]
+                    noise_sampler: Callable | None = None) -> Tensor:
+    "DPM-Solver++(2M) over `sched` (deterministic: `generator` and `noise_sampler` unused); returns x0 (B, C, H, W) in float32."
     extra_args, x = extra_args or {}, x.float()
     old, h_old = None, None
     for i, k in _steps(sched, disable):

@@ -96,9 +96,8 @@ def upsample(sr_model: nn.Module | Bundle,  # an SRUNet, or a loaded SR bundle (
     x = noise(torch.empty(B, 3, cfg.image_size, cfg.image_size, device=dev))
     den = CFGDenoiser(sr_model, {'y': scale}, dtype=autocast_dtype(dev, precision))
     was = sr_model.training; sr_model.eval()
-    extra = {'noise_sampler': noise} if noise_sampler is not None and sampler in ('ddpm', 'ddim') else {}
     try: return SAMPLERS[sampler](den, x, sched, {'low_res': low, 'y': y, 'noise_level': level.float()}, callback, disable,
-                                  generator, clip_x0=clip_x0, **extra)
+                                  generator, clip_x0=clip_x0, noise_sampler=noise)
     finally: sr_model.train(was)
 
 # %% ../nbs/07_superres.ipynb #72fd7f06

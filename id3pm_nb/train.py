@@ -540,8 +540,8 @@ def init_id_stats(model: nn.Module, dls) -> nn.Module:
     m = unwrap(model)
     if getattr(m, 'id_stats_set', True): return model
     ids = train_id_vectors(dls)
-    if ids is None or len(ids) < 2: raise ValueError("cannot set the ID standardisation: the training data holds fewer than 2 ID vectors")
-    m.set_id_stats(ids)
+    if ids is None: raise ValueError("cannot set the ID standardisation: the training batches carry no ID vectors")
+    m.set_id_stats(ids)                                                   # checks the shape and count itself
     return model
 
 def _id_preview(dls, n: int, **kw) -> IDPreview:
