@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_train.ipynb #6d1746fc
 from __future__ import annotations
-import contextlib, copy, json, os, random, shutil, tempfile
+import atexit, contextlib, copy, json, os, random, shutil, tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -714,6 +714,10 @@ def train(learn: DiffusionLearner,  # built the same way on every process
     return learn
 
 # %% ../nbs/06_train.ipynb #3d24ab47
+def _leave_group():
+    "Destroy the default process group if one is still up (at exit, so the communication threads end cleanly)."
+    if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
+
 def shard_map(fn: Callable[[list], Any],  # maps a list of items to an array (len(items), ...), e.g. a recognizer on images
               items: Sequence,  # all items (the same list on every process)
               bs: int = 64) -> np.ndarray:  # items per call of `fn`
@@ -722,6 +726,7 @@ def shard_map(fn: Callable[[list], Any],  # maps a list of items to an array (le
     if w > 1 and not dist.is_initialized():
         from accelerate import PartialState
         PartialState(cpu=not torch.cuda.is_available())  # joins the process group the launcher set up
+        atexit.register(_leave_group)  # left joined at exit, gloo's threads abort the process ("terminate called ...")
     mine = list(items)[r::w]
     outs = [np.asarray(fn(mine[i:i + bs])) for i in range(0, len(mine), bs)]
     local = np.concatenate(outs) if outs else None
