@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_train.ipynb #6d1746fc
 from __future__ import annotations
-import atexit, contextlib, copy, json, os, random, shutil, tempfile
+import atexit, contextlib, copy, functools, json, os, random, shutil, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -701,6 +701,24 @@ def world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
     return rank_distrib(), max(num_distrib(), 1)
 
+def _leave_group():
+    "At exit: give gloo's worker threads the GIL to release the last collective's tensors, then destroy the group."
+    # A worker thread frees a finished collective's Python-owned tensors after `wait()` has returned, and needs the
+    # GIL for it; if the interpreter is already shutting down, the thread exits mid-unwind and the process aborts
+    # ("terminate called without an active exception": 12 of 80 runs of tests/test_ddp.py). Sleeping hands it the GIL.
+    time.sleep(0.05)
+    if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
+
+@functools.cache
+def _leave_group_at_exit(): atexit.register(_leave_group)
+
+def _join_group():
+    "Join the process group the launcher set up (if not yet) and leave it cleanly at exit."
+    if not dist.is_initialized():
+        from accelerate import PartialState
+        PartialState(cpu=not torch.cuda.is_available())
+    _leave_group_at_exit()
+
 def train(learn: DiffusionLearner,  # built the same way on every process
           n_epoch: int, lr_max: float | None = None,
           resume: bool = False,  # continue from the newest checkpoint in the learner's ckpt_dir, if any
@@ -709,24 +727,18 @@ def train(learn: DiffusionLearner,  # built the same way on every process
     ctx = learn.distrib_ctx(cpu=not torch.cuda.is_available()) if world()[1] > 1 else contextlib.nullcontext()  # gloo on CPU
     can_resume = resume and hasattr(learn, 'checkpoint') and latest_checkpoint(learn.checkpoint.folder) is not None
     with ctx:
+        if world()[1] > 1: _join_group()
         if can_resume: learn.resume()
         else: learn.fit_one_cycle(n_epoch, lr_max, **kwargs)
     return learn
 
 # %% ../nbs/06_train.ipynb #3d24ab47
-def _leave_group():
-    "Destroy the default process group if one is still up (at exit, so the communication threads end cleanly)."
-    if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
-
 def shard_map(fn: Callable[[list], Any],  # maps a list of items to an array (len(items), ...), e.g. a recognizer on images
               items: Sequence,  # all items (the same list on every process)
               bs: int = 64) -> np.ndarray:  # items per call of `fn`
     "Apply `fn` in batches to this process's share of `items` (every world-size-th) and gather all results in order."
     r, w = world()
-    if w > 1 and not dist.is_initialized():
-        from accelerate import PartialState
-        PartialState(cpu=not torch.cuda.is_available())  # joins the process group the launcher set up
-        atexit.register(_leave_group)  # left joined at exit, gloo's threads abort the process ("terminate called ...")
+    if w > 1: _join_group()
     mine = list(items)[r::w]
     outs = [np.asarray(fn(mine[i:i + bs])) for i in range(0, len(mine), bs)]
     local = np.concatenate(outs) if outs else None
