@@ -51,16 +51,18 @@ def log(msg): print(f"[repro {time.strftime('%H:%M:%S')}] {msg}", file=sys.stder
 
 def trained_bundle(a, root, dev):
     "The demo's bundle in `a.demo`, trained with the demo recipe (same key, so it is shared with id3pm_demo) if missing."
-    from id3pm_nb.cli import _run_key, demo_preset, demo_train, holdout_split, lfw_subset
+    import inspect
+    from id3pm_nb.cli import _run_key, demo_preset, demo_train, holdout_split, lfw_subset, run_demo
     from id3pm_nb.data import prepare, scan
+    n_test = inspect.signature(run_demo).parameters['n_test'].default  # the demo's split, so both share one trained model
     pre = demo_preset(dev); minutes = pre.minutes if a.minutes is None else a.minutes
     out = Path(a.demo)
     b = out/'bundle'
     if (b/'bundle.json').is_file() and a.minutes is None: return b
     df = lfw_subset(scan(root), pre.n_images, seed=0)
     P = prepare(df, out_dir=a.cache, recognizer='dlib', sizes=sorted({pre.size, *pre.sizes}), verbose=False)
-    split = holdout_split(P.identities, 16, seed=0)
-    key = _run_key(pre, minutes, pre.n_images, 16, 0, P.fingerprint)
+    split = holdout_split(P.identities, n_test, seed=0)
+    key = _run_key(pre, minutes, pre.n_images, n_test, 0, P.fingerprint)
     return demo_train(P, split, pre, minutes, out/'runs'/key, b, key, dev, log)
 
 

@@ -69,6 +69,7 @@ class DemoPreset:
     lr: float
     minutes: float       # training budget
     sizes: tuple = (32, 64)  # crop sizes prepared (the same for every preset, so they share one prepare cache); the largest is shown
+    min_snr: float | None = 5.  # Min-SNR-γ loss weighting: the model uses the ID vector after fewer iterations (see below)
 
     def unet(self, id_dim: int) -> UNetConfig:
         c = dict(self.cfg); return unet_config(c.pop('preset'), image_size=self.size, id_dim=id_dim, **c)
@@ -220,7 +221,7 @@ def demo_train(P, split: Splits, preset: DemoPreset, minutes: float, run_dir: Pa
     "Train the preset's model on `split.train` within `minutes` (resuming `run_dir`'s checkpoints); export the bundle."
     if _bundle_matches(bundle_dir, key): log(f"reusing the trained model in {bundle_dir}"); return bundle_dir
     dls = get_dls(P, preset.size, preset.bs, split=split, device=device)
-    learn = get_learner(dls, preset.unet(P.ids.shape[1]), lr=preset.lr, ckpt_dir=run_dir/'ckpt', ckpt_every=200,
+    learn = get_learner(dls, preset.unet(P.ids.shape[1]), lr=preset.lr, min_snr=preset.min_snr, ckpt_dir=run_dir/'ckpt', ckpt_every=200,
                         preview_dir=run_dir/'previews', preview_every=None, preview=dict(n=8, steps=25, scale=3.))
     log(f"training a {num_params(learn.model)/1e6:.2f}M-parameter U-Net ({preset.name} preset, {preset.size}px) on "
         f"{len(split.train)} images of {len(set(P.identities[split.train]))} people, budget {minutes:g} min, device {device}")
@@ -309,8 +310,8 @@ def write_report(out: Path, scores: pd.DataFrame, refs: dict, info: dict, judge:
 
 # %% ../nbs/11_cli.ipynb #4196966d
 def run_demo(out: str | os.PathLike = 'id3pm_demo', lfw=None, minutes: float | None = None, device=None,
-             preset: str | DemoPreset | None = None, n_images: int | None = None, n_test: int = 16, n_show: int = 6,
-             scales: Sequence[float] = (0, 1, 2, 3), n_samples: int = 2, steps: int = 25, sampler: str = 'ddim',
+             preset: str | DemoPreset | None = None, n_images: int | None = None, n_test: int = 32, n_show: int = 6,
+             scales: Sequence[float] = (0, 1, 2, 3), n_samples: int = 4, steps: int = 25, sampler: str = 'ddim',
              seed: int = 0, judge: str = 'facenet', cache=None, quiet: bool = False) -> dict:
     "Prepare LFW with dlib, train within `minutes`, invert held-out people, and write grid.png + report.md/json to `out`."
     log, out = Log('id3pm_demo', quiet), Path(out).expanduser()
@@ -373,10 +374,10 @@ def demo_cli(out: str = 'id3pm_demo',       # output folder (grid.png, report.md
              device: str = None,            # 'cpu', 'cuda', 'cuda:1', ...; default: a GPU when present
              preset: str = None,            # 'cpu' (tiny U-Net, 32 px) or 'gpu' (small U-Net, 64 px); default by device
              images: int = None,            # LFW images to prepare; default 1500 (cpu) / 6000 (gpu)
-             test: int = 16,                # held-out people to invert
+             test: int = 32,                # held-out people to invert
              show: int = 6,                 # people shown in the grid
              scales: str = '0,1,2,3',       # guidance scales
-             samples: int = 2,              # samples per person and scale for the report
+             samples: int = 4,              # samples per person and scale for the report
              steps: int = 25,               # DDIM steps
              seed: int = 0,
              cache: str = None,             # prepare cache folder; default the id3pm_nb cache ($ID3PM_CACHE)
@@ -423,6 +424,7 @@ def train_cli(data: str,                    # a prepare cache (from id3pm_prepar
               epochs: int = None,           # epochs of one-cycle training
               minutes: float = None,        # or: a time budget (the epochs that fit)
               bs: int = 64, lr: float = 1e-3,
+              min_snr: float = 0.,          # Min-SNR-γ loss weighting, e.g. 5 (the demo's); 0: plain eps-MSE, as the paper
               recognizer: str = 'dlib',     # for a source that still has to be prepared
               valid_pct: float = 0.05,      # held-out identities for the validation loss
               precision: str = 'auto',      # 'auto' (bf16 on GPU), 'fp32', 'bf16', 'fp16'
@@ -445,7 +447,7 @@ def train_cli(data: str,                    # a prepare cache (from id3pm_prepar
         split = split_identities(P.identities, valid_pct, 0., seed)
         dls = get_dls(P, size, bs, split=split, device=dev)
         out = Path(out)
-        learn = get_learner(dls, preset, lr=lr, precision=precision, ckpt_dir=out/'ckpt', ckpt_every=ckpt_every,
+        learn = get_learner(dls, preset, lr=lr, min_snr=min_snr or None, precision=precision, ckpt_dir=out/'ckpt', ckpt_every=ckpt_every,
                             preview_dir=out/'previews', preview_every=ckpt_every, seed=seed)
         log(f"{preset} U-Net ({num_params(learn.model)/1e6:.2f}M parameters, {size}px) on {len(split.train)} images; device {dev}, {n} process(es)")
         with (contextlib.nullcontext() if not quiet else learn.no_bar()): info = fit_budget(learn, minutes, epochs, lr, log)

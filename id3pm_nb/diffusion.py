@@ -14,8 +14,8 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['linear_betas', 'cosine_betas', 'Schedule', 'get_schedule', 'q_sample', 'predict_x0', 'predict_eps', 'q_posterior',
-           'eps_loss', 'learned_log_variance', 'normal_kl', 'discretized_gaussian_log_likelihood', 'vlb_terms',
-           'hybrid_loss', 'respace']
+           'eps_loss', 'min_snr_weight', 'learned_log_variance', 'normal_kl', 'discretized_gaussian_log_likelihood',
+           'vlb_terms', 'hybrid_loss', 'respace']
 
 # %% ../nbs/04_diffusion.ipynb #7520d689
 def linear_betas(T: int = 1000) -> Tensor:
@@ -116,9 +116,21 @@ def q_posterior(x0: Tensor,  # (predicted) clean images (B, C, H, W)
 
 # %% ../nbs/04_diffusion.ipynb #34a847ea
 def eps_loss(eps_pred: Tensor,  # predicted noise (B, C, H, W)
-             noise: Tensor) -> Tensor:  # the noise that was added
-    "L_simple: mean squared error between predicted and true noise."
-    return F.mse_loss(eps_pred.float(), noise.float())
+             noise: Tensor,  # the noise that was added
+             weight: Tensor | None = None) -> Tensor:  # per-sample weights (B,), e.g. `min_snr_weight`; None: all 1
+    "L_simple: mean squared error between predicted and true noise (per-sample weighted)."
+    if weight is None: return F.mse_loss(eps_pred.float(), noise.float())
+    return ((eps_pred.float() - noise.float()).pow(2).flatten(1).mean(1) * weight.float()).mean()
+
+def min_snr_weight(t: Tensor,  # step indices (B,)
+                   sched: Schedule,
+                   gamma: float | None = 5.) -> Tensor:  # SNR cap; None: no weighting
+    "Min-SNR-γ weight of the eps loss at step t: min(SNR_t, γ) / SNR_t, with SNR_t = abar_t / (1 - abar_t)."
+    ab = sched.alphas_cumprod.to(t.device)[t].float()
+    if gamma is None: return torch.ones_like(ab)
+    if not gamma > 0: raise ValueError(f"min_snr gamma={gamma}: must be > 0 (or None for no weighting)")
+    snr = ab / (1 - ab)
+    return snr.clamp(max=gamma) / snr
 
 # %% ../nbs/04_diffusion.ipynb #9ca3d928
 def learned_log_variance(v: Tensor,  # model's variance output in [-1, 1], (B, C, H, W)
@@ -162,14 +174,15 @@ def hybrid_loss(model_out: Tensor,  # (B, 2C, H, W): eps and variance interpolat
                 t: Tensor,  # step indices (B,)
                 noise: Tensor,  # the noise that made x_t
                 sched: Schedule,
-                lam: float = 1e-3) -> Tensor:  # weight of L_vlb
+                lam: float = 1e-3,  # weight of L_vlb
+                weight: Tensor | None = None) -> Tensor:  # per-sample weights of L_simple (e.g. `min_snr_weight`)
     "Improved DDPM's L_simple + lam·L_vlb for a model that predicts eps and a variance interpolation."
     C = x0.shape[1]
     if model_out.shape[1] != 2 * C: raise ValueError(f"hybrid_loss needs 2C = {2*C} output channels (eps and v), got {model_out.shape[1]}: build the model with learn_sigma=True or use eps_loss")
     eps, v = model_out.float().split(C, dim=1)
     log_var = learned_log_variance(v, t, sched)
     mean, _, _ = q_posterior(predict_x0(x_t, t, eps.detach(), sched), x_t, t, sched)  # stop-gradient on the mean
-    return eps_loss(eps, noise) + lam * len(sched) * vlb_terms(mean, log_var, x0, x_t, t, sched).mean()
+    return eps_loss(eps, noise, weight) + lam * len(sched) * vlb_terms(mean, log_var, x0, x_t, t, sched).mean()
 
 # %% ../nbs/04_diffusion.ipynb #8bb9fb83
 def _even(size: int, n: int) -> list[int]:

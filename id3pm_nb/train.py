@@ -28,7 +28,7 @@ from fastai.torch_core import num_distrib, rank_distrib
 
 from .core import atomic_write, autocast_dtype, file_hash, image_grid, load_config, save_config
 from .unet import SRUNet, UNet, UNetConfig, unet_config
-from .diffusion import Schedule, eps_loss, get_schedule, hybrid_loss, q_sample
+from .diffusion import Schedule, eps_loss, get_schedule, hybrid_loss, min_snr_weight, q_sample
 from .sampling import sample
 
 # %% auto #0
@@ -50,10 +50,14 @@ def unwrap(model: nn.Module) -> nn.Module:
 # %% ../nbs/06_train.ipynb #63ab13da
 class DiffusionLoss:
     "Loss on `yb = (noise, x0, x_t, t)`: eps-MSE, or improved DDPM's hybrid loss when the model outputs 2C channels."
-    def __init__(self, sched: Schedule, vlb_weight: float = 1e-3): self.sched, self.vlb_weight = sched, vlb_weight
+    def __init__(self, sched: Schedule, vlb_weight: float = 1e-3,
+                 min_snr: float | None = None):  # Min-SNR-γ weighting of the eps term (None: the paper's plain MSE)
+        if min_snr is not None: min_snr_weight(torch.zeros(1, dtype=torch.long), sched, min_snr)  # validates gamma
+        self.sched, self.vlb_weight, self.min_snr = sched, vlb_weight, min_snr
     def __call__(self, pred: Tensor, noise: Tensor, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
-        if pred.shape[1] == 2 * noise.shape[1]: return hybrid_loss(pred, x0, x_t, t, noise, self.sched, self.vlb_weight)
-        return eps_loss(pred, noise)
+        w = None if self.min_snr is None else min_snr_weight(t, self.sched, self.min_snr)
+        if pred.shape[1] == 2 * noise.shape[1]: return hybrid_loss(pred, x0, x_t, t, noise, self.sched, self.vlb_weight, w)
+        return eps_loss(pred, noise, w)
 
 # %% ../nbs/06_train.ipynb #2db76cc6
 def _drop(v: Tensor | None, p: float, g: torch.Generator) -> Tensor | None:
@@ -562,6 +566,7 @@ def get_learner(dls,  # fastai DataLoaders of (img (B,3,S,S) in [-1,1], id_vecto
                 preview_dir: str | os.PathLike | None = None, preview_every: int | None = 500,  # preview PNGs
                 preview: dict | None = None,  # IDPreview options: n, scale, sampler, steps, seed
                 seed: int = 0, vlb_weight: float = 1e-3,
+                min_snr: float | None = None,  # Min-SNR-γ loss weighting (e.g. 5; None: plain eps-MSE, as the paper)
                 diffusion_cb: DiffusionCallback | None = None,  # default: DiffusionCallback(schedule, p_uncond, ...)
                 preview_fn: Callable | None = None,  # default: IDPreview on the first validation batch
                 cbs: list | None = None, **kwargs) -> DiffusionLearner:
@@ -578,7 +583,7 @@ def get_learner(dls,  # fastai DataLoaders of (img (B,3,S,S) in [-1,1], id_vecto
         po = dict(preview or {}); n = po.pop('n', 8)
         callbacks.append(PreviewCallback(preview_dir, preview_fn or _id_preview(dls, n, **po), preview_every))
     if unwrap(model).cfg.id_dim: kwargs.setdefault('metrics', [IDGain()])  # is the ID vector used? (held-out people)
-    learn = DiffusionLearner(dls, model, loss_func=DiffusionLoss(sched, vlb_weight), opt_func=opt_func, lr=lr, wd=wd,
+    learn = DiffusionLearner(dls, model, loss_func=DiffusionLoss(sched, vlb_weight, min_snr), opt_func=opt_func, lr=lr, wd=wd,
                              cbs=callbacks + list(L(cbs)), path=Path(ckpt_dir) if ckpt_dir else Path(tempfile.gettempdir()), **kwargs)
     learn.precision = {torch.bfloat16: 'bf16', torch.float16: 'fp16', None: 'fp32'}[amp]
     return learn
