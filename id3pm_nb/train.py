@@ -121,16 +121,22 @@ class DiffusionCallback(Callback):
 
 # %% ../nbs/06_train.ipynb #c1d90002
 class IDGain(Metric):
-    "Validation metric `1 - MSE(eps | y) / MSE(eps | null ID)`: the share of the noise error the ID vector removes."
+    "Validation metric `1 - MSE(eps | y) / MSE(eps | null ID)` on the noisier steps: the share of the noise error the ID vector removes."
+    def __init__(self, t_min: float = 0.5):  # count samples with t >= t_min * T (0: every step)
+        if not 0 <= t_min < 1: raise ValueError(f"IDGain t_min={t_min}: must be in [0, 1)")
+        self.t_min = t_min
     def reset(self): self.cond = self.null = 0.
     def accumulate(self, learn):
-        k, noise = learn.diffusion.id_pos, learn.yb[0].float()
+        k, noise, t = learn.diffusion.id_pos, learn.yb[0].float(), learn.yb[3]
         if len(learn.xb) <= k or learn.xb[k] is None: return
-        xb = list(learn.xb); xb[k] = torch.zeros_like(xb[k])
-        C, amp = noise.shape[1], autocast_dtype(noise.device, learn.precision)
+        rows = t >= self.t_min * len(learn.diffusion.sched)
+        if not rows.any(): return
+        xb = [v[rows] if isinstance(v, Tensor) and v.ndim and len(v) == len(rows) else v for v in learn.xb]
+        xb[k] = torch.zeros_like(xb[k])
+        C, amp, noise = noise.shape[1], autocast_dtype(noise.device, learn.precision), noise[rows]
         with torch.no_grad(), torch.autocast(noise.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             null = learn.model(*xb)
-        self.cond += float((learn.pred[:, :C].float() - noise).pow(2).sum())
+        self.cond += float((learn.pred[rows, :C].float() - noise).pow(2).sum())
         self.null += float((null[:, :C].float() - noise).pow(2).sum())
     @property
     def value(self): return 1 - self.cond / self.null if self.null else float('nan')
