@@ -138,7 +138,7 @@ def time_iteration(learn, n: int = 5, min_seconds: float = 2., warmup: int = 3) 
 def budget_epochs(learn, minutes: float, margin: float = 0.8, sec_per_iter: float | None = None) -> int:
     "Epochs of `learn.dls` that fit in `minutes` (at least 1), from the measured seconds per iteration."
     spi = sec_per_iter or time_iteration(learn)
-    per_epoch = (len(learn.dls.train) + len(learn.dls.valid) * 2 / 3) * spi   # validation: the loss forward + IDGain's (on about half the batch), rounded up
+    per_epoch = (len(learn.dls.train) + len(learn.dls.valid) * 2 / 3) * spi   # a validation batch: the loss forward + IDGain's on ~half of it (~1/2 step; 2/3 leaves slack)
     return max(1, int(minutes * 60 * margin / per_epoch))
 
 # %% ../nbs/11_cli.ipynb #f7f4c4ed
