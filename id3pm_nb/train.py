@@ -52,10 +52,10 @@ class DiffusionLoss:
     "Loss on `yb = (noise, x0, x_t, t)`: eps-MSE, or improved DDPM's hybrid loss when the model outputs 2C channels."
     def __init__(self, sched: Schedule, vlb_weight: float = 1e-3,
                  min_snr: float | None = None):  # Min-SNR-γ weighting of the eps term (None: the paper's plain MSE)
-        if min_snr is not None: min_snr_weight(torch.zeros(1, dtype=torch.long), sched, min_snr)  # validates gamma
         self.sched, self.vlb_weight, self.min_snr = sched, vlb_weight, min_snr
+        self.step_weights = None if min_snr is None else min_snr_weight(torch.arange(len(sched)), sched, min_snr)  # (T,)
     def __call__(self, pred: Tensor, noise: Tensor, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
-        w = None if self.min_snr is None else min_snr_weight(t, self.sched, self.min_snr)
+        w = None if self.step_weights is None else self.step_weights.to(t.device)[t]
         if pred.shape[1] == 2 * noise.shape[1]: return hybrid_loss(pred, x0, x_t, t, noise, self.sched, self.vlb_weight, w)
         return eps_loss(pred, noise, w)
 
