@@ -14,20 +14,20 @@ import pandas as pd
 import torch
 from fastcore.script import Param, anno_parser, call_parse, store_true
 
-from .core import atomic_write, autocast_dtype, cache_dir, default_device, file_hash, image_grid, resolve_path, seed_everything
-from .fr import cosine, load_recognizer
+from .core import atomic_write, autocast_dtype, cache_dir, default_device, file_hash, image_grid, img2tensor, resolve_path, seed_everything
+from .prior import LinearDecoder
 from .data import Splits, download_lfw, get_dls, load_prepared, prepare, scan, scan_lfw, split_identities
 from .unet import UNetConfig, num_params, unet_config
 from .train import ArtifactError, get_learner, latest_checkpoint, load_bundle, save_bundle, train, unwrap, world
 from .pipeline import ID3PM, check_ids
-from .evaluate import accept_rate, fmr_threshold, id_diversity, impostor_scores
+from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_TEMPERATURE
+from .evaluate import Judge, inversion_scores, lfw_judge, markdown_table, reference_scores, scores_table
 
 # %% auto #0
 __all__ = ['INPUT_ERRORS', 'DEMO_PRESETS', 'COMMANDS', 'one_line', 'cli_errors', 'Log', 'DemoPreset', 'demo_preset', 'find_lfw',
-           'lfw_subset', 'holdout_split', 'time_iteration', 'budget_epochs', 'fit_budget', 'embed_samples',
-           'inversion_scores', 'labeled_grid', 'demo_train', 'cached_samples', 'reference_scores', 'judge_vectors',
-           'write_report', 'run_demo', 'command', 'demo_cli', 'prepare_cli', 'train_cli', 'sample_cli',
-           'drop_identities', 'eval_cli', 'run_cli', 'main']
+           'lfw_subset', 'holdout_split', 'time_iteration', 'budget_epochs', 'fit_budget', 'HeldOut', 'heldout_people',
+           'linear_baseline', 'labeled_grid', 'demo_train', 'cached_samples', 'write_report', 'run_demo', 'command',
+           'demo_cli', 'prepare_cli', 'train_cli', 'sample_cli', 'drop_identities', 'eval_cli', 'run_cli', 'main']
 
 # %% ../nbs/11_cli.ipynb #2ca47d37
 INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError, ConnectionError)
@@ -60,23 +60,28 @@ class Log:
 # %% ../nbs/11_cli.ipynb #6192b50b
 @dataclasses.dataclass
 class DemoPreset:
-    "What the demo trains: model config, image size, data size, batch size, learning rate and time budget."
+    "What the demo trains: model config, image size, data, batch size, learning rate, time budget and precision."
     name: str
     cfg: dict            # unet_config(preset, **overrides) arguments: {'preset': ..., **overrides}
     size: int            # training image size (px)
-    n_images: int        # LFW images prepared
+    n_images: int | None # LFW images prepared (None: all of LFW)
     bs: int
     lr: float
     minutes: float       # training budget
     sizes: tuple = (32, 64)  # crop sizes prepared (the same for every preset, so they share one prepare cache); the largest is shown
     min_snr: float | None = 5.  # Min-SNR-γ loss weighting: the model uses the ID vector after fewer iterations (see below)
+    precision: str = 'auto'  # training precision: 'auto' (bf16 on a GPU), 'bf16' (also on CPU), 'fp32'
 
     def unet(self, id_dim: int) -> UNetConfig:
         c = dict(self.cfg); return unet_config(c.pop('preset'), image_size=self.size, id_dim=id_dim, **c)
 
-DEMO_PRESETS = {
-    'cpu': DemoPreset('cpu', {'preset': 'tiny'}, 32, 1500, 32, 2e-3, 10.),
-    'gpu': DemoPreset('gpu', {'preset': 'small', 'ch': 64, 'ch_mult': (1, 2, 2, 2), 'attn_res': (16, 8), 'head_ch': 32}, 64, 6000, 64, 1e-3, 20.),
+_PRIOR_CPU = {'preset': 'tiny', 'ch': 64, 'head_ch': 32, 'patch': 2, 'attn_res': (8,), 'prior_rank': 256}
+_GPU = {'preset': 'small', 'ch': 64, 'ch_mult': (1, 2, 2, 2), 'attn_res': (16, 8), 'head_ch': 32}
+DEMO_PRESETS = {   # '-paper': the paper's conditioning alone (ID projection added to the time embedding), same data and budget
+    'cpu': DemoPreset('cpu', _PRIOR_CPU, 32, None, 32, 2e-3, 10., precision='bf16'),
+    'cpu-paper': DemoPreset('cpu-paper', {'preset': 'tiny'}, 32, None, 32, 2e-3, 10.),
+    'gpu': DemoPreset('gpu', {**_GPU, 'prior_rank': 256}, 64, None, 64, 1e-3, 20.),
+    'gpu-paper': DemoPreset('gpu-paper', _GPU, 64, None, 64, 1e-3, 20.),
 }
 
 def demo_preset(device: torch.device | str, name: str | None = None) -> DemoPreset:
@@ -165,28 +170,46 @@ def fit_budget(learn, minutes: float | None = None, epochs: int | None = None, l
     train(learn, epochs, lr)
     return dict(resumed=None, epochs=epochs, iterations=learn.train_iter, seconds=round(time.time() - t0, 1))
 
-# %% ../nbs/11_cli.ipynb #16abbc8d
-def embed_samples(rec, imgs: np.ndarray) -> np.ndarray:
-    "ID vectors `(..., D)` of generated FFHQ-aligned images `(..., H, W, 3)`."
-    flat = imgs.reshape(-1, *imgs.shape[-3:])
-    return rec.embed_images(flat, progress=False).reshape(*imgs.shape[:-3], -1)
+# %% ../nbs/11_cli.ipynb #0aa5a3f6
+@dataclasses.dataclass
+class HeldOut:
+    "Held-out people to invert: the rows of their first photo (the targets) and second photo, and the judge's view of them."
+    names: list              # one per person
+    first: np.ndarray        # (N,) prepared rows of the target photos
+    second: np.ndarray       # (N,) rows of a second photo of each
+    judge: Judge
+    targets: np.ndarray      # (N, D) judge vectors of the target photos (the judge's own detector and alignment)
+    second_vecs: np.ndarray  # (N, D) of the second photos
+    real: np.ndarray         # (M, D) judge vectors of the people's other aligned crops at the model size: the realism reference
+    crops: np.ndarray        # (N, S, S, 3) the targets' own crops at the model size
+    inverted: tuple | None = None  # (inverted recognizer, (N, D) its vectors of the targets): the trained-on recognizer's column
 
-def inversion_scores(samples: dict,       # guidance scale -> uint8 images (N, n, H, W, 3)
-                     targets: dict,       # recognizer name -> real ID vectors (N, D) of the targets
-                     recs: dict,          # recognizer name -> Recognizer
-                     thresholds: dict | None = None,  # recognizer name -> accept threshold (cosine), for the SAR
-                    ) -> pd.DataFrame:
-    "Per scale and recognizer: mean/std cosine of samples to their target, success attack rate, ID diversity."
-    rows = []
-    for s, imgs in samples.items():
-        for fr, rec in recs.items():
-            E = embed_samples(rec, imgs)                                          # (N, n, D)
-            cos = np.stack([cosine(E[:, j], targets[fr]) for j in range(E.shape[1])], 1)   # (N, n)
-            per_target = cos.mean(1)
-            thr = (thresholds or {}).get(fr, float('nan'))
-            rows.append(dict(scale=s, fr=fr, cos=float(cos.mean()), cos_std=float(per_target.std()),
-                             sar=accept_rate(cos, thr), div=float(np.mean([id_diversity(e) for e in E])) if E.shape[1] > 1 else float('nan')))
-    return pd.DataFrame(rows)
+    def scores(self, methods: dict) -> pd.DataFrame:
+        "The table: one row per method (label -> uint8 images (N, n, S, S, 3) made from the targets' ID vectors), then the references."
+        rows = {k: inversion_scores(self.judge, v, self.targets, self.real, self.inverted) for k, v in methods.items()}
+        return scores_table({**rows, **reference_scores(self.judge, self.crops, self.targets, self.second_vecs, self.real, self.inverted)})
+
+def heldout_people(P, split: Splits, size: int, judge: Judge, rec=None, per_person: int = 8, log=print) -> HeldOut:
+    "The held-out people of `split.test` whose first two photos the judge can embed, and the realism reference set."
+    te, who = split.test, P.identities[split.test]
+    people = list(dict.fromkeys(who))
+    rows = {n: te[who == n] for n in people}
+    first, second = np.array([rows[n][0] for n in people]), np.array([rows[n][1] for n in people])
+    t, s2 = judge.photos(P.paths[first]), judge.photos(P.paths[second])
+    ok = np.isfinite(t).all(1) & np.isfinite(s2).all(1)
+    if not ok.all(): log(f"the judge's detector found no face in {int((~ok).sum())} of the {len(people)} people's first two photos: they are left out")
+    if ok.sum() < 2: raise ValueError(f"only {int(ok.sum())} held-out people can be judged: hold out more people")
+    crops = np.asarray(P.crops[size])
+    ref = np.concatenate([rows[n][1:per_person] for n, k in zip(people, ok) if k])   # everything but the target photos
+    inverted = (rec, np.asarray(P.ids)[first[ok]]) if rec is not None else None
+    return HeldOut([n for n, k in zip(people, ok) if k], first[ok], second[ok], judge, t[ok], s2[ok], judge.images(crops[ref]),
+                   crops[first[ok]], inverted)
+
+def linear_baseline(P, split: Splits, size: int) -> LinearDecoder:
+    "The least-squares decoder from (standardised) ID vector to the pixels of `size` px crops, fitted on `split.train` (with mirrors)."
+    x = img2tensor(np.asarray(P.crops[size])[split.train]); ids = torch.from_numpy(np.asarray(P.ids)[split.train])
+    valid = (img2tensor(np.asarray(P.crops[size])[split.valid]), torch.from_numpy(np.asarray(P.ids)[split.valid])) if len(split.valid) else None
+    return LinearDecoder(torch.cat([x, x.flip(-1)]), torch.cat([ids, ids]), valid)
 
 # %% ../nbs/11_cli.ipynb #23b63f3d
 def labeled_grid(rows: list, col_labels: list, row_labels: list | None = None, size: int = 64, pad: int = 2) -> np.ndarray:
@@ -203,10 +226,10 @@ def labeled_grid(rows: list, col_labels: list, row_labels: list | None = None, s
     return np.asarray(canvas)
 
 # %% ../nbs/11_cli.ipynb #9924ee24
-def _run_key(preset: DemoPreset, minutes: float, n_images: int, n_test: int, seed: int, fingerprint: str) -> str:
+def _run_key(preset: DemoPreset, minutes: float, n_images: int | None, n_test: int, seed: int, fingerprint: str, id_dim: int) -> str:
     "Short hash of everything that defines a demo training run."
     d = dict(preset={k: v for k, v in dataclasses.asdict(preset).items() if k != 'sizes'}, minutes=minutes, n_images=n_images,
-             n_test=n_test, seed=seed, fp=fingerprint, model=dataclasses.asdict(preset.unet(None)))  # the full U-Net config
+             n_test=n_test, seed=seed, fp=fingerprint, model=dataclasses.asdict(preset.unet(id_dim)))  # the full U-Net config
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 def _bundle_matches(path: Path, key: str) -> bool:
@@ -221,8 +244,9 @@ def demo_train(P, split: Splits, preset: DemoPreset, minutes: float, run_dir: Pa
     "Train the preset's model on `split.train` within `minutes` (resuming `run_dir`'s checkpoints); export the bundle."
     if _bundle_matches(bundle_dir, key): log(f"reusing the trained model in {bundle_dir}"); return bundle_dir
     dls = get_dls(P, preset.size, preset.bs, split=split, device=device)
-    learn = get_learner(dls, preset.unet(P.ids.shape[1]), lr=preset.lr, min_snr=preset.min_snr, ckpt_dir=run_dir/'ckpt', ckpt_every=200,
-                        preview_dir=run_dir/'previews', preview_every=None, preview=dict(n=8, steps=25, scale=3.))
+    learn = get_learner(dls, preset.unet(P.ids.shape[1]), lr=preset.lr, min_snr=preset.min_snr, precision=preset.precision,
+                        ckpt_dir=run_dir/'ckpt', ckpt_every=200,
+                        preview_dir=run_dir/'previews', preview_every=None, preview=dict(n=8, sampler=DEFAULT_SAMPLER, steps=DEFAULT_STEPS, scale=3.))
     log(f"training a {num_params(learn.model)/1e6:.2f}M-parameter U-Net ({preset.name} preset, {preset.size}px) on "
         f"{len(split.train)} images of {len(set(P.identities[split.train]))} people, budget {minutes:g} min, device {device}")
     with contextlib.ExitStack() as st:
@@ -237,82 +261,60 @@ def demo_train(P, split: Splits, preset: DemoPreset, minutes: float, run_dir: Pa
 
 # %% ../nbs/11_cli.ipynb #e32aaac8
 def cached_samples(pipe: ID3PM, ids: np.ndarray, scales: Sequence[float], n: int, steps: int, sampler: str, seed: int,
-                   folder: Path, log=print, progress: bool = True) -> dict:
+                   folder: Path, log=print, progress: bool = True, **opts) -> dict:
     "Samples `(N, n, H, W, 3)` per guidance scale, each scale cached in `folder` (keyed by model, IDs and settings)."
     model_hash = file_hash(pipe.bundle.path/'model.safetensors')
     out = {}
     for s in map(float, scales):
-        key = hashlib.sha256(json.dumps([model_hash, ids.round(6).tolist(), s, n, steps, sampler, seed]).encode()).hexdigest()[:12]
+        key = hashlib.sha256(json.dumps([model_hash, ids.round(6).tolist(), s, n, steps, sampler, seed, opts], sort_keys=True).encode()).hexdigest()[:12]
         f = Path(folder)/f'samples-{key}.npz'
         if f.is_file():
             with np.load(f) as z: out[s] = z['images']
             continue
-        log(f"sampling {len(ids)} x {n} images at s = {s:g} ({sampler}, {steps} steps)")
-        out[s] = pipe.sample(ids, n, s, sampler, steps, seed, progress=progress)
+        log(f"sampling {len(ids)} x {n} images at s = {s:g} ({sampler}, {steps} steps{''.join(f', {k}={v}' for k, v in opts.items())})")
+        out[s] = pipe.sample(ids, n, s, sampler, steps, seed, progress=progress, **opts)
         with atomic_write(f) as fh: np.savez(fh, images=out[s])
     return out
 
-# %% ../nbs/11_cli.ipynb #e9e26190
-def reference_scores(P, Pj, first: np.ndarray, second: np.ndarray, recs: dict, judge: str, size: int) -> dict:
-    "Reference cosines per recognizer: the real face at the model's resolution, another photo of the person, other people."
-    crops = np.asarray(P.crops[size])[first]
-    tgt = {'dlib': np.asarray(P.ids)[first], judge: Pj[first]}
-    snd = {'dlib': np.asarray(P.ids)[second], judge: Pj[second]}
-    out = {}
-    for fr, rec in recs.items():
-        real = cosine(rec.embed_images(crops, progress=False), tgt[fr])
-        other = cosine(tgt[fr], tgt[fr], matrix=True)[~np.eye(len(first), dtype=bool)]
-        out[fr] = {f'real face at {size} px': float(real.mean()), 'another photo, same person': float(cosine(snd[fr], tgt[fr]).mean()),
-                   'different people': float(other.mean())}
-    return out
-
-def judge_vectors(P, rows: np.ndarray, judge: str, cache, log=print) -> np.ndarray:
-    "The judge recognizer's ID vectors `(len(rows), D)` of the original photos of prepared rows (prepared the same way)."
-    df = pd.DataFrame({'path': P.paths[rows], 'identity': P.identities[rows]})
-    Q = prepare(df, out_dir=cache, recognizer=judge, sizes=(min(P.sizes),), progress=False, verbose=False)
-    pos = {p: i for i, p in enumerate(Q.paths)}
-    missing = [p for p in df.path if p not in pos]
-    if missing: raise ValueError(f"the {judge} recognizer could not embed {len(missing)} photos that dlib embedded, e.g. {missing[0]}")
-    return np.asarray(Q.ids)[[pos[p] for p in df.path]]
-
 # %% ../nbs/11_cli.ipynb #6ff24a31
-def _fmt_table(scores: pd.DataFrame, refs: dict, recs: Sequence[str], judge: str) -> str:
-    "The markdown table of mean cosine per guidance scale and recognizer, with the reference rows."
-    name = lambda fr: f"{fr} cosine ({'trained on' if fr == 'dlib' else 'independent judge'})"
-    c = scores.pivot(index='scale', columns='fr', values='cos'); sd = scores.pivot(index='scale', columns='fr', values='cos_std')
-    lines = ['| guidance s | ' + ' | '.join(name(fr) for fr in recs) + ' |', '|---|' + '---|' * len(recs)]
-    lines += [f'| {s:g} | ' + ' | '.join(f'{c.loc[s, fr]:.3f} ± {sd.loc[s, fr]:.3f}' for fr in recs) + ' |' for s in c.index]
-    lines += [f'| *reference: {k}* | ' + ' | '.join(f'{refs[fr][k]:.3f}' for fr in recs) + ' |' for k in refs[recs[0]]]
-    return '\n'.join(lines)
-
-def write_report(out: Path, scores: pd.DataFrame, refs: dict, info: dict, judge: str) -> tuple[Path, Path]:
-    "Write `report.json` and `report.md` (the similarity table and what produced it) into `out`."
-    recs = ['dlib', judge]
-    js = dict(info, similarity={fr: {f'{s:g}': float(v) for s, v in scores[scores.fr == fr].set_index('scale').cos.items()} for fr in recs},
-              similarity_std={fr: {f'{s:g}': float(v) for s, v in scores[scores.fr == fr].set_index('scale').cos_std.items()} for fr in recs},
-              diversity={fr: {f'{s:g}': float(v) for s, v in scores[scores.fr == fr].set_index('scale')['div'].items()} for fr in recs},
-              reference=refs)
+def write_report(out: Path, table: pd.DataFrame, info: dict) -> tuple[Path, Path]:
+    "Write `report.json` and `report.md` (the scores table and what produced it) into `out`."
+    js = dict(info, scores={k: {c: (None if isinstance(v, float) and math.isnan(v) else v) for c, v in r.items()} for k, r in table.to_dict('index').items()})
     with atomic_write(out/'report.json', 'w') as f: json.dump(js, f, indent=1, default=str)
-    md = [f"# ID3PM demo: inverting dlib on held-out LFW identities", "",
-          f"A {info['params_m']:.2f}M-parameter U-Net ({info['preset']} preset, {info['size']} px) trained for {info['iterations']} iterations "
+    md = ["# ID3PM demo: inverting dlib on held-out LFW identities", "",
+          f"A {info['params_m']:.2f}M-parameter U-Net ({info['preset']} preset, {info['size']} px"
+          f"{', refining a rank-%d Gaussian prior' % info['prior_rank'] if info.get('prior_rank') else ', the paper conditioning alone'}) trained for {info['iterations']} iterations "
           f"({info['epochs']} epochs, budget {info['minutes']:g} min, {info['device']}) on {info['train_images']} LFW images of "
           f"{info['train_people']} people, conditioned on dlib ID vectors (`{info['recognizer']}`).", "",
-          f"Each of the {info['test_people']} held-out people (never seen in training) was inverted from the ID vector of one photo: "
-          f"{info['samples']} samples per guidance scale ({info['sampler']}, {info['steps']} steps, seed {info['seed']}). "
-          f"Cells: mean cosine similarity of a sample to the target's real ID vector (± std over people); "
-          f"{judge} never took part in training, so its column is the fair one.", "",
-          _fmt_table(scores, refs, recs, judge), "",
-          "`grid.png`: one row per held-out person; columns: the real face, then one sample at each guidance scale (the same "
-          "seed in every column, so s = 0, which ignores the ID vector, draws the same face in every row).", "",
+          f"Each of the {info['test_people']} held-out people (never seen in training) was inverted from the dlib ID vector of one "
+          f"photo: {info['samples']} samples per guidance scale ({info['sampler']}, {info['steps']} steps, "
+          f"temperature {info['sampler_options'].get('temperature', 1):g}, seed {info['seed']}, "
+          f"independent noise per sample). The judge is {info['judge']}, which never took part in training: cosine of each sample "
+          f"to the target photo (95% bootstrap interval over people), success attack rate at its FMR 1e-2 threshold "
+          f"({info['threshold']:.3f}, from {info['n_impostor']} real LFW impostor pairs), share of samples in which its detector "
+          f"finds a face, ID diversity among a person's samples, and FD, the Fréchet distance of its features of one sample per "
+          f"person to those of {info['n_real']} real held-out faces at {info['size']} px (realism; lower is better). Photos go "
+          f"through the judge's own detector and alignment, aligned images through the fixed FFHQ landmarks. The linear "
+          f"decoder is the baseline to beat; the last three rows are real photos.", "",
+          markdown_table(table, info['judge_name'], 'dlib'), "",
+          "`grid.png`: one row per held-out person; columns: the real face, the linear decoder's face, then one sample at "
+          "each guidance scale. `samples.png`: every sample of the same people at the highest scale.", "",
           "People in the grid: " + ', '.join(info['grid_people']) + "."]
     (out/'report.md').write_text('\n'.join(md) + '\n')
     return out/'report.md', out/'report.json'
 
 # %% ../nbs/11_cli.ipynb #4196966d
+def _demo_data(root: Path, pre: DemoPreset, n_images: int | None, seed: int, cache, log, quiet: bool):
+    "LFW (all of it, or a seeded subset of `n_images`) prepared with dlib at the preset's sizes."
+    df = scan(root) if n_images is None else lfw_subset(scan(root), n_images, seed=seed)
+    log(f"LFW at {root}: preparing {len(df)} images of {df.identity.nunique()} people with dlib (cached; the first run takes a few minutes)")
+    return prepare(df, out_dir=cache, recognizer='dlib', sizes=sorted({pre.size, *pre.sizes}), progress=not quiet, verbose=False)
+
 def run_demo(out: str | os.PathLike = 'id3pm_demo', lfw=None, minutes: float | None = None, device=None,
-             preset: str | DemoPreset | None = None, n_images: int | None = None, n_test: int = 32, n_show: int = 6,
-             scales: Sequence[float] = (0, 1, 2, 3), n_samples: int = 4, steps: int = 25, sampler: str = 'ddim',
-             seed: int = 0, judge: str = 'facenet', cache=None, quiet: bool = False) -> dict:
+             preset: str | DemoPreset | None = None, n_images: int | None = None, n_test: int = 64, n_show: int = 6,
+             scales: Sequence[float] = (0, 1, 2, 3), n_samples: int = 4, steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER,
+             seed: int = 0, judge: str = 'facenet', cache=None, quiet: bool = False, temperature: float = DEFAULT_TEMPERATURE,
+             **opts) -> dict:
     "Prepare LFW with dlib, train within `minutes`, invert held-out people, and write grid.png + report.md/json to `out`."
     log, out = Log('id3pm_demo', quiet), Path(out).expanduser()
     dev = default_device(device)
@@ -323,44 +325,49 @@ def run_demo(out: str | os.PathLike = 'id3pm_demo', lfw=None, minutes: float | N
     root = find_lfw(lfw)
     if out.exists() and not out.is_dir(): raise FileExistsError(f"--out {out} exists and is not a folder: choose another output folder")
     seed_everything(seed); out.mkdir(parents=True, exist_ok=True)
-    df = lfw_subset(scan(root), n_images, seed=seed)
-    log(f"LFW at {root}: preparing {len(df)} images of {df.identity.nunique()} people with dlib (cached; first run takes a while)")
-    P = prepare(df, out_dir=cache, recognizer='dlib', sizes=sorted({pre.size, *pre.sizes}), progress=not quiet, verbose=False)
+    P = _demo_data(root, pre, n_images, seed, cache, log, quiet)
     split = holdout_split(P.identities, n_test, seed=seed)
-    key = _run_key(pre, minutes, n_images, n_test, seed, P.fingerprint)
+    key = _run_key(pre, minutes, n_images, n_test, seed, P.fingerprint, P.ids.shape[1])
     run_dir = out/'runs'/key
     bdir = demo_train(P, split, pre, minutes, run_dir, out/'bundle', key, dev, log, progress=not quiet)
     pipe = ID3PM.from_bundle(bdir, device=dev)
-    te, who = split.test, P.identities[split.test]
-    people = list(dict.fromkeys(who))
-    first = np.array([te[who == n][0] for n in people]); second = np.array([te[who == n][1] for n in people])
+    log(f"judge: {judge}, threshold from real LFW impostor pairs")
+    held = heldout_people(P, split, pre.size, lfw_judge(judge, root, cache=cache), pipe.recognizer, log=log)
     scales = [float(s) for s in scales]
-    samples = cached_samples(pipe, np.asarray(P.ids)[first], scales, n_samples, steps, sampler, seed, run_dir, log, not quiet)
-    log(f"judging {len(people) * n_samples * len(scales)} samples with dlib and {judge}")
-    recs = {'dlib': pipe.recognizer, judge: load_recognizer(judge)}
-    Pj = np.zeros((len(P.ids), recs[judge].dim), np.float32)
-    rows = np.concatenate([first, second]); Pj[rows] = judge_vectors(P, rows, judge, cache, log)
-    scores = inversion_scores(samples, {'dlib': np.asarray(P.ids)[first], judge: Pj[first]}, recs)
-    refs = reference_scores(P, Pj, first, second, recs, judge, pre.size)
+    opts = dict(temperature=temperature, **opts)
+    samples = cached_samples(pipe, np.asarray(P.ids)[held.first], scales, n_samples, steps, sampler, seed, run_dir, log, not quiet, **opts)
+    linear = linear_baseline(P, split, pre.size)(np.asarray(P.ids)[held.first])[:, None]       # (N, 1, S, S, 3)
+    log(f"judging {len(held.names) * n_samples * len(scales)} samples and the linear baseline")
+    table = held.scores({'linear decoder (ridge, the baseline)': linear, **{f'ID3PM s = {s:g}': samples[s] for s in scales}})
     show = max(P.sizes); big = np.asarray(P.crops[show])
-    grid = labeled_grid([[big[first[i]]] + [samples[s][i, 0] for s in scales] for i in range(n_show)],
-                        ['real'] + [f's = {s:g}' for s in scales], people[:n_show], size=show)
+    grid = labeled_grid([[big[held.first[i]], linear[i, 0]] + [samples[s][i, 0] for s in scales] for i in range(min(n_show, len(held.names)))],
+                        ['real', 'linear'] + [f's = {s:g}' for s in scales], held.names[:n_show], size=show)
+    many = labeled_grid([list(samples[scales[-1]][i]) for i in range(min(n_show, len(held.names)))],
+                        [f'sample {j + 1}, s = {scales[-1]:g}' if j == 0 else f'sample {j + 1}' for j in range(n_samples)], held.names[:n_show], size=show)
     from PIL import Image
-    with atomic_write(out/'grid.png') as f: Image.fromarray(grid).save(f, format='PNG')
+    for name, im in (('grid.png', grid), ('samples.png', many)):
+        with atomic_write(out/name) as f: Image.fromarray(im).save(f, format='PNG')
     b = pipe.bundle.info; fit = b['meta'].get('fit', {})
-    info = dict(preset=pre.name, size=pre.size, params_m=sum(p.numel() for p in pipe.model.parameters()) / 1e6, iterations=b.get('training', {}).get('iterations'),
-                epochs=fit.get('epochs'), minutes=minutes, device=b['meta'].get('device', str(dev)), train_images=len(split.train),
-                train_people=len(set(P.identities[split.train])), recognizer=P.fingerprint, judge=recs[judge].fingerprint,
-                test_people=len(people), samples=n_samples, sampler=sampler, steps=steps, seed=seed, scales=list(scales),
-                grid_people=people[:n_show], test_identities=people, bundle=str(bdir), lfw=str(root))
-    md, js = write_report(out, scores, refs, info, judge)
-    log(f"wrote {out/'grid.png'}, {md} and {js}")
-    return dict(info, scores=scores, reference=refs, grid=out/'grid.png', report=md)
+    info = dict(preset=pre.name, size=pre.size, params_m=sum(p.numel() for p in pipe.model.parameters()) / 1e6, prior_rank=pipe.model.cfg.prior_rank,
+                iterations=b.get('training', {}).get('iterations'), epochs=fit.get('epochs'), minutes=minutes, device=b['meta'].get('device', str(dev)),
+                train_images=len(split.train), train_people=len(set(P.identities[split.train])), recognizer=P.fingerprint,
+                judge=held.judge.rec.fingerprint, judge_name=judge, threshold=held.judge.threshold, n_impostor=held.judge.n_impostor,
+                n_real=len(held.real), test_people=len(held.names), samples=n_samples, sampler=sampler, steps=steps, sampler_options=opts,
+                seed=seed, scales=list(scales), grid_people=held.names[:n_show], test_identities=held.names, bundle=str(bdir), lfw=str(root))
+    md, js = write_report(out, table, info)
+    log(f"wrote {out/'grid.png'}, {out/'samples.png'}, {md} and {js}")
+    return dict(info, scores=table, grid=out/'grid.png', report=md)
 
 # %% ../nbs/11_cli.ipynb #ad1220d2
 def command(f):
     "`fastcore.script.call_parse(f)`: a console-script entry point whose signature is its command line."
     return call_parse(f)
+
+def _eta(sampler: str, eta: float | None) -> dict:
+    "The `eta` sampler option when given (DDIM and DPM-Solver++ take it; DDPM has none)."
+    if eta is None: return {}
+    if sampler == 'ddpm': raise ValueError("--eta is for the ddim and dpmpp_2m samplers; ddpm is always stochastic")
+    return {'eta': float(eta)}
 
 def _floats(s: str, what: str) -> list[float]:
     "Comma-separated numbers, or a clear error naming the option."
@@ -372,20 +379,23 @@ def demo_cli(out: str = 'id3pm_demo',       # output folder (grid.png, report.md
              lfw: str = None,               # LFW folder (with lfw-deepfunneled/); default $ID3PM_LFW, else downloaded by scikit-learn
              minutes: float = None,         # training budget; default 10 on CPU, 20 on a GPU
              device: str = None,            # 'cpu', 'cuda', 'cuda:1', ...; default: a GPU when present
-             preset: str = None,            # 'cpu' (tiny U-Net, 32 px) or 'gpu' (small U-Net, 64 px); default by device
-             images: int = None,            # LFW images to prepare; default 1500 (cpu) / 6000 (gpu)
-             test: int = 32,                # held-out people to invert
+             preset: str = None,            # 'cpu' (32 px) or 'gpu' (64 px), or 'cpu-paper' / 'gpu-paper' (the paper's conditioning alone); default by device
+             images: int = None,            # LFW images to prepare; default all of LFW
+             test: int = 64,                # held-out people to invert
              show: int = 6,                 # people shown in the grid
              scales: str = '0,1,2,3',       # guidance scales
              samples: int = 4,              # samples per person and scale for the report
-             steps: int = 25,               # DDIM steps
+             sampler: str = DEFAULT_SAMPLER, # 'ddpm', 'ddim' or 'dpmpp_2m'
+             steps: int = DEFAULT_STEPS,    # sampling steps
+             eta: float = None,             # ddim / dpmpp_2m: 0 deterministic, 1 stochastic (default: the sampler's own)
+             temperature: float = DEFAULT_TEMPERATURE,  # noise scale: < 1 nearer the person, less varied; 1 the model as trained
              seed: int = 0,
              cache: str = None,             # prepare cache folder; default the id3pm_nb cache ($ID3PM_CACHE)
              quiet: store_true = False):    # no progress output
     "Train a small ID3PM on LFW within a time budget, invert held-out people, write a grid and a similarity report."
     with cli_errors('id3pm_demo'):
-        r = run_demo(out, lfw, minutes, device, preset, images, test, show, _floats(scales, 'scales'), samples, steps,
-                     seed=seed, cache=cache, quiet=quiet)
+        r = run_demo(out, lfw, minutes, device, preset, images, test, show, _floats(scales, 'scales'), samples, steps, sampler,
+                     seed=seed, cache=cache, quiet=quiet, temperature=temperature, **_eta(sampler, eta))
         print(Path(r['report']).read_text())
 
 # %% ../nbs/11_cli.ipynb #27ecbbdb
@@ -416,10 +426,18 @@ def _prepared(data: str, recognizer: str, sizes: list, log) -> object:
     if rank == 0: root = str(prepare(scan(p), recognizer=recognizer, sizes=sizes, progress=True, verbose=True).root)
     return load_prepared(_broadcast(root) if n > 1 else root)
 
+def _attn_res(preset: str, size: int, patch: int) -> tuple:
+    "The preset's attention resolutions that exist in a U-Net for `size` px images folded by `patch` (else its coarsest)."
+    c = unet_config(preset)
+    inner = [size // patch // 2**i for i in range(len(c.ch_mult))]
+    return tuple(r for r in c.attn_res if r in inner) or (inner[-1],)
+
 @command
 def train_cli(data: str,                    # a prepare cache (from id3pm_prepare) or a data source to prepare first
               out: str = 'id3pm_run',       # run folder: ckpt/, previews/, bundle/
               preset: str = 'small',        # U-Net preset: 'tiny', 'small' or 'paper'
+              prior_rank: int = 256,        # rank of the Gaussian prior the U-Net refines (see `prior`); 0: the paper's model alone
+              patch: int = 1,               # pixels per side folded into channels at the input (2: half the inner resolution)
               size: int = None,             # image size; default the largest prepared size <= 64
               epochs: int = None,           # epochs of one-cycle training
               minutes: float = None,        # or: a time budget (the epochs that fit)
@@ -447,7 +465,8 @@ def train_cli(data: str,                    # a prepare cache (from id3pm_prepar
         split = split_identities(P.identities, valid_pct, 0., seed)
         dls = get_dls(P, size, bs, split=split, device=dev)
         out = Path(out)
-        learn = get_learner(dls, preset, lr=lr, min_snr=min_snr or None, precision=precision, ckpt_dir=out/'ckpt', ckpt_every=ckpt_every,
+        cfg = unet_config(preset, image_size=size, id_dim=P.ids.shape[1], prior_rank=prior_rank, patch=patch, attn_res=_attn_res(preset, size, patch))
+        learn = get_learner(dls, cfg, lr=lr, min_snr=min_snr or None, precision=precision, ckpt_dir=out/'ckpt', ckpt_every=ckpt_every,
                             preview_dir=out/'previews', preview_every=ckpt_every, seed=seed)
         log(f"{preset} U-Net ({num_params(learn.model)/1e6:.2f}M parameters, {size}px) on {len(split.train)} images; device {dev}, {n} process(es)")
         with (contextlib.nullcontext() if not quiet else learn.no_bar()): info = fit_budget(learn, minutes, epochs, lr, log)
@@ -463,8 +482,10 @@ def sample_cli(bundle: str,                 # bundle folder (from id3pm_train or
                out: str = 'id3pm_samples',  # output folder
                n: int = 4,                  # images per target
                scale: str = '3',            # guidance scale(s), comma-separated
-               sampler: str = 'ddim',       # 'ddim', 'ddpm' or 'dpmpp_2m'
-               steps: int = 50,
+               sampler: str = DEFAULT_SAMPLER, # 'ddpm', 'ddim' or 'dpmpp_2m'
+               steps: int = DEFAULT_STEPS,
+               eta: float = None,           # ddim / dpmpp_2m: 0 deterministic, 1 stochastic (default: the sampler's own)
+               temperature: float = DEFAULT_TEMPERATURE,  # noise scale: < 1 nearer the person, less varied
                seed: int = 0,
                sr: store_true = False,      # also run the bundle's super-resolution stage
                aligned: store_true = False, # the photos are already FFHQ-aligned crops
@@ -479,7 +500,7 @@ def sample_cli(bundle: str,                 # bundle folder (from id3pm_train or
         t = pipe.targets(targets if len(targets) > 1 else targets[0], aligned)
         log(f"{len(t)} target(s) for {pipe}")
         for s in _floats(scale, 'scale'):
-            inv = pipe.invert(t, n, s, sampler, steps, seed, sr, bs=bs, progress=not quiet)
+            inv = pipe.invert(t, n, s, sampler, steps, seed, sr, bs=bs, progress=not quiet, temperature=temperature, **_eta(sampler, eta))
             for i, name in enumerate(inv.names):
                 d = out/f'{i:03d}_{Path(name).stem}'; d.mkdir(parents=True, exist_ok=True)
                 for j, im in enumerate(inv.images[i]): Image.fromarray(im).save(d/f's{s:g}_{j:02d}.png')
@@ -503,7 +524,9 @@ def eval_cli(bundle: str,                   # bundle folder
              scales: str = '0,1,3',         # guidance scales
              samples: int = 2,              # samples per source image
              per_fold: int = 30,            # genuine and impostor LFW pairs per fold (0: all 6000 pairs)
-             steps: int = 25, sampler: str = 'ddim', seed: int = 0,
+             steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER, seed: int = 0,
+             eta: float = None,             # ddim / dpmpp_2m: 0 deterministic, 1 stochastic
+             temperature: float = DEFAULT_TEMPERATURE,  # noise scale
              paper: store_true = False,     # also the paper's scoring (mirror-concatenated, mean-subtracted, angular)
              device: str = None,
              quiet: store_true = False):
@@ -521,7 +544,7 @@ def eval_cli(bundle: str,                   # bundle folder
         trained = pipe.bundle.info.get('meta', {}).get('train_identities') or []
         if trained: data = drop_identities(data, trained)
         log(f"{data}; inverting with {pipe}")
-        res = run_eval(pipe.generator(steps=steps, sampler=sampler), out, data, recs, target, guidance_scales=_floats(scales, 'scales'),
+        res = run_eval(pipe.generator(steps=steps, sampler=sampler, temperature=temperature, **_eta(sampler, eta)), out, data, recs, target, guidance_scales=_floats(scales, 'scales'),
                        n_samples=samples, seed=seed, paper_protocol=paper, label=f'ID3PM {Path(bundle).name}')
         print(json.dumps({f"s={r['guidance']:g}": {fr: round(m['cos_mean'], 3) for fr, m in r['fr'].items()} for r in res.summary['runs']}))
 

@@ -4,9 +4,9 @@
 
 # %% ../nbs/02_data.ipynb #594dad9b
 from __future__ import annotations
-import dataclasses, hashlib, json, os, re, time, uuid
+import collections, concurrent.futures, contextlib, dataclasses, hashlib, itertools, json, multiprocessing, os, pickle, re, signal, time, uuid, warnings
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 import cv2
 import numpy as np
@@ -473,9 +473,51 @@ def _check_known(store: _Store, view: pd.DataFrame, fatal: set) -> None:
             store.consolidate()
             _raise_bad(p, s or cached, r or store.man['items'].get(sha, {}).get('reason', 'cached earlier'))
 
+# %% ../nbs/02_data.ipynb #dcd6d064
+def _worker_payload(detector, recognizer, det, rec, sizes, min_size) -> bytes:
+    "What each worker needs, pickled: the detector and recognizer by name when given by name, else copies of `det` / `rec`."
+    return pickle.dumps((detector if isinstance(detector, str) else det, recognizer if isinstance(recognizer, str) else rec, tuple(sizes), min_size))
+
+# %% ../nbs/02_data.ipynb #57b56fbd
+_W = {}   # in a worker process: its detector, recognizer, sizes and min_size
+
+def _init_worker(payload: bytes) -> None:
+    "Set up a worker process: one thread for torch and OpenCV, Ctrl-C left to the main process, its own detector and recognizer."
+    signal.signal(signal.SIGINT, signal.SIG_IGN); torch.set_num_threads(1)
+    if cv2.getNumThreads() != 1: cv2.setNumThreads(1)   # a spawned worker; a forked one has 1 from `_pool` (setting it after a fork can hang)
+    det, rec, sizes, min_size = pickle.loads(payload)
+    _W.update(det=get_detector(det), rec=load_recognizer(rec), sizes=sizes, min_size=min_size)
+
+def _worker_one(path: str) -> tuple[dict, dict | None, np.ndarray | None]:
+    "`_prepare_one` in a worker process."
+    return _prepare_one(path, _W['det'], _W['rec'], _W['sizes'], _W['min_size'])
+
+# %% ../nbs/02_data.ipynb #b17d0651
+@contextlib.contextmanager
+def _pool(workers: int, payload: bytes) -> Iterator[concurrent.futures.ProcessPoolExecutor]:
+    "`workers` processes set up by `_init_worker` (forked where possible); meanwhile torch and OpenCV here use one thread too."
+    ctx = multiprocessing.get_context('fork' if 'fork' in multiprocessing.get_all_start_methods() else 'spawn')
+    threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1); cv2.setNumThreads(1)     # before the fork: workers inherit it; here, more threads would only fight them
+    ex = concurrent.futures.ProcessPoolExecutor(workers, ctx, _init_worker, (payload,))
+    try: yield ex
+    finally: ex.shutdown(wait=True, cancel_futures=True); torch.set_num_threads(threads[0]); cv2.setNumThreads(threads[1])
+
+# %% ../nbs/02_data.ipynb #fa5454b2
+def _results(paths: list, detector, recognizer, sizes, min_size, pool=None, window: int = 64) -> Iterator[tuple]:
+    "`_prepare_one` of each path, in input order: here one at a time, or in `pool` with at most `window` files in flight."
+    if pool is None:
+        for p in paths: yield _prepare_one(p, detector, recognizer, sizes, min_size)
+        return
+    it = iter(paths); q = collections.deque(pool.submit(_worker_one, p) for p in itertools.islice(it, window))
+    while q:
+        f = q.popleft()
+        if (p := next(it, None)) is not None: q.append(pool.submit(_worker_one, p))
+        yield f.result()
+
 # %% ../nbs/02_data.ipynb #17580032
-def _work(store: _Store, todo: pd.DataFrame, detector, recognizer, sizes, min_size, bs, chunk, fatal, progress) -> None:
-    "Process the files of `todo`, one pending shard per `chunk`; finished files are saved even when the run stops."
+def _work(store: _Store, todo: pd.DataFrame, detector, recognizer, sizes, min_size, bs, chunk, fatal, progress, pool=None, window=64) -> None:
+    "Process the files of `todo` (here, or in `pool`), one pending shard per `chunk`; finished files are saved even when the run stops."
     buf, flushing = [], False
     def flush():
         nonlocal buf, flushing
@@ -483,8 +525,9 @@ def _work(store: _Store, todo: pd.DataFrame, detector, recognizer, sizes, min_si
     path = None
     try:
         items = list(zip(todo.path, todo.sha))
+        results = _results([p for p, _ in items], detector, recognizer, sizes, min_size, pool, window)
         for path, sha in (progress_bar(items, leave=False) if progress and len(items) > 1 else items):
-            r, crops, rcrop = _prepare_one(path, detector, recognizer, sizes, min_size)
+            r, crops, rcrop = next(results)
             buf.append(({**r, 'sha': sha, 'path': path}, crops, rcrop))
             if r['status'] in fatal: flush(); _raise_bad(path, r['status'], r['reason'])
             if len(buf) >= chunk: flush()
@@ -493,6 +536,18 @@ def _work(store: _Store, todo: pd.DataFrame, detector, recognizer, sizes, min_si
         if not flushing and buf: flush()    # keep what is finished unless the batch itself failed
         if path and not isinstance(e, PrepareError) and hasattr(e, 'add_note'): e.add_note(f'(prepare stopped at {path}; finished files are kept, rerun to resume)')
         raise
+
+# %% ../nbs/02_data.ipynb #a6a2dda8
+def _workers_for(workers: int | None, n_files: int, detector, recognizer, det, rec, sizes, min_size) -> tuple[int, bytes | None]:
+    "How many worker processes a run gets (1: none) and their pickled set-up; warns when an explicit `workers` > 1 cannot be had."
+    if workers is not None and workers < 1: raise ValueError(f"workers={workers}: use 1 (this process only) or more, or None for one per core")
+    n = min((os.cpu_count() or 1) if workers is None else workers, n_files)
+    if n < 2: return 1, None
+    try: return n, _worker_payload(detector, recognizer, det, rec, sizes, min_size)
+    except Exception as e:
+        if workers is not None: warnings.warn(f"prepare: the detector or recognizer cannot be copied to worker processes ({type(e).__name__}: {e}), "
+                                              f"so this run uses none; pass them by name to use {workers} workers", stacklevel=3)
+        return 1, None
 
 # %% ../nbs/02_data.ipynb #931df6a8
 def _summary(p: Prepared, n_new: int, secs: float, max_lines: int) -> str:
@@ -512,6 +567,7 @@ def prepare(source,                                   # anything `scan` takes: f
             min_size: int = 32,                       # images whose shorter side is smaller are 'too_small'
             bs: int = 64,                             # recognizer batch size
             chunk: int = 128,                         # files per pending shard (the unit of resumption)
+            workers: int | None = None,               # processes that read, detect and align; None: one per core; 1: this process only
             progress: bool = True,                    # show a progress bar
             verbose: bool = True,                     # print the summary and the first problem lines
            ) -> Prepared:
@@ -527,7 +583,10 @@ def prepare(source,                                   # anything `scan` takes: f
         store = _Store(root, settings); view = store.index(df)
         if fatal: _check_known(store, view, fatal)
         todo = view[(view.status == '') & ~view.sha.isin(store.done)]
-        try: _work(store, todo, det, rec, sizes, min_size, bs, chunk, fatal, progress)
+        n, payload = _workers_for(workers, len(todo), detector, recognizer, det, rec, sizes, min_size)
+        try:
+            with _pool(n, payload) if n > 1 else contextlib.nullcontext() as pool:
+                _work(store, todo, det, rec, sizes, min_size, bs, chunk, fatal, progress, pool, window=chunk + 4 * n)
         finally: store.consolidate()
         report = store.report(view)
         with atomic_write(root/'report.csv', 'w') as f: report.to_csv(f, index=False)

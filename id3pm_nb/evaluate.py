@@ -22,7 +22,8 @@ __all__ = ['angular_similarity', 'centered_scores', 'kfold_accuracy_centered', '
            'impostor_scores', 'pair_scores', 'id_diversity', 'pixel_diversity', 'ssim_diversity', 'EvalData',
            'lfw_pair_subset', 'named_recognizers', 'lfw_eval_data', 'standin_generator', 'flip_embed',
            'generate_samples', 'EvalResult', 'real_baseline', 'evaluate_generator', 'plot_roc', 'plot_tradeoff',
-           'per_identity', 'write_result', 'run_eval']
+           'per_identity', 'write_result', 'run_eval', 'frechet_distance', 'bootstrap_ci', 'faces_found', 'Judge',
+           'lfw_judge', 'inversion_scores', 'reference_scores', 'scores_table', 'markdown_table']
 
 # %% ../nbs/10_eval.ipynb #266677d2
 def angular_similarity(cos) -> np.ndarray:
@@ -407,3 +408,131 @@ def run_eval(generate: Callable,                   # the generator to attack wit
     res = evaluate_generator(generate, data, recs, target, guidance_scales, n_samples, seed, fmrs, paper_protocol, **gen_kw)
     write_result(res, out_dir, label)
     return res
+
+# %% ../nbs/10_eval.ipynb #23b781f6
+def frechet_distance(a: np.ndarray,  # (N, D) features of one set (e.g. real faces, under a recognizer)
+                     b: np.ndarray,  # (M, D) features of the other (e.g. generated faces)
+                    ) -> float:
+    "Fréchet distance between Gaussians fitted to two feature sets (FID's formula, in any embedding space)."
+    from scipy import linalg
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"frechet_distance needs two (N >= 2, D) feature sets of one dimension, got {a.shape} and {b.shape}")
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(ca @ cb)
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca + cb - 2 * np.real(root)))
+
+def bootstrap_ci(x: np.ndarray,           # (N,) one value per unit (e.g. per target identity)
+                 level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    "Percentile bootstrap interval of the mean of `x` (resampling its units); NaNs are ignored."
+    x = np.asarray(x, np.float64); x = x[np.isfinite(x)]
+    if len(x) < 2: return float('nan'), float('nan')
+    m = x[np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))].mean(1)
+    return float(np.quantile(m, (1 - level) / 2)), float(np.quantile(m, (1 + level) / 2))
+
+# %% ../nbs/10_eval.ipynb #cb8d4df1
+def faces_found(imgs: np.ndarray,          # (N, H, W, 3) uint8 images
+                detector='mtcnn',          # a `fr.get_detector` name or a detector object
+                size: int = 128,           # images are upscaled (bicubic) to this side first
+               ) -> np.ndarray:
+    "Per image: does `detector` find a face in it? (`(N,)` bool)"
+    import cv2
+    from id3pm_nb.fr import get_detector
+    det = get_detector(detector) if isinstance(detector, str) else detector
+    up = lambda im: im if im.shape[0] >= size else cv2.resize(im, (size, size), interpolation=cv2.INTER_CUBIC)
+    return np.array([len(det.detect(up(im))) > 0 for im in check_images(imgs)], bool)
+
+@dataclass
+class Judge:
+    "An independent recognizer with the photo path and threshold of a real system: the judge of inversions."
+    rec: object                   # a `fr.Recognizer`
+    threshold: float = float('nan')  # accept when cosine > threshold
+    fmr: float = 1e-2             # the false-match rate the threshold was set at
+    n_impostor: int = 0           # real impostor pairs behind it
+    cache: str | None = None      # `data.prepare` cache root for the photos' vectors
+    def __repr__(self): return f"Judge({self.rec.fingerprint}, threshold {self.threshold:.3f} at FMR {self.fmr:g} from {self.n_impostor} impostor pairs)"
+
+    def photos(self, paths: Sequence[str]) -> np.ndarray:
+        "ID vectors `(N, D)` of photo files through the judge's own detector and alignment; NaN rows where it finds no face."
+        from id3pm_nb.data import prepare
+        df = pd.DataFrame({'path': [str(p) for p in paths], 'identity': [str(p) for p in paths]})
+        P = prepare(df, out_dir=self.cache, recognizer=self.rec, detector=self.rec.detector_name, sizes=(32,), progress=False, verbose=False)
+        pos = {p: i for i, p in enumerate(P.paths)}
+        out = np.full((len(df), self.rec.dim), np.nan, np.float32)
+        for i, p in enumerate(df.path):
+            if p in pos: out[i] = P.ids[pos[p]]
+        return out
+
+    def images(self, imgs: np.ndarray) -> np.ndarray:
+        "ID vectors `(N, D)` of FFHQ-aligned images (generated ones, or aligned real crops) at the fixed landmarks."
+        return self.rec.embed_images(check_images(imgs), progress=False)
+
+def lfw_judge(recognizer='facenet',          # name / path / Recognizer
+              root: str | os.PathLike | None = None,  # LFW folder with pairs.txt (None: $ID3PM_LFW)
+              fmr: float = 1e-2,
+              per_fold: int | None = 30,     # pairs.txt pairs per fold and kind whose images give the impostor pairs (None: all)
+              cache: str | os.PathLike | None = None) -> Judge:
+    "A `Judge` whose threshold is set at `fmr` on all different-person pairs among LFW `pairs.txt` images (the judge's path)."
+    rec = load_recognizer(recognizer)
+    data = lfw_eval_data(root, {'judge': rec}, per_fold, size=32, out_dir=cache)
+    imp = impostor_scores(data.emb['judge'], data.identities)
+    return Judge(rec, fmr_threshold(imp, fmr), fmr, len(imp), None if cache is None else str(cache))
+
+# %% ../nbs/10_eval.ipynb #7721375f
+def inversion_scores(judge: Judge,
+                     samples: np.ndarray,           # (N, n, H, W, 3) uint8: n images made from each of N targets' ID vectors
+                     targets: np.ndarray,           # (N, D) the judge's vectors of the targets' photos (`Judge.photos`)
+                     real: np.ndarray | None = None,  # (M, D) judge vectors of real held-out faces at the same resolution (for FD)
+                     inverted: tuple | None = None,   # (recognizer, (N, D) its target vectors): cosine under the inverted recognizer too
+                     seed: int = 0) -> dict:
+    "Identity (cos with a 95% interval, SAR), face detection, ID diversity and realism (FD) of one method's images."
+    N, n = samples.shape[:2]
+    if len(targets) != N: raise ValueError(f"{N} targets' samples but {len(targets)} target vectors")
+    flat = samples.reshape(N * n, *samples.shape[2:])
+    E = judge.images(flat).reshape(N, n, -1)
+    cos = np.einsum('ind,id->in', E, normalize(np.asarray(targets, np.float32)))    # (N, n)
+    per, acc = cos.mean(1), (cos > judge.threshold).mean(1)
+    out = dict(cos=float(np.nanmean(per)), cos_lo=bootstrap_ci(per, seed=seed)[0], cos_hi=bootstrap_ci(per, seed=seed)[1],
+               sar=float(np.nanmean(acc)), sar_lo=bootstrap_ci(acc, seed=seed)[0], sar_hi=bootstrap_ci(acc, seed=seed)[1],
+               found=float(faces_found(flat, judge.rec.detector_name).mean()),
+               div=float(np.mean([id_diversity(e) for e in E])) if n > 1 else float('nan'),
+               fd=frechet_distance(real, E[:, 0]) if real is not None else float('nan'))
+    if inverted is not None:
+        rec, tv = inverted
+        Ei = rec.embed_images(flat, progress=False).reshape(N, n, -1)
+        out['cos_inverted'] = float(np.einsum('ind,id->in', Ei, normalize(np.asarray(tv, np.float32))).mean())
+    return out
+
+def reference_scores(judge: Judge,
+                     crops: np.ndarray,     # (N, S, S, 3) the targets' own aligned crops at the model's resolution
+                     targets: np.ndarray,   # (N, D) judge vectors of the targets' photos
+                     second: np.ndarray,    # (N, D) judge vectors of a second photo of each target
+                     real: np.ndarray,      # (M, D) judge vectors of other real held-out faces (the FD reference)
+                     inverted: tuple | None = None) -> dict:
+    "The rows real photos give: the target's own crop (what a perfect generator at this resolution scores), another photo, other people."
+    t = normalize(np.asarray(targets, np.float32)); other = np.roll(t, 1, 0)   # each target against the next one's photo
+    pair = lambda c: dict(cos=float(np.nanmean(c)), cos_lo=bootstrap_ci(c)[0], cos_hi=bootstrap_ci(c)[1],
+                          sar=float(np.nanmean(c > judge.threshold)))
+    return {f'real face at {crops.shape[1]} px (the target photo, aligned)': inversion_scores(judge, crops[:, None], targets, real, inverted),
+            'another photo, same person': pair((normalize(np.asarray(second, np.float32)) * t).sum(1)),
+            'different people': pair((other * t).sum(1))}
+
+def scores_table(rows: dict) -> pd.DataFrame:
+    "A table (one row per method) of `inversion_scores` / `reference_scores` results."
+    cols = ['cos', 'cos_lo', 'cos_hi', 'sar', 'sar_lo', 'sar_hi', 'found', 'div', 'fd', 'cos_inverted']
+    df = pd.DataFrame.from_dict(rows, orient='index')
+    return df[[c for c in cols if c in df.columns]]
+
+def markdown_table(df: pd.DataFrame, judge: str = 'judge', inverted: str = 'inverted') -> str:
+    "The scores table as markdown: cosine with its 95% interval, SAR, face found, diversity, FD (blank where not defined)."
+    f = lambda v, d=3: '' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{v:.{d}f}'
+    head = ['method', f'{judge} cos [95% CI]', f'SAR@FMR1e-2 ({judge})', 'face found', 'ID diversity', 'FD to real (realism, lower is better)']
+    if 'cos_inverted' in df: head.append(f'{inverted} cos (inverted)')
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for name, r in df.iterrows():
+        g = lambda k: r[k] if k in r else float('nan')
+        cells = [str(name), f"{f(g('cos'))} [{f(g('cos_lo'))}, {f(g('cos_hi'))}]" if not math.isnan(g('cos_lo')) else f(g('cos')),
+                 f(g('sar'), 2), f(g('found'), 2), f(g('div')), f(g('fd'))]
+        if 'cos_inverted' in df: cells.append(f(g('cos_inverted')))
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)

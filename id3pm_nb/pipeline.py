@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_pipeline.ipynb #e6c47faf
 from __future__ import annotations
-import dataclasses, os, warnings
+import dataclasses, hashlib, os, warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -15,11 +15,11 @@ import torch
 from .core import default_device, image_grid, img2tensor, show_images, tensor2img
 from .fr import ARCFACE_PACKS, Recognizer, get_detector, load_recognizer
 from .data import IMG_EXTS, BadImageError, Prepared, face_crops, read_image
-from .sampling import SAMPLERS, RowNoise, sample
+from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_TEMPERATURE, SAMPLERS, RowNoise, sample
 from .train import ArtifactError, Bundle, load_bundle
 
 # %% auto #0
-__all__ = ['check_ids', 'check_fingerprint', 'recognizer_spec', 'Targets', 'concat_targets', 'ID3PM', 'Inversion']
+__all__ = ['check_ids', 'check_fingerprint', 'recognizer_spec', 'Targets', 'concat_targets', 'ID3PM', 'row_seeds', 'Inversion']
 
 # %% ../nbs/08_pipeline.ipynb #c671e6fb
 def check_ids(ids,                      # (N, D) or (D,) array or tensor
@@ -216,6 +216,13 @@ def _targets(self: ID3PM,
 ID3PM.targets = _targets
 
 # %% ../nbs/08_pipeline.ipynb #4ffb940a
+def row_seeds(ids: np.ndarray,  # (N, D) the targets' unit ID vectors
+              n: int,           # samples per target
+              seed: int = 0) -> np.ndarray:
+    "Seeds `(N*n,)` of every (target, sample): from the call's seed, the target's ID vector and the sample's index."
+    h = lambda v, j: int.from_bytes(hashlib.sha256(np.round(v, 5).astype(np.float32).tobytes() + f'{seed}/{j}'.encode()).digest()[:7], 'little')
+    return np.array([h(v, j) for v in np.asarray(ids) for j in range(n)], np.int64)
+
 def _sample_base(self: ID3PM, y: torch.Tensor, seeds: np.ndarray, scale: float, sampler: str, steps, precision: str,
                  progress: bool, opts: dict) -> torch.Tensor:
     "One batch of base-model samples `(B, 3, S, S)` in [-1, 1] for ID vectors `y` `(B, D)` and per-row seeds."
@@ -228,9 +235,9 @@ def _sample(self: ID3PM,
             ids,                       # (N, D) ID vectors (checked and normalised)
             n: int = 4,                # images per ID vector
             scale: float = 3.0,        # guidance scale s (0: unconditional, 1: conditional, > 1: stronger identity)
-            sampler: str = 'ddim',     # 'ddpm', 'ddim' or 'dpmpp_2m'
-            steps: int | str | None = 50,  # sampling steps (respacing of the training schedule)
-            seed: int = 0,             # sample j of every target uses seed + j
+            sampler: str = DEFAULT_SAMPLER,  # 'ddpm', 'ddim' or 'dpmpp_2m'
+            steps: int | str | None = DEFAULT_STEPS,  # sampling steps (respacing of the training schedule)
+            seed: int = 0,             # one seed for the call; every (target, sample) gets its own noise from it
             sr: bool = False,          # also run the bundle's super-resolution stage
             precision: str = 'auto',   # 'auto' (bf16 on GPU), 'fp32', 'bf16', 'fp16'
             bs: int = 64,              # images per batch
@@ -238,6 +245,7 @@ def _sample(self: ID3PM,
             sr_opts: dict | None = None,  # `superres.upsample` options for the SR stage, e.g. dict(steps=25, noise_level=100)
             attr=None,                 # attribute vector (A,) for all, or (N, A) one per ID vector (models trained with attributes)
             attr_scale: float | None = None,  # attribute guidance scale; None: attr goes to every branch unguided
+            temperature: float = DEFAULT_TEMPERATURE,  # noise scale: < 1 nearer the person, less varied; 1 the model as trained
             **opts) -> np.ndarray:     # sampler options, e.g. eta=0.5 for DDIM
     "`n` uint8 images `(N, n, H, W, 3)` per ID vector of `ids`, deterministic under `seed`."
     if sampler not in SAMPLERS: raise ValueError(f"sampler={sampler!r}: use one of {list(SAMPLERS)}")
@@ -245,11 +253,11 @@ def _sample(self: ID3PM,
     if sr and self.sr_model is None: raise ValueError(f"sr=True, but the bundle {self.bundle.path} has no super-resolution stage")
     ids = check_ids(ids, self.dim); N = len(ids)
     y = torch.from_numpy(np.repeat(ids, n, 0))                        # (N*n, D)
-    seeds = np.tile(seed + np.arange(n), N)                           # sample j of every target: seed + j
+    seeds = row_seeds(ids, n, seed)                                   # independent noise per (target, sample)
     a = self._attr_rows(attr, N, n)                                   # (N*n, A) or None
     out = []
     for i in range(0, N * n, bs):
-        ao = {} if a is None else {'attr': a[i:i+bs], 'attr_scale': attr_scale}
+        ao = {'temperature': temperature, **({} if a is None else {'attr': a[i:i+bs], 'attr_scale': attr_scale})}
         x = self._sample_base(y[i:i+bs], seeds[i:i+bs], scale, sampler, steps, precision, progress, {**opts, **ao})
         if sr: x = self._upsample(img2tensor(tensor2img(x)).to(self.device), y[i:i+bs], seeds[i:i+bs], precision, **(sr_opts or {}))
         out.append(tensor2img(x))
@@ -308,7 +316,7 @@ def _invert(self: ID3PM,
             targets,                   # photos, identity folders, ID vectors, a Prepared cache, a dict, or a list of these
             n: int = 4,                # images per target
             scale: float = 3.0,        # guidance scale s
-            sampler: str = 'ddim', steps: int | str | None = 50, seed: int = 0,
+            sampler: str = DEFAULT_SAMPLER, steps: int | str | None = DEFAULT_STEPS, seed: int = 0,
             sr: bool = False,          # run the super-resolution stage
             aligned: bool = False,     # photos are already FFHQ-aligned crops
             fingerprint: str | None = None,  # recognizer of raw ID vectors, when known
@@ -318,7 +326,7 @@ def _invert(self: ID3PM,
     "Generate `n` faces per target identity from the bundle's model; deterministic under `seed`."
     t = self.targets(targets, aligned, fingerprint)
     imgs = self.sample(t.ids, n, scale, sampler, steps, seed, sr, attr=attr, attr_scale=attr_scale, **kw)
-    settings = dict(n=n, scale=scale, sampler=sampler, steps=steps, seed=seed, sr=sr)
+    settings = dict(n=n, scale=scale, sampler=sampler, steps=steps, seed=seed, sr=sr, temperature=kw.get('temperature', DEFAULT_TEMPERATURE))
     if attr is not None: settings.update(attr=np.asarray(attr, np.float32).round(4).tolist(), attr_scale=attr_scale)
     return Inversion(imgs, t.ids, t.names, settings, t.faces, t.fingerprint)
 ID3PM.invert = _invert

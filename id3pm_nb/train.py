@@ -26,7 +26,7 @@ from fastai.optimizer import Adam, OptimWrapper
 from fastai.distributed import DistributedDL  # also adds distrib_ctx / to_distributed to Learner
 from fastai.torch_core import num_distrib, rank_distrib
 
-from .core import atomic_write, autocast_dtype, file_hash, image_grid, load_config, save_config
+from .core import atomic_write, autocast_dtype, file_hash, image_grid, img2tensor, load_config, save_config
 from .unet import SRUNet, UNet, UNetConfig, unet_config
 from .diffusion import Schedule, eps_loss, get_schedule, hybrid_loss, min_snr_weight, q_sample
 from .sampling import sample
@@ -36,8 +36,8 @@ __all__ = ['CKPT_FORMAT', 'BUNDLE_FORMAT', 'unwrap', 'DiffusionLoss', 'Diffusion
            'pack_state', 'unpack_state', 'ArtifactError', 'write_folder', 'read_manifest', 'read_json', 'read_tensors',
            'write_tensors', 'load_weights', 'rng_states', 'set_rng_states', 'CheckpointCallback', 'list_checkpoints',
            'latest_checkpoint', 'AMP', 'IDPreview', 'PreviewCallback', 'DiffusionLearner', 'train_id_vectors',
-           'init_id_stats', 'get_learner', 'load_checkpoint', 'Bundle', 'save_bundle', 'load_bundle', 'world', 'train',
-           'shard_map']
+           'init_id_stats', 'dataset_faces', 'init_prior', 'get_learner', 'load_checkpoint', 'Bundle', 'save_bundle',
+           'load_bundle', 'world', 'train', 'shard_map']
 
 # %% ../nbs/06_train.ipynb #8848d120
 def unwrap(model: nn.Module) -> nn.Module:
@@ -554,6 +554,23 @@ def init_id_stats(model: nn.Module, dls) -> nn.Module:
     m.set_id_stats(ids)                                                   # checks the shape and count itself
     return model
 
+def dataset_faces(dl) -> tuple[Tensor, Tensor] | None:
+    "Every face `(N, C, S, S)` in [-1, 1] of a `FacePairs`-like loader with its raw ID vector; mirrors appended when it flips."
+    ds = getattr(dl, 'dataset', None)
+    if not all(isinstance(getattr(ds, a, None), np.ndarray) for a in ('crops', 'ids', 'idxs')): return None
+    x, ids = img2tensor(ds.crops[ds.idxs]), torch.as_tensor(np.asarray(ds.ids[ds.idxs]), dtype=torch.float32)
+    if getattr(dl, 'flip', False): x, ids = torch.cat([x, x.flip(-1)]), torch.cat([ids, ids])
+    return x, ids
+
+def init_prior(model: nn.Module, dls, sched: Schedule) -> nn.Module:
+    "Fit `model`'s Gaussian prior to the training faces of `dls` (held-out ones choose the ridge), unless fitted or absent."
+    m = unwrap(model)
+    if getattr(m, 'prior_set', True): return model
+    train = dataset_faces(dls.train)
+    if train is None: raise ValueError("cannot fit the Gaussian prior: it needs the faces themselves (DataLoaders from data.get_dls)")
+    m.set_prior(*train, sched.alphas_cumprod, valid=dataset_faces(dls.valid) if len(dls.valid) else None)
+    return model
+
 def _id_preview(dls, n: int, **kw) -> IDPreview:
     "Preview sampler for the first `n` validation images and their ID vectors."
     b = dls.valid.one_batch() if len(dls.valid) else dls.train.one_batch()
@@ -579,6 +596,7 @@ def get_learner(dls,  # fastai DataLoaders of (img (B,3,S,S) in [-1,1], id_vecto
     "A `DiffusionLearner` with the diffusion, EMA, clipping, mixed precision, checkpoint and preview callbacks."
     model = init_id_stats(_build_model(dls, model_or_cfg), dls)  # ID mean/std from the training vectors (a resume loads them)
     sched = get_schedule(schedule, T) if diffusion_cb is None else diffusion_cb.sched
+    model = init_prior(model, dls, sched)                         # the Gaussian prior, if the model has one
     dcb = diffusion_cb or DiffusionCallback(sched, p_uncond, p_uncond_attr, seed=seed)
     dev = getattr(dls, 'device', None) or next(model.parameters()).device
     amp = autocast_dtype(dev, precision)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import load_config, save_config
+from .prior import GaussianPrior
 
 # %% auto #0
 __all__ = ['UNetConfig', 'unet_config', 'sr_config', 'timestep_embedding', 'zero_module', 'EmbedMLP', 'GroupNormAffine',
@@ -41,12 +42,18 @@ class UNetConfig:
     cond_img_ch: int = 0             # channels of a concatenated conditioning image (SR: 3)
     noise_cond: bool = False         # embed a noise-augmentation level (SR)
     low_res_size: int | None = None  # SR only: side of the low-resolution input
+    patch: int = 1                   # pixels per side folded into channels at the input (2: a 32 px model runs at 16 px inside)
+    prior_rank: int = 0              # > 0: refine a fitted Gaussian prior (linear ID decoder + low-rank covariance, see `prior`)
+    prior_steps: int = 1000          # T of the training schedule the prior is fitted for
 
     def __post_init__(self):
         self.ch_mult, self.attn_res = tuple(self.ch_mult), tuple(self.attn_res)
-        n = 2 ** (len(self.ch_mult) - 1)
-        if self.image_size % n: raise ValueError(f"image_size={self.image_size} must be divisible by {n} (2**(len(ch_mult)-1))")
-        sizes = [self.image_size // 2**i for i in range(len(self.ch_mult))]
+        n = 2 ** (len(self.ch_mult) - 1) * self.patch
+        if self.patch < 1: raise ValueError(f"patch={self.patch}: must be >= 1")
+        if self.image_size % n: raise ValueError(f"image_size={self.image_size} must be divisible by {n} (patch * 2**(len(ch_mult)-1))")
+        if self.prior_rank and (not self.id_dim or self.cond_img_ch):
+            raise ValueError("prior_rank > 0 needs ID conditioning (id_dim) and is for base models (cond_img_ch=0)")
+        sizes = [self.image_size // self.patch // 2**i for i in range(len(self.ch_mult))]
         bad = [r for r in self.attn_res if r not in sizes]
         if bad: raise ValueError(f"attn_res {bad} are not resolutions of this U-Net; choose from {sizes}")
         for c in {self.ch * m for m in self.ch_mult}:
@@ -62,6 +69,11 @@ class UNetConfig:
 
     @property
     def out_channels(self) -> int: return self.out_ch * (2 if self.learn_sigma else 1)
+
+    @property
+    def input_channels(self) -> int:
+        "Channels the first convolution sees: x_t, a conditioning image, the prior's x0 estimate, folded by `patch`."
+        return (self.in_ch + self.cond_img_ch + (self.in_ch if self.prior_rank else 0)) * self.patch ** 2
 
 # %% ../nbs/03_unet.ipynb #ebc6da03
 _PRESETS = {
@@ -271,10 +283,11 @@ class UNet(nn.Module):
         if cfg.id_dim and cfg.id_norm:                                     # set from training vectors by `set_id_stats`
             self.register_buffer('id_mean', torch.zeros(cfg.id_dim)); self.register_buffer('id_inv_std', torch.ones(cfg.id_dim))
         self.attr_proj = nn.Linear(cfg.attr_dim, E) if cfg.attr_dim else None
-        self.conv_in = nn.Conv2d(cfg.in_ch + cfg.cond_img_ch, ch, 3, padding=1)
+        self.prior = GaussianPrior(cfg.in_ch * cfg.image_size ** 2, cfg.id_dim, cfg.prior_rank, cfg.prior_steps) if cfg.prior_rank else None
+        self.conv_in = nn.Conv2d(cfg.input_channels, ch, 3, padding=1)
         res = lambda i, o, r=None: ResBlock(i, E, o, cfg.dropout, r, G)
         attn = lambda c: AttnBlock(c, _heads(cfg, c), G)
-        self.down, skips, c, size = nn.ModuleList(), [ch], ch, cfg.image_size
+        self.down, skips, c, size = nn.ModuleList(), [ch], ch, cfg.image_size // cfg.patch
         for lvl, m in enumerate(cfg.ch_mult):
             for _ in range(cfg.num_res_blocks):
                 layers = [res(c, ch * m)]; c = ch * m
@@ -291,7 +304,7 @@ class UNet(nn.Module):
                 if lvl and i == cfg.num_res_blocks:
                     layers.append(res(c, c, 'up') if cfg.resblock_updown else Upsample(c)); size *= 2
                 self.up.append(Stage(layers))
-        self.out = nn.Sequential(GroupNorm(G, c, act=True), zero_module(nn.Conv2d(c, cfg.out_channels, 3, padding=1)))
+        self.out = nn.Sequential(GroupNorm(G, c, act=True), zero_module(nn.Conv2d(c, cfg.out_channels * cfg.patch ** 2, 3, padding=1)))
         self.to(memory_format=torch.channels_last)
 
     def embed(self, t: torch.Tensor, y: torch.Tensor | None = None, attr: torch.Tensor | None = None, B: int | None = None) -> torch.Tensor:
@@ -341,22 +354,30 @@ class UNet(nn.Module):
     def backbone(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         "The U-Net proper: `x` `(B, C, H, W)` and embedding `(B, 4ch)` -> `(B, out_channels, H, W)`."
         emb = F.silu(emb)                                                   # shared first op of every block's projection
+        p = self.cfg.patch
+        if p > 1: x = F.pixel_unshuffle(x, p)                               # (B, C·p², H/p, W/p)
         h = self.conv_in(x.contiguous(memory_format=torch.channels_last))
         hs = [h]
         for stage in self.down: h = stage(h, emb); hs.append(h)
         h = self.mid(h, emb)
         for stage in self.up: h = stage(torch.cat([h, hs.pop()], dim=1), emb)
-        return self.out(h)
+        h = self.out(h)
+        return F.pixel_shuffle(h, p) if p > 1 else h
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, attr: torch.Tensor | None = None) -> torch.Tensor:
         "Predict eps (and variance values when `learn_sigma`) for `x` `(B,C,H,W)` at timesteps `t` `(B,)` given ID `y` `(B, id_dim)`."
         self._check_x(x)
-        return self.backbone(x, self.embed(t, y, attr, B=x.shape[0]))
+        emb = self.embed(t, y, attr, B=x.shape[0])
+        if self.prior is None: return self.backbone(x, emb)
+        x0, eps = self.prior(x, torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0]), None if y is None else self.normalize_id(y))
+        out = self.backbone(torch.cat([x, x0.clamp(-1.5, 1.5).to(x.dtype)], 1), emb)       # the network sees the Gaussian's estimate
+        C = self.cfg.out_ch
+        return torch.cat([out[:, :C].float() + eps, out[:, C:].float()], 1)                   # and predicts what it misses
 
     def _check_x(self, x: torch.Tensor, extra_ch: int = 0):
         c = self.cfg.in_ch + extra_ch
         if x.ndim != 4 or x.shape[1] != c: raise ValueError(f"x has shape {tuple(x.shape)}, expected (B, {c}, H, W)")
-        n = 2 ** (len(self.cfg.ch_mult) - 1)
+        n = 2 ** (len(self.cfg.ch_mult) - 1) * self.cfg.patch
         if x.shape[2] % n or x.shape[3] % n: raise ValueError(f"image size {tuple(x.shape[2:])} must be divisible by {n}")
 
 # %% ../nbs/03_unet.ipynb #a9892942
@@ -372,6 +393,28 @@ def perturb_zero_init(m: nn.Module, std: float = 0.02, seed: int = 0) -> nn.Modu
     for p in m.parameters():
         if not p.any(): p.copy_(torch.randn(p.shape, generator=g) * std)
     return m
+
+# %% ../nbs/03_unet.ipynb #2b03413e
+@property
+def _prior_set(self: UNet) -> bool:
+    "Is the Gaussian prior fitted (always True without one)?"
+    return self.prior is None or self.prior.is_fitted
+UNet.prior_set = _prior_set
+
+@torch.no_grad()
+def _set_prior(self: UNet,
+               x: torch.Tensor,             # (N, C, H, W) training faces in [-1, 1] (with their mirror images if training flips)
+               ids: torch.Tensor,           # (N, id_dim) their raw ID vectors (standardised here, as in `forward`)
+               alphas_cumprod: torch.Tensor, # (T,) ᾱ of the training schedule
+               valid: tuple | None = None,  # (faces, raw ids) of held-out people, to choose the ridge strength
+              ) -> UNet:
+    "Fit the Gaussian prior from training faces and ID vectors (after `set_id_stats`)."
+    if self.prior is None: raise ValueError("this model has no Gaussian prior (prior_rank=0)")
+    if not self.id_stats_set: raise ValueError("set the ID standardisation first (set_id_stats): the prior works on standardised vectors")
+    z = lambda v: self.normalize_id(torch.as_tensor(v, dtype=torch.float32, device=self.prior.b.device))
+    self.prior.fit(x.to(self.prior.b.device), z(ids), alphas_cumprod, None if valid is None else (valid[0], z(valid[1])))
+    return self
+UNet.set_prior = _set_prior
 
 # %% ../nbs/03_unet.ipynb #1abdd45b
 class SRUNet(UNet):

@@ -151,10 +151,11 @@ def test_demo_tiny(scripts, tmp_path):
     r = run(scripts, 'demo', '--out', tmp_path/'d', '--images', '40', '--test', '3', '--show', '2', '--samples', '1', '--steps', '2',
             '--minutes', '0.02', '--preset', 'cpu', '--cache', tmp_path/'cache', '--quiet')
     assert r.returncode == 0, r.stderr[-3000:]
-    assert '| *reference: another photo, same person* |' in r.stdout          # the report is printed
+    assert '| another photo, same person |' in r.stdout                      # the report is printed
     js = json.loads((tmp_path/'d'/'report.json').read_text())
-    assert set(js['similarity']) == {'dlib', 'facenet'} and set(js['similarity']['facenet']) == {'0', '1', '2', '3'}
-    assert (tmp_path/'d'/'grid.png').stat().st_size > 1000
+    assert list(js['scores'])[:5] == ['linear decoder (ridge, the baseline)'] + [f'ID3PM s = {s}' for s in range(4)]
+    assert {'cos', 'sar', 'found', 'fd'} <= set(js['scores']['ID3PM s = 3']) and js['judge'].startswith('facenet')
+    assert (tmp_path/'d'/'grid.png').stat().st_size > 1000 and (tmp_path/'d'/'samples.png').stat().st_size > 1000
 
 
 def test_train_under_accelerate_two_processes(prepared, tmp_path):

@@ -1,13 +1,14 @@
 "`id3pm_nb.data.prepare` on real LFW faces with the dlib black box: bad input, strict mode, resuming, and rerun cost."
-import copy, json, multiprocessing, os, shutil
+import copy, hashlib, importlib.util, json, multiprocessing, os, shutil
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from id3pm_nb.data import PrepareError, load_prepared, prepare
-from id3pm_nb.fr import cosine, get_detector, load_recognizer
+from id3pm_nb.data import PrepareError, load_prepared, prepare, read_image
+from id3pm_nb.fr import DlibDetector, cosine, get_detector, load_recognizer
 
 GOOD = ['Aaron_Peirsol_0001', 'Abdullah_Gul_0001', 'Alejandro_Toledo_0001', 'Amelie_Mauresmo_0001', 'Angela_Bassett_0001',
         'Ann_Veneman_0001', 'Arnold_Schwarzenegger_0001', 'Colin_Powell_0001']
@@ -186,13 +187,15 @@ def test_unfinished_run_leaves_last_finished_result(eight, four, models, tmp_pat
 
 def _crash_after(k: int, src: Path, out: Path) -> None:
     "In a child process: prepare `src` and die hard (no cleanup, no flush) when the detector is called the (k+1)-th time."
+    import torch
+    torch.set_num_threads(1)   # a forked child must not use the parent's OpenMP thread pool (libgomp is not fork-safe)
     det, rec = get_detector('dlib'), load_recognizer('dlib')
     c, f = copy.copy(det), det.detect; c.calls = []
     def detect(img):
         if len(c.calls) == k: os._exit(3)
         c.calls.append(1); return f(img)
     c.detect = detect
-    prepare(src, out, rec, c, sizes=SIZES, chunk=2, progress=False, verbose=False)
+    prepare(src, out, rec, c, sizes=SIZES, chunk=2, workers=1, progress=False, verbose=False)   # the in-process path
 
 def test_hard_crash_resumes_from_pending_shards(eight, models, tmp_path):
     det, rec = models; out = tmp_path/'out'
@@ -206,3 +209,35 @@ def test_hard_crash_resumes_from_pending_shards(eight, models, tmp_path):
     assert len(cdet.calls) == 4 and sum(crec.calls) == 4                                       # the 5th face was lost in the crash, not more
     assert len(p) == 8 and set(p.report.status) == {'ok'} and not list(root.glob('pending/*.npz'))
     np.testing.assert_allclose(np.linalg.norm(p.ids, axis=1), 1, atol=1e-4)
+
+
+class ExitOn(DlibDetector):
+    "A dlib detector whose process dies at once (no cleanup) on one image: a worker that crashes mid-run."
+    def __init__(self, img): super().__init__(); self._key = hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest()
+    def detect(self, img):
+        if hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest() == self._key: os._exit(3)
+        return super().detect(img)
+
+def test_crashed_worker_stops_the_run_and_a_rerun_resumes(eight, models, tmp_path):
+    det, rec = models; out = tmp_path/'out'; k = 5
+    clean = prepare(eight, tmp_path/'clean', rec, det, sizes=SIZES, workers=1, progress=False, verbose=False)
+    with pytest.raises(BrokenProcessPool):
+        prepare(eight, out, rec, ExitOn(read_image(sorted(eight.iterdir())[k])[0]), sizes=SIZES, chunk=2, workers=2, progress=False, verbose=False)
+    root = next(out.iterdir())
+    saved = len(json.loads((root/'manifest.json').read_text())['items'])
+    assert 0 < saved <= k and not (root/'.lock').exists()           # files before the crash (all but those in flight) kept, lock released
+    cdet, crec = counted(det, 'detect'), counted(rec, 'embed')       # (counted copies do not pickle: this rerun stays in-process)
+    p = prepare(eight, out, crec, cdet, sizes=SIZES, chunk=2, progress=False, verbose=False)
+    assert len(cdet.calls) == 8 - saved and sum(crec.calls) == 8 - saved
+    assert p.report.drop(columns='row').equals(clean.report.drop(columns='row'))
+    np.testing.assert_array_equal(p.crops[64], clean.crops[64]); np.testing.assert_allclose(p.ids, clean.ids, atol=1e-6)
+
+def test_bench_prepare_cli(lfw, capsys):
+    "`bench/prepare.py` runs both paths on a few LFW images and prints their images/s, the ratio and that they agree."
+    spec = importlib.util.spec_from_file_location('bench_prepare', Path(__file__).resolve().parents[1]/'bench'/'prepare.py')
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    mod.main(['--images', '4', '--faces', '2', '--lfw', str(lfw.parent)])
+    out = capsys.readouterr().out
+    rows = {l.split(':')[0]: l.split()[-2:] for l in out.splitlines() if l.startswith(('old:', 'new:'))}
+    assert set(rows) == {'old', 'new'} and all(float(x) > 0 for r in rows.values() for x in r), out
+    assert 'same crops and report' in out and 'descriptor per face' in out, out

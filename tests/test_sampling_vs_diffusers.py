@@ -145,21 +145,25 @@ def test_ddim_matches(name, steps, spacing, eta, clip):
     _check(f"DDIM {steps} {name} eta={eta}{' clip' if clip else ''}", ours, theirs)
 
 
-# ---------------------------------------------------------------------------------------------- DPM-Solver++(2M)
-@pytest.mark.parametrize('name,n,spacing', [('linear', 20, 'linspace'), ('cosine', 25, 'trailing'),
-                                            ('cosine', 20, 'linspace'), ('linear', 10, 'trailing')])
-def test_dpmpp_2m_matches(name, n, spacing):
+# ------------------------------------------------------------------------- DPM-Solver++(2M), ODE (eta = 0) and SDE (eta = 1)
+@pytest.mark.parametrize('name,n,spacing,eta', [('linear', 20, 'linspace', 0.), ('cosine', 25, 'trailing', 0.),
+                                                ('cosine', 20, 'linspace', 0.), ('linear', 10, 'trailing', 0.),
+                                                ('cosine', 25, 'trailing', 1.), ('linear', 20, 'linspace', 1.), ('cosine', 10, 'trailing', 1.)])
+def test_dpmpp_2m_matches(name, n, spacing, eta):
     sch = DPMSolverMultistepScheduler(num_train_timesteps=T, beta_schedule=DIFFUSERS_NAME[name],
-                                      algorithm_type='dpmsolver++', solver_order=2, solver_type='midpoint',
+                                      algorithm_type='sde-dpmsolver++' if eta else 'dpmsolver++', solver_order=2, solver_type='midpoint',
                                       lower_order_final=True, final_sigmas_type='zero', timestep_spacing=spacing)
     sch.set_timesteps(n)
     steps = f'trailing{n}' if spacing == 'trailing' else sch.timesteps.tolist()
     sched = respace(get_schedule(name, T), steps)
     assert sched.timesteps.flip(0).tolist() == sch.timesteps.tolist()
     model = ToyEps(get_schedule(name, T))
-    ours = _ours(sample_dpmpp_2m, model, sched, noise())
-    theirs = _theirs(sch, model, noise(), x0_of=lambda res, sch: sch.model_outputs[-1])  # its stored x0 prediction
-    _check(f"DPM-Solver++(2M)-{n} {name} {spacing}", ours, theirs)
+    zs = [noise(200 + i) for i in range(n)]  # shared per-step noise of the SDE (ours draws none at the last step, to sigma = 0)
+    it = iter(zs)
+    ours = _ours(sample_dpmpp_2m, model, sched, noise(), eta=eta, noise_sampler=lambda x: next(it))
+    theirs = _theirs(sch, model, noise(), step_kw=lambda i: {'variance_noise': zs[i]} if eta else {},
+                     x0_of=lambda res, sch: sch.model_outputs[-1])  # its stored x0 prediction
+    _check(f"DPM-Solver++(2M){' SDE' if eta else ''}-{n} {name} {spacing}", ours, theirs)
 
 
 # ------------------------------------------------------------------------- sampler math alone (diffusers' own alphas)
