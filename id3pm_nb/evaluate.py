@@ -452,6 +452,11 @@ class Judge:
     cache: str | None = None      # `data.prepare` cache root for the photos' vectors
     def __repr__(self): return f"Judge({self.rec.fingerprint}, threshold {self.threshold:.3f} at FMR {self.fmr:g} from {self.n_impostor} impostor pairs)"
 
+    @property
+    def detector(self):
+        "The recognizer's own face detector (loaded once)."
+        return self.rec.detector
+
     def photos(self, paths: Sequence[str]) -> np.ndarray:
         "ID vectors `(N, D)` of photo files through the judge's own detector and alignment; NaN rows where it finds no face."
         from id3pm_nb.data import prepare
@@ -492,9 +497,9 @@ def inversion_scores(judge: Judge,
     E = judge.images(flat).reshape(N, n, -1)
     cos = np.einsum('ind,id->in', E, normalize(np.asarray(targets, np.float32)))    # (N, n)
     per, acc = cos.mean(1), (cos > judge.threshold).mean(1)
-    out = dict(cos=float(np.nanmean(per)), cos_lo=bootstrap_ci(per, seed=seed)[0], cos_hi=bootstrap_ci(per, seed=seed)[1],
-               sar=float(np.nanmean(acc)), sar_lo=bootstrap_ci(acc, seed=seed)[0], sar_hi=bootstrap_ci(acc, seed=seed)[1],
-               found=float(faces_found(flat, judge.rec.detector_name).mean()),
+    (cos_lo, cos_hi), (sar_lo, sar_hi) = bootstrap_ci(per, seed=seed), bootstrap_ci(acc, seed=seed)
+    out = dict(cos=float(np.nanmean(per)), cos_lo=cos_lo, cos_hi=cos_hi, sar=float(np.nanmean(acc)), sar_lo=sar_lo, sar_hi=sar_hi,
+               found=float(faces_found(flat, judge.detector).mean()),
                div=float(np.mean([id_diversity(e) for e in E])) if n > 1 else float('nan'),
                fd=frechet_distance(real, E[:, 0]) if real is not None else float('nan'))
     if inverted is not None:
@@ -511,8 +516,7 @@ def reference_scores(judge: Judge,
                      inverted: tuple | None = None) -> dict:
     "The rows real photos give: the target's own crop (what a perfect generator at this resolution scores), another photo, other people."
     t = normalize(np.asarray(targets, np.float32)); other = np.roll(t, 1, 0)   # each target against the next one's photo
-    pair = lambda c: dict(cos=float(np.nanmean(c)), cos_lo=bootstrap_ci(c)[0], cos_hi=bootstrap_ci(c)[1],
-                          sar=float(np.nanmean(c > judge.threshold)))
+    pair = lambda c: dict(zip(('cos', 'cos_lo', 'cos_hi', 'sar'), (float(np.nanmean(c)), *bootstrap_ci(c), float(np.nanmean(c > judge.threshold)))))
     return {f'real face at {crops.shape[1]} px (the target photo, aligned)': inversion_scores(judge, crops[:, None], targets, real, inverted),
             'another photo, same person': pair((normalize(np.asarray(second, np.float32)) * t).sum(1)),
             'different people': pair((other * t).sum(1))}
