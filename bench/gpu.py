@@ -11,7 +11,7 @@ and identities, the held-out split, and the judge's (FaceNet's) vectors of the h
     python bench/gpu.py --data bench/out/lfw_pack.npz --minutes 6      # on the GPU machine (carry bench/out/lfw_pack.npz)
     python bench/gpu.py --quick                                        # both halves in miniature, on CPU (the test suite)
 """
-import argparse, io, json, sys, time
+import argparse, dataclasses, io, json, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -112,9 +112,9 @@ def run(a) -> dict:
     dev, out = default_device(a.device), Path(a.out)
     with np.load(a.data, allow_pickle=True) as z: arrays = {k: z[k] for k in z.files}
     P = Packed(arrays)
-    pre = DEMO_PRESETS[a.recipe] if not a.quick else __import__('dataclasses').replace(
+    pre = DEMO_PRESETS[a.recipe] if not a.quick else dataclasses.replace(
         DEMO_PRESETS['cpu'], name='quick', cfg={'preset': 'tiny', 'ch': 16, 'head_ch': 16, 'patch': 2, 'attn_res': (8,), 'prior_rank': 8}, bs=8)
-    if pre.size != P.size: pre = __import__('dataclasses').replace(pre, size=P.size, sizes=(P.size,))
+    if pre.size != P.size: pre = dataclasses.replace(pre, size=P.size, sizes=(P.size,))
     split = Splits(arrays['train'], arrays['valid'], arrays['first'])
     log(f"{len(P.ids)} packed faces at {P.size} px; training {pre.name} for {a.minutes:g} min on {dev}")
     t0 = time.time()
