@@ -127,14 +127,19 @@ def attr_dls(prepared: Prepared, attrs: Attributes, size: int = 32, bs: int = 64
     return get_dls(prepared, size, bs, split=split, attrs=attrs.values, attr_flip=attrs.flip, **kw)
 
 # %% ../nbs/12_attributes.ipynb #a1af6c52
-def attribute_sweep(model,                      # attribute-conditioned eps model (e.g. a bundle's model)
+def attribute_sweep(model,                      # a loaded bundle (`train.load_bundle`: its schedule is used), or an attribute-conditioned eps model
                     ids,                        # (N, D) ID vectors, one row each
                     attrs,                      # (C, 1+A) attribute vectors, one column each (e.g. from `Attributes.encode`)
                     scale: float = 3.0,         # ID guidance scale
                     attr_scale: float = 3.0,    # attribute guidance scale
                     seed: int = 0,              # row k starts from the noise of seed + k
-                    steps: int = 25, bs: int = 64, device=None, **kw) -> np.ndarray:
+                    steps: int = 25, bs: int = 64, device=None,
+                    schedule=None, T: int = 1000,  # a bare model's training schedule (name or `Schedule`); a bundle brings its own
+                    **kw) -> np.ndarray:
     "Samples uint8 `(N, C, H, W, 3)`: every ID vector with every attribute vector, one starting noise per row (DDIM)."
+    from id3pm_nb.train import Bundle
+    if isinstance(model, Bundle): model, schedule, T = model.model, model.schedule, model.info['T']
+    elif schedule is None: raise ValueError("attribute_sweep needs the schedule the model was trained with: pass the loaded bundle, or schedule= and T=")
     ids, attrs = torch.as_tensor(np.asarray(ids), dtype=torch.float32), torch.as_tensor(np.asarray(attrs), dtype=torch.float32)
     cfg = model.cfg
     if not cfg.attr_dim: raise ValueError("this model has no attribute input (attr_dim=None): train it with attribute batches")
@@ -145,7 +150,7 @@ def attribute_sweep(model,                      # attribute-conditioned eps mode
     x, y, a = noise.repeat_interleave(C, 0), ids.repeat_interleave(C, 0), attrs.repeat(N, 1)   # row-major (N*C, ...)
     dev = device or next(model.parameters()).device
     out = [sample(model, x[i:i+bs].to(dev), y[i:i+bs], scale, attr=a[i:i+bs], attr_scale=attr_scale, sampler='ddim',
-                  steps=steps, disable=True, **kw) for i in range(0, N * C, bs)]
+                  steps=steps, schedule=schedule, T=T, disable=True, **kw) for i in range(0, N * C, bs)]
     return tensor2img(torch.cat(out).cpu()).reshape(N, C, S, S, 3)
 
 def sweep_scores(imgs: np.ndarray,       # (N, C, H, W, 3) from `attribute_sweep`

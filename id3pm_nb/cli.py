@@ -14,20 +14,22 @@ import pandas as pd
 import torch
 from fastcore.script import Param, anno_parser, call_parse, store_true
 
-from .core import atomic_write, autocast_dtype, cache_dir, default_device, file_hash, image_grid, img2tensor, resolve_path, seed_everything
+from .core import atomic_write, autocast_dtype, cache_dir, default_device, file_hash, image_grid, img2tensor, resolve_path, seed_everything, tensor2img
 from .prior import LinearDecoder
 from .data import Splits, download_lfw, get_dls, load_prepared, prepare, scan, scan_lfw, split_identities
 from .unet import UNetConfig, num_params, unet_config
 from .train import ArtifactError, get_learner, latest_checkpoint, load_bundle, save_bundle, train, unwrap, world
 from .pipeline import ID3PM, check_ids
+from .superres import SR_PRESETS, SRPreset, attach_sr, bicubic, check_sr_fits, get_sr_learner, sharpness, sr_preset, sr_step_seconds
 from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_TEMPERATURE
 from .evaluate import Judge, inversion_scores, lfw_judge, markdown_table, reference_scores, scores_table
 
 # %% auto #0
 __all__ = ['INPUT_ERRORS', 'DEMO_PRESETS', 'COMMANDS', 'one_line', 'cli_errors', 'Log', 'DemoPreset', 'demo_preset', 'find_lfw',
            'lfw_subset', 'holdout_split', 'time_iteration', 'budget_epochs', 'fit_budget', 'HeldOut', 'heldout_people',
-           'linear_baseline', 'labeled_grid', 'demo_train', 'cached_samples', 'write_report', 'run_demo', 'command',
-           'demo_cli', 'prepare_cli', 'train_cli', 'sample_cli', 'drop_identities', 'eval_cli', 'run_cli', 'main']
+           'linear_baseline', 'labeled_grid', 'demo_train', 'demo_sr_preset', 'sr_split', 'sr_train', 'demo_sr',
+           'sr_scores', 'cached_samples', 'write_report', 'run_demo', 'command', 'demo_cli', 'prepare_cli', 'train_cli',
+           'train_sr_cli', 'curves_cli', 'sample_cli', 'bundle_names', 'eval_cli', 'run_cli', 'main']
 
 # %% ../nbs/11_cli.ipynb #2ca47d37
 INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError, ConnectionError)
@@ -245,7 +247,7 @@ def demo_train(P, split: Splits, preset: DemoPreset, minutes: float, run_dir: Pa
     if _bundle_matches(bundle_dir, key): log(f"reusing the trained model in {bundle_dir}"); return bundle_dir
     dls = get_dls(P, preset.size, preset.bs, split=split, device=device)
     learn = get_learner(dls, preset.unet(P.ids.shape[1]), lr=preset.lr, min_snr=preset.min_snr, precision=preset.precision,
-                        ckpt_dir=run_dir/'ckpt', ckpt_every=200,
+                        ckpt_dir=run_dir/'ckpt', ckpt_every=200, log_dir=run_dir,   # log.csv, steps.csv, tb/ beside the checkpoints
                         preview_dir=run_dir/'previews', preview_every=None, preview=dict(n=8, sampler=DEFAULT_SAMPLER, steps=DEFAULT_STEPS, scale=3.))
     log(f"training a {num_params(learn.model)/1e6:.2f}M-parameter U-Net ({preset.name} preset, {preset.size}px) on "
         f"{len(split.train)} images of {len(set(P.identities[split.train]))} people, budget {minutes:g} min, device {device}")
@@ -258,6 +260,67 @@ def demo_train(P, split: Splits, preset: DemoPreset, minutes: float, run_dir: Pa
     save_bundle(bundle_dir, learn, meta)
     log(f"trained {learn.train_iter} iterations ({info['epochs']} epochs); bundle written to {bundle_dir}")
     return bundle_dir
+
+# %% ../nbs/11_cli.ipynb #87df634e
+def demo_sr_preset(base: DemoPreset, sr: str | SRPreset | None = None) -> SRPreset:
+    "The SR preset named (or given), else the first whose low-res side is the base preset's image size."
+    if isinstance(sr, SRPreset): return sr
+    if sr is not None: return sr_preset('cpu', sr)
+    fits = [p for p in SR_PRESETS.values() if p.low == base.size]
+    if not fits: raise ValueError(f"no SR preset upsamples {base.size} px images: use one of {list(SR_PRESETS)} with a base of their size")
+    return fits[0]
+
+def sr_split(P, people=None, valid_pct: float = 0.05, seed: int = 0) -> Splits:
+    "Identity-disjoint train/valid rows for an SR stage, among `people` (e.g. those a base bundle was trained on) when given."
+    rows = np.arange(len(P)) if people is None else np.flatnonzero(np.isin(P.identities, sorted(people)))
+    if not len(rows): raise ValueError(f"none of the {len(P)} prepared faces shows a person the base bundle was trained on: prepare its training data")
+    s = split_identities(P.identities[rows], valid_pct, 0., seed)
+    return Splits(rows[s.train], rows[s.valid], rows[s.test])
+
+def sr_train(P, split: Splits, preset: SRPreset, run_dir: Path, minutes: float | None = None, epochs: int | None = None, device=None,
+             seed: int = 0, log=print, progress: bool = True, ckpt_every: int = 200, meta: dict | None = None, cbs=None) -> Path:
+    "Train `preset`'s SR stage on `split` for `epochs` (or the epochs that fit `minutes`), resuming `run_dir/ckpt`; export `run_dir/bundle`."
+    dls = get_dls(P, preset.size, preset.bs, split=split, device=device)
+    learn = get_sr_learner(dls, preset.unet(P.ids.shape[1]), aug_max=preset.aug_max, noise_level=preset.noise_level, prior=preset.prior,
+                           max_t=preset.max_t, temperature=preset.temperature, lr=preset.lr, min_snr=preset.min_snr, precision=preset.precision,
+                           seed=seed, ckpt_dir=run_dir/'ckpt', ckpt_every=ckpt_every, preview_dir=run_dir/'previews', preview_every=None, cbs=cbs)
+    log(f"the {preset.name} SR stage ({preset.low} -> {preset.size} px, {num_params(learn.model)/1e6:.2f}M parameters) on {len(split.train)} "
+        f"images of {len(set(P.identities[split.train]))} people; device {device}")
+    if epochs is None and latest_checkpoint(run_dir/'ckpt') is None:
+        if minutes is None: raise ValueError("give a number of epochs or a time budget in minutes")
+        spi = sr_step_seconds(learn); epochs = budget_epochs(learn, minutes, sec_per_iter=spi)
+        log(f"{spi:.3f}s per iteration -> {epochs} epochs of {len(dls.train)} iterations fit in {minutes:g} min")
+    with contextlib.ExitStack() as st:
+        if not progress: st.enter_context(learn.no_bar()); st.enter_context(learn.no_logging())
+        info = fit_budget(learn, epochs=epochs, lr=preset.lr, log=log)
+    bdir = save_bundle(run_dir/'bundle', learn, dict(recognizer=P.fingerprint, preset=preset.name, fit=info, budget_minutes=minutes,
+                                                     data=str(P.root), **(meta or {})))
+    log(f"trained {learn.train_iter} iterations ({info['epochs']} epochs); SR bundle written to {bdir}")
+    return bdir
+
+def _sr_key(preset: SRPreset, minutes: float, n_images: int | None, n_test: int, seed: int, fingerprint: str) -> str:
+    "Short hash of everything that defines the demo's SR training run."
+    d = dict(sr=dataclasses.asdict(preset), minutes=minutes, n_images=n_images, n_test=n_test, seed=seed, fp=fingerprint)
+    return 'sr-' + hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+def demo_sr(P, split: Splits, preset: SRPreset, minutes: float, run_dir: Path, bundle_dir: Path, key: str, device,
+            log=print, progress: bool = True) -> Path:
+    "Train (or reuse) the demo's SR stage on `split` (the base model's people) within `minutes`; attach it to `bundle_dir`."
+    if _bundle_matches(run_dir/'bundle', key): log(f"reusing the trained SR stage in {run_dir/'bundle'}")
+    else: sr_train(P, split, preset, run_dir, minutes, device=device, log=log, progress=progress, meta=dict(demo_key=key, device=str(device)))
+    if not _bundle_matches(bundle_dir/'sr', key): attach_sr(bundle_dir, run_dir/'bundle'); log(f"SR stage attached to {bundle_dir}")
+    return run_dir/'bundle'
+
+def sr_scores(pipe: ID3PM, held: HeldOut, samples: np.ndarray, ids: np.ndarray, seed: int = 0, progress: bool = True) -> dict:
+    "The bundle's SR stage on base samples `(N, n, s, s, 3)` of the held-out people's `ids`, judged next to their bicubic upsampling."
+    t0 = time.time()
+    hi = pipe.upsample(samples, ids, seed, progress=progress)
+    seconds, (N, n, S) = time.time() - t0, hi.shape[:3]
+    bic = tensor2img(bicubic(img2tensor(samples.reshape(N * n, *samples.shape[2:])), S)).reshape(hi.shape)
+    rows = {f'bicubic, {S} px': bic, f'SR stage, {S} px': hi}
+    table = scores_table({k: inversion_scores(held.judge, v, held.targets, inverted=held.inverted) for k, v in rows.items()})
+    table['sharpness'] = [float(sharpness(img2tensor(v.reshape(N * n, S, S, 3))).mean()) for v in rows.values()]
+    return dict(images=hi, table=table, seconds=seconds, per16=16 * seconds / (N * n), size=S)
 
 # %% ../nbs/11_cli.ipynb #e32aaac8
 def cached_samples(pipe: ID3PM, ids: np.ndarray, scales: Sequence[float], n: int, steps: int, sampler: str, seed: int,
@@ -277,9 +340,10 @@ def cached_samples(pipe: ID3PM, ids: np.ndarray, scales: Sequence[float], n: int
     return out
 
 # %% ../nbs/11_cli.ipynb #6ff24a31
-def write_report(out: Path, table: pd.DataFrame, info: dict) -> tuple[Path, Path]:
-    "Write `report.json` and `report.md` (the scores table and what produced it) into `out`."
-    js = dict(info, scores={k: {c: (None if isinstance(v, float) and math.isnan(v) else v) for c, v in r.items()} for k, r in table.to_dict('index').items()})
+def write_report(out: Path, table: pd.DataFrame, info: dict, sr_table: pd.DataFrame | None = None) -> tuple[Path, Path]:
+    "Write `report.json` and `report.md` (the scores table, the SR stage's if any, and what produced them) into `out`."
+    plain = lambda t: {k: {c: (None if isinstance(v, float) and math.isnan(v) else v) for c, v in r.items()} for k, r in t.to_dict('index').items()}
+    js = dict(info, scores=plain(table), **({'sr_scores': plain(sr_table)} if sr_table is not None else {}))
     with atomic_write(out/'report.json', 'w') as f: json.dump(js, f, indent=1, default=str)
     md = ["# ID3PM demo: inverting dlib on held-out LFW identities", "",
           f"A {info['params_m']:.2f}M-parameter U-Net ({info['preset']} preset, {info['size']} px"
@@ -294,26 +358,42 @@ def write_report(out: Path, table: pd.DataFrame, info: dict) -> tuple[Path, Path
           f"({info['threshold']:.3f}, from {info['n_impostor']} real LFW impostor pairs), share of samples in which its detector "
           f"finds a face, ID diversity among a person's samples, and FD, the Fréchet distance of its features of one sample per "
           f"person to those of {info['n_real']} real held-out faces at {info['size']} px (realism; lower is better). Photos go "
-          f"through the judge's own detector and alignment, aligned images through the fixed FFHQ landmarks. The linear "
+          f"through the judge's own detector and alignment, and so do aligned images (upscaled to 256 px first; the fixed FFHQ landmarks only where it finds no face). The linear "
           f"decoder is the baseline to beat; the last three rows are real photos.", "",
           markdown_table(table, info['judge_name'], 'dlib'), "",
           "`grid.png`: one row per held-out person; columns: the real face, the linear decoder's face, then one sample at "
           "each guidance scale. `samples.png`: every sample of the same people at the highest scale.", "",
           "People in the grid: " + ', '.join(info['grid_people']) + "."]
+    if sr_table is not None: md += _sr_report(info['sr'], sr_table, info['judge_name'])
     (out/'report.md').write_text('\n'.join(md) + '\n')
     return out/'report.md', out/'report.json'
 
+# %% ../nbs/11_cli.ipynb #2c129585
+def _sr_report(sr: dict, table: pd.DataFrame, judge: str) -> list[str]:
+    "The report's section on the SR stage: what it is, what it cost, and its scores next to bicubic upsampling."
+    sharp = ', '.join(f'{k} {v:.4f}' for k, v in table['sharpness'].items())
+    return ["", f"## Super-resolution: {sr['low']} -> {sr['size']} px", "",
+            f"The {sr['preset']} SR stage ({sr['params_m']:.2f}M parameters, refining a Gaussian prior around the bicubic upsample) trained "
+            f"{sr['iterations']} iterations ({sr['epochs']} epochs, budget {sr['minutes']:g} min) on the same training people, then upsampled "
+            f"every sample at s = {sr['scale']:g} (temperature {sr['temperature']:g}): {sr['seconds']:.0f} s for {sr['n']} images, "
+            f"{sr['per16']:.1f} s per 16. Judged at {sr['size']} px, next to the bicubic upsampling of the same samples:", "",
+            markdown_table(table, judge, 'dlib'), "",
+            f"Sharpness (variance of the Laplacian of grey levels; real {sr['size']} px crops of these people: {sr['real_sharpness']:.4f}): {sharp}.",
+            f"`grid.png`'s last column is the SR stage's {sr['size']} px face from the sample before it (which the grid shows bicubically upsampled)."]
+
 # %% ../nbs/11_cli.ipynb #4196966d
-def _demo_data(root: Path, pre: DemoPreset, n_images: int | None, seed: int, cache, log, quiet: bool):
-    "LFW (all of it, or a seeded subset of `n_images`) prepared with dlib at the preset's sizes."
+def _demo_data(root: Path, pre: DemoPreset, n_images: int | None, seed: int, cache, log, quiet: bool, sr: SRPreset | None = None):
+    "LFW (all of it, or a seeded subset of `n_images`) prepared with dlib at the preset's sizes (and the SR stage's)."
     df = scan(root) if n_images is None else lfw_subset(scan(root), n_images, seed=seed)
     log(f"LFW at {root}: preparing {len(df)} images of {df.identity.nunique()} people with dlib (cached; the first run takes a few minutes)")
-    return prepare(df, out_dir=cache, recognizer='dlib', sizes=sorted({pre.size, *pre.sizes}), progress=not quiet, verbose=False)
+    return prepare(df, out_dir=cache, recognizer='dlib', sizes=sorted({pre.size, *pre.sizes, *([sr.size] if sr else [])}), progress=not quiet, verbose=False)
 
 def run_demo(out: str | os.PathLike = 'id3pm_demo', lfw=None, minutes: float | None = None, device=None,
              preset: str | DemoPreset | None = None, n_images: int | None = None, n_test: int = 64, n_show: int = 6,
              scales: Sequence[float] = (0, 1, 2, 3), n_samples: int = 4, steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER,
              seed: int = 0, judge: str = 'facenet', cache=None, quiet: bool = False, temperature: float = DEFAULT_TEMPERATURE,
+             sr_minutes: float | None = None,  # also train (or reuse) an SR stage within this budget, and show and judge it; None: no SR
+             sr_preset: str | SRPreset | None = None,  # the SR stage's preset; default the one that upsamples the base preset's size
              **opts) -> dict:
     "Prepare LFW with dlib, train within `minutes`, invert held-out people, and write grid.png + report.md/json to `out`."
     log, out = Log('id3pm_demo', quiet), Path(out).expanduser()
@@ -325,11 +405,15 @@ def run_demo(out: str | os.PathLike = 'id3pm_demo', lfw=None, minutes: float | N
     root = find_lfw(lfw)
     if out.exists() and not out.is_dir(): raise FileExistsError(f"--out {out} exists and is not a folder: choose another output folder")
     seed_everything(seed); out.mkdir(parents=True, exist_ok=True)
-    P = _demo_data(root, pre, n_images, seed, cache, log, quiet)
+    srp = demo_sr_preset(pre, sr_preset) if sr_minutes else None
+    P = _demo_data(root, pre, n_images, seed, cache, log, quiet, srp)
     split = holdout_split(P.identities, n_test, seed=seed)
     key = _run_key(pre, minutes, n_images, n_test, seed, P.fingerprint, P.ids.shape[1])
     run_dir = out/'runs'/key
     bdir = demo_train(P, split, pre, minutes, run_dir, out/'bundle', key, dev, log, progress=not quiet)
+    if srp:
+        sr_key = _sr_key(srp, float(sr_minutes), n_images, n_test, seed, P.fingerprint)
+        demo_sr(P, split, srp, float(sr_minutes), out/'runs'/sr_key, bdir, sr_key, dev, log, progress=not quiet)
     pipe = ID3PM.from_bundle(bdir, device=dev)
     log(f"judge: {judge}, threshold from real LFW impostor pairs")
     held = heldout_people(P, split, pre.size, lfw_judge(judge, root, cache=cache), pipe.recognizer, log=log)
@@ -339,9 +423,11 @@ def run_demo(out: str | os.PathLike = 'id3pm_demo', lfw=None, minutes: float | N
     linear = linear_baseline(P, split, pre.size)(np.asarray(P.ids)[held.first])[:, None]       # (N, 1, S, S, 3)
     log(f"judging {len(held.names) * n_samples * len(scales)} samples and the linear baseline")
     table = held.scores({'linear decoder (ridge, the baseline)': linear, **{f'ID3PM s = {s:g}': samples[s] for s in scales}})
+    sr = sr_scores(pipe, held, samples[scales[-1]], np.asarray(P.ids)[held.first], seed, not quiet) if srp else None
     show = max(P.sizes); big = np.asarray(P.crops[show])
-    grid = labeled_grid([[big[held.first[i]], linear[i, 0]] + [samples[s][i, 0] for s in scales] for i in range(min(n_show, len(held.names)))],
-                        ['real', 'linear'] + [f's = {s:g}' for s in scales], held.names[:n_show], size=show)
+    grid = labeled_grid([[big[held.first[i]], linear[i, 0]] + [samples[s][i, 0] for s in scales] + ([sr['images'][i, 0]] if sr else [])
+                         for i in range(min(n_show, len(held.names)))],
+                        ['real', 'linear'] + [f's = {s:g}' for s in scales] + ([f's = {scales[-1]:g} SR'] if sr else []), held.names[:n_show], size=show)
     many = labeled_grid([list(samples[scales[-1]][i]) for i in range(min(n_show, len(held.names)))],
                         [f'sample {j + 1}, s = {scales[-1]:g}' if j == 0 else f'sample {j + 1}' for j in range(n_samples)], held.names[:n_show], size=show)
     from PIL import Image
@@ -354,7 +440,13 @@ def run_demo(out: str | os.PathLike = 'id3pm_demo', lfw=None, minutes: float | N
                 judge=held.judge.rec.fingerprint, judge_name=judge, threshold=held.judge.threshold, n_impostor=held.judge.n_impostor,
                 n_real=len(held.real), test_people=len(held.names), samples=n_samples, sampler=sampler, steps=steps, sampler_options=opts,
                 seed=seed, scales=list(scales), grid_people=held.names[:n_show], test_identities=held.names, bundle=str(bdir), lfw=str(root))
-    md, js = write_report(out, table, info)
+    if sr:
+        si = pipe.bundle.sr.info
+        info['sr'] = dict(preset=si['meta'].get('preset'), low=si['low_res_size'], size=sr['size'], minutes=float(sr_minutes), params_m=sum(p.numel() for p in pipe.sr_model.parameters()) / 1e6,
+                          iterations=si.get('training', {}).get('iterations'), epochs=si['meta'].get('fit', {}).get('epochs'), scale=scales[-1],
+                          temperature=si.get('temperature'), n=int(np.prod(sr['images'].shape[:2])), seconds=sr['seconds'], per16=sr['per16'],
+                          real_sharpness=float(sharpness(img2tensor(np.asarray(P.crops[sr['size']])[held.first])).mean()))
+    md, js = write_report(out, table, info, sr['table'] if sr else None)
     log(f"wrote {out/'grid.png'}, {out/'samples.png'}, {md} and {js}")
     return dict(info, scores=table, grid=out/'grid.png', report=md)
 
@@ -391,11 +483,13 @@ def demo_cli(out: str = 'id3pm_demo',       # output folder (grid.png, report.md
              temperature: float = DEFAULT_TEMPERATURE,  # noise scale: < 1 nearer the person, less varied; 1 the model as trained
              seed: int = 0,
              cache: str = None,             # prepare cache folder; default the id3pm_nb cache ($ID3PM_CACHE)
+             sr_minutes: float = None,      # also train an SR stage (32 -> 64 px on CPU) within this budget and add its column; e.g. 5
+             sr_preset: str = None,         # SR preset: 'cpu' (32 -> 64), 'gpu' (64 -> 256), 'gpu-paper'; default: the one fitting --preset
              quiet: store_true = False):    # no progress output
     "Train a small ID3PM on LFW within a time budget, invert held-out people, write a grid and a similarity report."
     with cli_errors('id3pm_demo'):
         r = run_demo(out, lfw, minutes, device, preset, images, test, show, _floats(scales, 'scales'), samples, steps, sampler,
-                     seed=seed, cache=cache, quiet=quiet, temperature=temperature, **_eta(sampler, eta))
+                     seed=seed, cache=cache, quiet=quiet, temperature=temperature, sr_minutes=sr_minutes, sr_preset=sr_preset, **_eta(sampler, eta))
         print(Path(r['report']).read_text())
 
 # %% ../nbs/11_cli.ipynb #27ecbbdb
@@ -434,7 +528,7 @@ def _attn_res(preset: str, size: int, patch: int) -> tuple:
 
 @command
 def train_cli(data: str,                    # a prepare cache (from id3pm_prepare) or a data source to prepare first
-              out: str = 'id3pm_run',       # run folder: ckpt/, previews/, bundle/
+              out: str = 'id3pm_run',       # run folder: ckpt/, previews/, bundle/, logs (log.csv, steps.csv, tb/)
               preset: str = 'small',        # U-Net preset: 'tiny', 'small' or 'paper'
               prior_rank: int = 256,        # rank of the Gaussian prior the U-Net refines (see `prior`); 0: the paper's model alone
               patch: int = 1,               # pixels per side folded into channels at the input (2: half the inner resolution)
@@ -466,14 +560,63 @@ def train_cli(data: str,                    # a prepare cache (from id3pm_prepar
         dls = get_dls(P, size, bs, split=split, device=dev)
         out = Path(out)
         cfg = unet_config(preset, image_size=size, id_dim=P.ids.shape[1], prior_rank=prior_rank, patch=patch, attn_res=_attn_res(preset, size, patch))
-        learn = get_learner(dls, cfg, lr=lr, min_snr=min_snr or None, precision=precision, ckpt_dir=out/'ckpt', ckpt_every=ckpt_every,
+        learn = get_learner(dls, cfg, lr=lr, min_snr=min_snr or None, precision=precision, ckpt_dir=out/'ckpt', ckpt_every=ckpt_every, log_dir=out,
                             preview_dir=out/'previews', preview_every=ckpt_every, seed=seed)
         log(f"{preset} U-Net ({num_params(learn.model)/1e6:.2f}M parameters, {size}px) on {len(split.train)} images; device {dev}, {n} process(es)")
+        log(f"logs in {out} (log.csv, steps.csv): id3pm_curves {out}; or tensorboard --logdir {out/'tb'}")
         with (contextlib.nullcontext() if not quiet else learn.no_bar()): info = fit_budget(learn, minutes, epochs, lr, log)
         if rank == 0:
             save_bundle(out/'bundle', learn, dict(recognizer=P.fingerprint, fit=info, data=str(P.root),
                                                   train_identities=sorted(set(P.identities[split.train].tolist()))))
             log(f"bundle written to {out/'bundle'}"); print(out/'bundle')
+
+# %% ../nbs/11_cli.ipynb #8580bb4c
+@command
+def train_sr_cli(data: str,                 # a prepare cache with the preset's high-res crops (id3pm_prepare ... --sizes 32,64), or a source to prepare
+                 out: str = 'id3pm_sr',     # run folder: ckpt/, previews/, bundle/ (the SR stage alone)
+                 attach: str = None,        # a base bundle: train on the people it was trained on, then add the stage to it (BUNDLE/sr/)
+                 preset: str = None,        # 'cpu' (32 -> 64), 'gpu' (64 -> 256) or 'gpu-paper' (the paper's stage as published); default by device
+                 epochs: int = None,        # epochs of one-cycle training
+                 minutes: float = None,     # or: a time budget; default the preset's (5 min on CPU, 60 on a GPU)
+                 bs: int = None,            # default: the preset's
+                 lr: float = None,          # default: the preset's
+                 recognizer: str = 'dlib',  # for a source that still has to be prepared (the base model's recognizer)
+                 valid_pct: float = 0.05,   # identities held out for the validation loss
+                 device: str = None,        # default: a GPU when present
+                 ckpt_every: int = 200,     # iterations between checkpoints
+                 seed: int = 0,
+                 quiet: store_true = False):
+    "Train the super-resolution stage on prepared faces (resumable); export OUT/bundle and, with --attach, add it to a base bundle."
+    with cli_errors('id3pm_train_sr'):
+        log, dev = Log('id3pm_train_sr', quiet), default_device(device)
+        srp = sr_preset(dev, preset)
+        srp = dataclasses.replace(srp, bs=bs or srp.bs, lr=lr or srp.lr)
+        seed_everything(seed)
+        base = load_bundle(attach) if attach else None
+        P = _prepared(data, recognizer, sorted({srp.low, srp.size}), log)
+        if base is not None:   # fail before training, not after
+            check_sr_fits(base.info, dict(kind='sr', low_res_size=srp.low, id_dim=P.ids.shape[1], recognizer=P.fingerprint), f"the {srp.name} SR stage")
+            if base.trained_on is None: log(f"{attach} does not say whom it was trained on: the SR stage trains on all prepared people")
+        split = sr_split(P, base.trained_on if base is not None else None, valid_pct, seed)
+        bdir = sr_train(P, split, srp, Path(out), None if epochs else (minutes or srp.minutes), epochs, dev, seed, log, not quiet, ckpt_every)
+        if base is not None: attach_sr(attach, bdir); log(f"SR stage attached to {attach}")
+        print(attach or bdir)
+
+# %% ../nbs/11_cli.ipynb #51e1309a
+@command
+def curves_cli(runs: Param("run folders with training logs (id3pm_train --out, or get_learner(log_dir=...))", str, nargs='+'),
+               out: str = 'curves.png',     # the picture to write (PNG)
+               metrics: str = None,         # comma-separated columns of steps.csv / log.csv, a panel each; default smooth_loss,valid_loss,id_gain,lr,images_per_s
+               labels: str = None,          # comma-separated legend names, one per run (default: the folder names)
+               quiet: store_true = False):  # do not print the picture's path
+    "Plot the learning curves of one or several training runs side by side (a panel per metric, a line per run) into OUT."
+    with cli_errors('id3pm_curves'):
+        from id3pm_nb.train import CURVES, plot_runs
+        names = lambda s: [v.strip() for v in s.split(',') if v.strip()]
+        fig = plot_runs(runs, names(metrics) if metrics else CURVES, names(labels) if labels else None)
+        out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(out) as f: fig.savefig(f, format='png', dpi=110)
+        if not quiet: print(out)
 
 # %% ../nbs/11_cli.ipynb #0f26edc5
 @command
@@ -509,47 +652,71 @@ def sample_cli(bundle: str,                 # bundle folder (from id3pm_train or
         print(out)
 
 # %% ../nbs/11_cli.ipynb #2c922a00
-def drop_identities(data, names) -> object:
-    "`EvalData` without the pairs that involve any of `names` (e.g. the identities a model was trained on)."
-    bad = np.isin(data.identities, list(names))
-    pr = data.pairs[~(bad[data.pairs.a] | bad[data.pairs.b])].reset_index(drop=True)
-    if not len(pr): raise ValueError("no LFW pair is left after removing the model's training identities")
-    return dataclasses.replace(data, pairs=pr)
+def _eval_data(lfw, data: str | None, recs: dict, per_fold: int, exclude, log):
+    "The real side: LFW pairs.txt, or pairs built from the identity-labelled dataset `data`, without the people in `exclude`."
+    from id3pm_nb.evaluate import folder_eval_data, lfw_eval_data
+    if data:
+        log(f"building verification pairs from {data} ({per_fold} genuine + {per_fold} impostor per fold) with {list(recs)}")
+        return folder_eval_data(data, recs, per_fold=per_fold, exclude=exclude)
+    log(f"building the LFW evaluation set ({per_fold or 'all'} pairs per fold and kind, without the {len(exclude)} people the models saw) with {list(recs)}")
+    return lfw_eval_data(find_lfw(lfw, download=False), recs, per_fold or None, exclude=exclude)
+
+def bundle_names(paths: Sequence[str]) -> list[str]:
+    "Short distinct names for bundle folders: the folder's name, or its parent's for the usual `.../RUN/bundle`."
+    names = [Path(p).resolve().parent.name if Path(p).name == 'bundle' else Path(p).name for p in paths]
+    return [n if names.count(n) == 1 else f'{n}-{i}' for i, n in enumerate(names)]
 
 @command
-def eval_cli(bundle: str,                   # bundle folder
-             out: str = 'id3pm_eval',       # output folder: summary.json, tables, ROC and trade-off plots
+def eval_cli(bundles: Param("bundle folder(s); several give a transfer matrix (one row per model)", str, nargs='+'),
+             out: str = 'id3pm_eval',       # output folder: report.md, summary.json, tables and plots (a sub-folder per bundle when several)
              lfw: str = None,               # LFW folder; default $ID3PM_LFW
-             recognizers: str = 'dlib,facenet',  # recognizers to judge with (the bundle's own comes first)
+             data: str = None,              # instead of LFW: an identity folder (one sub-folder per person) or a CelebA identity file
+             recognizers: str = 'dlib,facenet',  # judges: names, InsightFace packs or ArcFace .onnx paths (each bundle's own must be among them)
              scales: str = '0,1,3',         # guidance scales
              samples: int = 2,              # samples per source image
-             per_fold: int = 30,            # genuine and impostor LFW pairs per fold (0: all 6000 pairs)
+             per_fold: int = 30,            # genuine and impostor pairs per fold (LFW: 0 = all 6000 pairs; --data: pairs built per fold)
              steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER, seed: int = 0,
              eta: float = None,             # ddim / dpmpp_2m: 0 deterministic, 1 stochastic
              temperature: float = DEFAULT_TEMPERATURE,  # noise scale
+             align: str = 'detect',         # generated images: 'detect' (each judge's own photo path) or 'fixed' (FFHQ landmarks)
              paper: store_true = False,     # also the paper's scoring (mirror-concatenated, mean-subtracted, angular)
+             score_unknown: store_true = False,  # score a bundle that does not record whom it was trained on (the report says so)
              device: str = None,
              quiet: store_true = False):
-    "Evaluate a bundle on LFW pairs (identity similarity, verification, SAR@FMR, diversity) and write the report to OUT."
+    "Attack evaluation of bundles on people they never saw: SAR@FMR type I/II with 95% intervals, the paper's accuracy, transfer, plots."
     with cli_errors('id3pm_eval'):
-        from id3pm_nb.evaluate import lfw_eval_data, named_recognizers, run_eval
-        log = Log('id3pm_eval', quiet)
-        pipe = ID3PM.from_bundle(bundle, device=device)
-        names = [r.strip() for r in recognizers.split(',') if r.strip()]
-        recs = named_recognizers(names)
-        target = next((k for k, r in recs.items() if r.fingerprint == pipe.fingerprint), None)
-        if target is None: raise ValueError(f"--recognizers {recognizers!r} does not include the bundle's recognizer {pipe.fingerprint}")
-        log(f"building the LFW evaluation set ({per_fold} pairs per fold and kind) with {names}")
-        data = lfw_eval_data(find_lfw(lfw, download=False), recs, per_fold or None)
-        trained = pipe.bundle.info.get('meta', {}).get('train_identities') or []
-        if trained: data = drop_identities(data, trained)
-        log(f"{data}; inverting with {pipe}")
-        res = run_eval(pipe.generator(steps=steps, sampler=sampler, temperature=temperature, **_eta(sampler, eta)), out, data, recs, target, guidance_scales=_floats(scales, 'scales'),
-                       n_samples=samples, seed=seed, paper_protocol=paper, label=f'ID3PM {Path(bundle).name}')
-        print(json.dumps({f"s={r['guidance']:g}": {fr: round(m['cos_mean'], 3) for fr, m in r['fr'].items()} for r in res.summary['runs']}))
+        from id3pm_nb.evaluate import named_recognizers, run_eval, transfer_markdown, transfer_matrix
+        log, out = Log('id3pm_eval', quiet), Path(out)
+        pipes = [ID3PM.from_bundle(b, device=device) for b in bundles]
+        unknown = [b for b, p in zip(bundles, pipes) if p.bundle.trained_on is None]
+        if unknown and not score_unknown:
+            raise ValueError(f"{unknown[0]} does not record which people it was trained on, so its scores could include them: "
+                             "re-export it with save_bundle(..., train_identities=[...]), or pass --score_unknown to score anyway (the report will say so)")
+        recs = named_recognizers([r.strip() for r in recognizers.split(',') if r.strip()])
+        seen = [p.bundle.trained_on for p in pipes if p.bundle.trained_on is not None]
+        ev = _eval_data(lfw, data, recs, per_fold, frozenset.union(*seen) if seen else (), log)   # one set for all: people no model saw
+        results = {}
+        for b, name, pipe in zip(bundles, bundle_names(bundles), pipes):
+            target = next((k for k, r in recs.items() if r.fingerprint == pipe.fingerprint), None)
+            if target is None: raise ValueError(f"--recognizers {recognizers!r} does not include {b}'s recognizer {pipe.fingerprint}")
+            where = out if len(bundles) == 1 else out/name
+            gen = pipe.generator(steps=steps, sampler=sampler, temperature=temperature, **_eta(sampler, eta))
+            log(f"{ev}; inverting with {pipe}")
+            res = run_eval(gen, where, ev, recs, target, guidance_scales=_floats(scales, 'scales'), n_samples=samples, seed=seed,
+                           paper_protocol=paper, label=f'ID3PM {name}', align=align, score_unknown=score_unknown)
+            who = res.summary['identities']
+            log(f"{who['people_dropped']} of its {who['n_seen']} training people were in the evaluation data; {who['pairs_dropped']} pairs with people a model saw were left out"
+                if who['known'] else "whom it was trained on is unknown: scored anyway (--score_unknown)")
+            results[f'ID3PM {name}'] = res
+        if len(bundles) > 1:
+            tm = {kind: transfer_matrix(results, 1e-2, kind) for kind in ('type1', 'type2')}
+            with atomic_write(out/'transfer.csv', 'w') as f: pd.concat(tm, names=['kind']).to_csv(f)
+            (out/'transfer.md').write_text('\n\n'.join(f"SAR {k} at FMR 1e-2, highest scale:\n\n{transfer_markdown(t)}" for k, t in tm.items()) + '\n')
+        print(json.dumps({lab: {f"s={r['guidance']:g}": {fr: round(m['sar_type1']['0.01'], 3) for fr, m in r['fr'].items()} for r in res.summary['runs']}
+                          for lab, res in results.items()}))
 
 # %% ../nbs/11_cli.ipynb #86479903
-COMMANDS = {'prepare': prepare_cli, 'train': train_cli, 'sample': sample_cli, 'eval': eval_cli, 'demo': demo_cli}
+COMMANDS = {'prepare': prepare_cli, 'train': train_cli, 'sample': sample_cli, 'eval': eval_cli, 'demo': demo_cli, 'train_sr': train_sr_cli, 'curves': curves_cli}
 
 def run_cli(cmd, argv: list[str]):
     "Parse `argv` for command function `cmd` (a `call_parse` function) and run it."
@@ -559,7 +726,7 @@ def run_cli(cmd, argv: list[str]):
     return f(**args)
 
 def main(argv: list[str] | None = None):
-    "`python -m id3pm_nb.cli {prepare,train,sample,eval,demo} ...`: run one command with the rest of the arguments."
+    "`python -m id3pm_nb.cli {prepare,train,sample,eval,demo,train_sr,curves} ...`: run one command with the rest of the arguments."
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: python -m id3pm_nb.cli {{{','.join(COMMANDS)}}} [--help] ...", file=sys.stderr)

@@ -637,12 +637,17 @@ class FacePairs:
     "Rows `idxs` of `crops` (N,S,S,3) uint8, `ids` (N,D) and optional `attrs` (N,A) as training items; `batch` gathers many at once."
     def __init__(self, crops: np.ndarray, ids: np.ndarray, idxs=None,
                  attrs: np.ndarray | None = None,      # (N,A) attribute vectors: batches become (image, ID, attr)
-                 attr_flip: np.ndarray | None = None): # (A,) multipliers for mirrored images (e.g. -1 for yaw); None: ones
+                 attr_flip: np.ndarray | None = None,  # (A,) multipliers for mirrored images (e.g. -1 for yaw); None: ones
+                 identities: np.ndarray | None = None): # (N,) who each row shows: the people a model trained on it has seen
         if len(crops) != len(ids): raise ValueError(f"{len(crops)} crops but {len(ids)} ID vectors")
-        self.crops, self.ids = crops, ids
+        if identities is not None and len(identities) != len(ids): raise ValueError(f"{len(identities)} identities but {len(ids)} ID vectors")
+        self.crops, self.ids, self.identities = crops, ids, identities
         self.attrs, self.attr_flip = _check_attrs(attrs, len(ids), attr_flip)
         self.idxs = np.arange(len(ids)) if idxs is None else np.asarray(idxs, np.int64)
     def __len__(self) -> int: return len(self.idxs)
+    def people(self) -> list[str] | None:
+        "The sorted names of the people in this dataset's rows (None when it was built without identities)."
+        return None if self.identities is None else sorted({str(n) for n in np.asarray(self.identities)[self.idxs]})
     def __getitem__(self, i):
         j = self.idxs[i]
         return (self.crops[j], self.ids[j]) if self.attrs is None else (self.crops[j], self.ids[j], self.attrs[j])
@@ -682,7 +687,7 @@ def get_dls(prepared: Prepared,
     tr, va = (split_identities(prepared.identities, seed=seed) if split is None else split)[:2]
     if not len(tr) or not len(va): raise ValueError(f"empty split: {len(tr)} train and {len(va)} valid images; prepare more identities")
     attrs, attr_flip = _check_attrs(attrs, len(prepared), attr_flip)
-    ds = lambda idx: FacePairs(prepared.crops[size], prepared.ids, idx, attrs, attr_flip)
+    ds = lambda idx: FacePairs(prepared.crops[size], prepared.ids, idx, attrs, attr_flip, prepared.identities)
     train = FaceDL(ds(tr), flip=flip, bs=bs, shuffle=True, drop_last=len(tr) > bs, num_workers=num_workers)
     valid = FaceDL(ds(va), bs=bs, shuffle=False, num_workers=num_workers)
     return DataLoaders(train, valid, device=default_device(device))

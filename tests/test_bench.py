@@ -42,3 +42,30 @@ def test_gpu_quick(lfw, tmp_path, capsys):
     assert list(r['table'].index[:3]) == ['linear decoder (ridge)', 'quick s = 0', 'quick s = 2']
     assert len(r['sample_seconds']) == 4 and all(v > 0 for v in r['sample_seconds'].values())
     assert 'seconds to sample 16 guided images' in capsys.readouterr().out
+
+
+def test_directions_quick(lfw, tmp_path, capsys):
+    "bench/directions.py on a tiny Gaussian-prior bundle: directions fitted, edits sampled and read back, strips written, the targets reported."
+    r = _load('directions').main(['--quick', '--lfw', lfw, '--out', str(tmp_path/'out'), '--cache', str(tmp_path/'cache')])
+    assert set(r['directions']) == {'female', 'older'} and all(d.std > 0 for d in r['directions'].values())
+    assert list(r['table'].edit) == ['none', 'gender (towards the other)', 'older', 'younger']
+    assert r['table'].faces_found.between(0, 1).all() and r['table'].id_kept.between(0, 1).all()
+    js = json.loads((tmp_path/'out'/'directions.json').read_text())
+    assert js['people'] and {'gender_flipped', 'age_moved', 'gender_target_met'} <= set(js)
+    assert all((tmp_path/'out'/f).stat().st_size > 5000 for f in ('gender.png', 'age.png', 'pca.png'))
+    assert 'At edit sizes with faces found' in capsys.readouterr().out
+
+
+def test_superres_quick(lfw, tmp_path, capsys):
+    "bench/superres.py trains a miniature base model and SR stage, attaches it, and judges it next to bicubic on held-out people."
+    r = _load('superres').main(['--quick', '--lfw', lfw, '--out', str(tmp_path/'out'), '--cache', str(tmp_path/'cache')])
+    rows = list(r['rows'])
+    assert rows[:3] == [('real', 'real 64 px crop'), ('real', 'bicubic from 32 px'), ('generated', 'bicubic, s = 3')]
+    assert len(rows) == 5 and rows[3][0] == 'real' and rows[4][0] == 'generated' and rows[3][1].startswith('SR stage')
+    real_sr = r['rows'][rows[3]]
+    assert 0 < real_sr['ssim'] <= 1 and real_sr['psnr'] > 10 and 'gain' in real_sr and -1 <= real_sr['cos'] <= 1
+    assert r['rows'][rows[0]]['sharpness'] > r['rows'][rows[1]]['sharpness']          # a real crop is sharper than its bicubic upsampling
+    assert set(r['people']).isdisjoint(json.loads((tmp_path/'out'/'bundle'/'bundle.json').read_text())['identities']['train'])
+    assert all(v > 0 for v in r['sr_seconds_per16'].values()) and (tmp_path/'out'/'grid.png').stat().st_size > 1000
+    out = capsys.readouterr().out
+    assert '| real | bicubic from 32 px |' in out and 'SR adds' in out

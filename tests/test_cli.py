@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LFW = Path(os.environ['ID3PM_LFW'])
-COMMANDS = ['prepare', 'train', 'sample', 'eval', 'demo']
+COMMANDS = ['prepare', 'train', 'sample', 'eval', 'demo', 'train_sr', 'curves']
 ENV = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1', 'OMP_WAIT_POLICY': 'PASSIVE', 'MPLBACKEND': 'Agg'}
 
 
@@ -64,7 +64,7 @@ def test_python_m_dispatch():
     r = subprocess.run([sys.executable, '-m', 'id3pm_nb.cli', 'sample', '--help'], capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode == 0 and r.stdout.startswith('usage: id3pm_sample')
     r = subprocess.run([sys.executable, '-m', 'id3pm_nb.cli', 'bogus'], capture_output=True, text=True, env=ENV, timeout=300)
-    assert r.returncode == 2 and 'usage: python -m id3pm_nb.cli {prepare,train,sample,eval,demo}' in r.stderr
+    assert r.returncode == 2 and 'usage: python -m id3pm_nb.cli {prepare,train,sample,eval,demo,train_sr,curves}' in r.stderr
 
 
 @pytest.fixture(scope='module')
@@ -144,7 +144,43 @@ def test_eval(scripts, bundle, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((tmp_path/'e'/'summary.json').read_text())
     assert s['target'] == 'dlib' and set(s['recognizers']) == {'dlib', 'facenet'} and len(s['runs']) == 1
-    assert {'roc_dlib.png', 'roc_facenet.png', 'tradeoff.png'} <= {p.name for p in (tmp_path/'e').iterdir()}
+    assert {'roc_dlib.png', 'roc_facenet.png', 'tradeoff_dlib.png', 'tradeoff_facenet.png', 'sar.png', 'scores_facenet.png', 'report.md'} <= {p.name for p in (tmp_path/'e').iterdir()}
+    assert s['identities']['known'] and s['identities']['n_seen'] == 8                   # 8 people trained or validated on, left out
+    assert '## Standard attack protocol' in (tmp_path/'e'/'report.md').read_text()
+
+
+def _untrained_bundle(folder, train_identities):
+    "A tiny untrained dlib bundle, saved in a subprocess (nothing is trained)."
+    code = ("import sys; from id3pm_nb.unet import UNet, unet_config; from id3pm_nb.train import save_bundle; "
+            "from id3pm_nb.fr import load_recognizer; "
+            f"save_bundle({str(folder)!r}, UNet(unet_config('tiny', image_size=32, id_dim=128)), "
+            f"{{'recognizer': load_recognizer('dlib').fingerprint}}, train_identities={train_identities!r})")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return folder
+
+
+def test_eval_refuses_a_bundle_that_cannot_say_whom_it_saw(scripts, tmp_path):
+    "No leakage by construction: a bundle without its training identities is refused, and scored only when told, with a warning."
+    unknown, known = _untrained_bundle(tmp_path/'unknown', 'unknown'), _untrained_bundle(tmp_path/'nobody', [])
+    people = sorted(p for p in (LFW/'lfw-deepfunneled').iterdir() if len(list(p.glob('*.jpg'))) >= 2)[40:60]
+    faces = tmp_path/'faces'
+    for p in people:
+        (faces/p.name).mkdir(parents=True)
+        for f in sorted(p.glob('*.jpg'))[:2]: (faces/p.name/f.name).symlink_to(f)
+    args = ['--data', faces, '--per_fold', '1', '--scales', '2', '--samples', '1', '--steps', '2', '--quiet']
+    r = run(scripts, 'eval', unknown, '--out', tmp_path/'e', *args)
+    assert r.returncode == 2 and 'does not record which people it was trained on' in error_line(r) and '--score_unknown' in error_line(r)
+    assert not (tmp_path/'e').exists()
+    r = run(scripts, 'eval', unknown, known, '--out', tmp_path/'e', '--score_unknown', *args)     # any dataset, two models
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'Warning: nobody could tell which people this model was trained on' in (tmp_path/'e'/'unknown'/'report.md').read_text()
+    assert 'Warning' not in (tmp_path/'e'/'nobody'/'report.md').read_text()
+    s = json.loads((tmp_path/'e'/'nobody'/'summary.json').read_text())
+    assert str(faces) in s['source'] and s['n_genuine'] == 10 and s['identities'] == {'known': True, 'n_seen': 0, 'people_dropped': 0, 'pairs_dropped': 0}
+    m = s['runs'][0]['fr']['facenet']
+    assert len(m['sar_type1_ci']['0.01']) == 2 and len(m['cos_ci']) == 2 and 0 <= m['found'] <= 1
+    assert (tmp_path/'e'/'transfer.md').read_text().count('| ID3PM ') == 4 and {'unknown', 'nobody'} <= {p.name for p in (tmp_path/'e').iterdir()}              # two models x (type I, type II)
 
 
 def test_demo_tiny(scripts, tmp_path):

@@ -30,7 +30,7 @@ def bundle(tmp_path_factory):
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp('b')
     model = perturb_zero_init(UNet(unet_config('tiny', image_size=32, ch=16, head_ch=16, id_dim=128)), std=0.05)
-    return save_bundle(d/'bundle', model, {'recognizer': load_recognizer('dlib').fingerprint})
+    return save_bundle(d/'bundle', model, {'recognizer': load_recognizer('dlib').fingerprint}, train_identities=[])
 
 
 @pytest.fixture(scope='module')
@@ -87,5 +87,5 @@ def test_foreign_weights_clear_error(bundle, tmp_path):
 
 def test_sr_bundle_is_not_a_base_model(bundle, tmp_path):
     from id3pm_nb.unet import SRUNet, sr_config
-    d = save_bundle(tmp_path/'sr', SRUNet(sr_config('tiny', id_dim=128)), {'recognizer': 'x'})
+    d = save_bundle(tmp_path/'sr', SRUNet(sr_config('tiny', id_dim=128)), {'recognizer': 'x'}, train_identities=[])
     with pytest.raises(ArtifactError, match='super-resolution stage, not a base model'): ID3PM.from_bundle(d)
