@@ -19,7 +19,7 @@ from .directions import check_images, normalize
 
 # %% auto #0
 __all__ = ['ALIGNMENTS', 'COMPARABLE', 'angular_similarity', 'centered_scores', 'kfold_accuracy_centered', 'fmr_threshold',
-           'fmr_thresholds', 'accept_rate', 'bootstrap_ci', 'cluster_ci', 'impostor_scores', 'pair_scores',
+           'fmr_thresholds', 'accept_rate', 'cluster_ci', 'bootstrap_ci', 'impostor_scores', 'pair_scores',
            'id_diversity', 'pixel_diversity', 'ssim_diversity', 'EvalData', 'lfw_pair_subset', 'named_recognizers',
            'pairs_eval_data', 'lfw_eval_data', 'build_pairs', 'folder_eval_data', 'standin_generator',
            'drop_identities', 'exclude_seen', 'embed_aligned', 'flip_embed', 'generate_samples', 'EvalResult',
@@ -72,14 +72,6 @@ def accept_rate(scores: np.ndarray, threshold: float) -> float:
     return float('nan') if math.isnan(threshold) or not len(s) else float((s > threshold).mean())
 
 # %% ../nbs/10_eval.ipynb #a7b4c463
-def bootstrap_ci(x: np.ndarray,           # (N,) one value per unit (e.g. per target identity)
-                 level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    "Percentile bootstrap interval of the mean of `x` (resampling its units); NaNs are ignored."
-    x = np.asarray(x, np.float64); x = x[np.isfinite(x)]
-    if len(x) < 2: return float('nan'), float('nan')
-    m = x[np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))].mean(1)
-    return float(np.quantile(m, (1 - level) / 2)), float(np.quantile(m, (1 + level) / 2))
-
 def cluster_ci(x: np.ndarray,             # values (any shape), e.g. per sample scores or 0/1 accepts
                groups: np.ndarray | None = None,  # the unit each value belongs to (same shape), e.g. its person; None: each value its own
                level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -95,6 +87,11 @@ def cluster_ci(x: np.ndarray,             # values (any shape), e.g. per sample 
     pick = np.random.default_rng(seed).integers(0, len(sums), (n_boot, len(sums)))
     m = sums[pick].sum(1) / counts[pick].sum(1)
     return float(x.mean()), float(np.quantile(m, (1 - level) / 2)), float(np.quantile(m, (1 + level) / 2))
+
+def bootstrap_ci(x: np.ndarray,           # (N,) one value per unit (e.g. per target identity)
+                 level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    "Percentile bootstrap interval of the mean of `x` (resampling its units); NaNs are ignored."
+    return cluster_ci(x, None, level, n_boot, seed)[1:]
 
 # %% ../nbs/10_eval.ipynb #eb194f98
 def impostor_scores(emb: np.ndarray, identities: Sequence, block: int = 2048) -> np.ndarray:
