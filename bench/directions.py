@@ -55,8 +55,10 @@ def log(msg): print(f"[directions {time.strftime('%H:%M:%S')}] {msg}", file=sys.
 
 def tiny_bundle(root, folder: Path, cache=None) -> Path:
     "A bundle of the untrained Gaussian-prior model (the `cpu` recipe's prior, rank 8) fitted on 3 photos of each QUICK_TRAIN person."
-    from id3pm_nb.data import Splits, get_dls, prepare, scan_lfw
-    from id3pm_nb.train import get_learner, save_bundle
+    from id3pm_nb.data import Splits, get_dls, scan_lfw
+    from id3pm_nb.prepare import prepare
+    from id3pm_nb.train import get_learner
+    from id3pm_nb.bundle import save_bundle
     from id3pm_nb.unet import unet_config
     lfw = scan_lfw(root)
     P = prepare(lfw[lfw.identity.isin(QUICK_TRAIN + QUICK_HELD_OUT)].sort_values('path').groupby('identity').head(3).reset_index(drop=True),
@@ -71,7 +73,8 @@ def tiny_bundle(root, folder: Path, cache=None) -> Path:
 
 def prepared_for(pipe, root, a):
     "The bundle recognizer's prepare cache of LFW: --prepared if given, else LFW prepared (14 people with --quick)."
-    from id3pm_nb.data import load_prepared, prepare, scan_lfw
+    from id3pm_nb.prepare import load_prepared, prepare
+    from id3pm_nb.data import scan_lfw
     if a.prepared:
         hits = sorted(p for p in Path(a.prepared).expanduser().glob(f'{pipe.fingerprint}-*') if (p/'report.csv').is_file())
         if not hits: raise SystemExit(f"--prepared {a.prepared} holds no cache for the bundle's recognizer {pipe.fingerprint}")
@@ -117,7 +120,8 @@ def main(argv=None):
     a = parse(argv)
     import pandas as pd
     from PIL import Image
-    from id3pm_nb.cli import find_lfw, labeled_grid
+    from id3pm_nb.lfw import find_lfw
+    from id3pm_nb.demo import labeled_grid
     from id3pm_nb.directions import age_gender_directions, attribute_moved, fit_pca, label_people, pca_directions, sample_edits
     from id3pm_nb.evaluate import lfw_judge
     from id3pm_nb.pipeline import ID3PM

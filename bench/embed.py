@@ -3,7 +3,7 @@
 
 embed:   images/s of each offline recognizer (dlib, FaceNet ONNX), batched vs one image per call, and the ratio.
          On a CPU both are compute-bound (ratio near 1); batching pays where per-call overhead dominates (GPU).
-prepare: data.prepare over ~200 LFW images, a first run vs a second (cached) run over the same files, and the ratio.
+prepare: prepare.prepare over ~200 LFW images, a first run vs a second (cached) run over the same files, and the ratio.
 
 Usage: python bench/embed.py [--what embed|prepare|all] [--n 256] [--bs 64] [--lfw PATH]   (LFW path default: $ID3PM_LFW)
 """
@@ -11,7 +11,10 @@ import argparse, os, time
 
 import numpy as np
 
-from id3pm_nb.fr import find_landmarks, load_recognizer, load_rgb, ort_providers, read_lfw_pairs
+from id3pm_nb.align import load_rgb
+from id3pm_nb.detect import find_landmarks, ort_providers
+from id3pm_nb.fr import load_recognizer
+from id3pm_nb.lfw import read_lfw_pairs
 
 
 def lfw_images(n: int, root=None) -> tuple[list, np.ndarray]:
@@ -45,10 +48,11 @@ def bench_embed(args):
 
 
 def bench_prepare(args):
-    "`data.prepare` over LFW images: the first run (detect, align, embed, write) vs a second run over the same files."
+    "`prepare.prepare` over LFW images: the first run (detect, align, embed, write) vs a second run over the same files."
     import tempfile
-    from id3pm_nb.data import prepare, scan_lfw
-    from id3pm_nb.fr import get_detector
+    from id3pm_nb.prepare import prepare
+    from id3pm_nb.data import scan_lfw
+    from id3pm_nb.detect import get_detector
     lfw = scan_lfw(args.lfw or os.environ['ID3PM_LFW'])
     src = lfw[lfw.identity.isin(lfw.identity.unique()[::7])].groupby('identity').head(2).head(args.n_prepare)
     t = time.perf_counter(); det, rec = get_detector('dlib'), load_recognizer('dlib'); t_load = time.perf_counter() - t

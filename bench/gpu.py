@@ -21,7 +21,7 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--pack', default=None, help='build the data pack at this path (needs LFW) and stop')
     p.add_argument('--data', default=None, help='a data pack from --pack: train, sample and judge')
-    p.add_argument('--recipe', default='gpu', help='demo preset to train (id3pm_nb.cli.DEMO_PRESETS)')
+    p.add_argument('--recipe', default='gpu', help='demo preset to train (id3pm_nb.demo.DEMO_PRESETS)')
     p.add_argument('--minutes', type=float, default=6.)
     p.add_argument('--people', type=int, default=64, help='held-out people (when packing)')
     p.add_argument('--samples', type=int, default=4)
@@ -50,13 +50,14 @@ def _unjpeg(b: bytes) -> np.ndarray:
 
 def pack(a, path: Path) -> Path:
     "Write the pack: every prepared crop (JPEG), ID vector and identity, the split, and the judge's view of the held-out people."
-    from id3pm_nb.cli import _demo_data, demo_preset, find_lfw, heldout_people, holdout_split
+    from id3pm_nb.demo import demo_data, demo_preset, heldout_people, holdout_split
+    from id3pm_nb.lfw import find_lfw
     from id3pm_nb.core import atomic_write
     from id3pm_nb.evaluate import lfw_judge
     from id3pm_nb.fr import load_recognizer
     root = find_lfw(a.lfw, download=False)
     pre = demo_preset('cpu', 'cpu')
-    P = _demo_data(root, pre, 150 if a.quick else None, 0, a.cache, log, quiet=True)
+    P = demo_data(root, dataclasses.replace(pre, n_images=150 if a.quick else None), 0, a.cache, log=log, progress=False)
     split = holdout_split(P.identities, a.people, seed=0)
     held = heldout_people(P, split, a.size, lfw_judge('facenet', root, cache=a.cache, per_fold=3 if a.quick else 30), load_recognizer('dlib'), log=log)
     crops = np.asarray(P.crops[a.size])
@@ -92,7 +93,7 @@ def sampler_times(pipe, ids: np.ndarray, reps: int = 3) -> dict:
         ts = []
         for r in range(reps + 1):   # the first call warms up (kernels, autotuning)
             if pipe.device.type == 'cuda': torch.cuda.synchronize()
-            t0 = time.perf_counter(); pipe.sample(ids[:16], 1, 3., name, steps, seed=r, progress=False, **opts)
+            t0 = time.perf_counter(); pipe.sample(ids[:16], 1, 3., sampler=name, steps=steps, seed=r, progress=False, **opts)
             if pipe.device.type == 'cuda': torch.cuda.synchronize()
             ts.append(time.perf_counter() - t0)
         out[f"{name}{'-sde' if opts else ''} {steps} steps"] = round(min(ts[1:]), 3)
@@ -101,10 +102,11 @@ def sampler_times(pipe, ids: np.ndarray, reps: int = 3) -> dict:
 
 def run(a) -> dict:
     import torch
-    from id3pm_nb.cli import DEMO_PRESETS, HeldOut, demo_train, linear_baseline
+    from id3pm_nb.demo import DEMO_PRESETS, HeldOut, demo_train, linear_baseline
     from id3pm_nb.core import default_device, seed_everything
     from id3pm_nb.data import Splits
-    from id3pm_nb.evaluate import Judge, markdown_table
+    from id3pm_nb.evaluate import Judge
+    from id3pm_nb.report import markdown_table
     from id3pm_nb.fr import load_recognizer
     from id3pm_nb.pipeline import ID3PM
     from id3pm_nb.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS
@@ -115,11 +117,12 @@ def run(a) -> dict:
     pre = DEMO_PRESETS[a.recipe] if not a.quick else dataclasses.replace(
         DEMO_PRESETS['cpu'], name='quick', cfg={'preset': 'tiny', 'ch': 16, 'head_ch': 16, 'patch': 2, 'attn_res': (8,), 'prior_rank': 8}, bs=8)
     if pre.size != P.size: pre = dataclasses.replace(pre, size=P.size, sizes=(P.size,))
+    pre = dataclasses.replace(pre, minutes=a.minutes)
     split = Splits(arrays['train'], arrays['valid'], arrays['first'])
     log(f"{len(P.ids)} packed faces at {P.size} px; training {pre.name} for {a.minutes:g} min on {dev}")
     t0 = time.time()
     key = f'{pre.name}-{time.strftime("%Y%m%d-%H%M%S")}'                  # a fresh run each call
-    bdir = demo_train(P, split, pre, a.minutes, out/'runs'/key, out/'bundle', key, dev, log, progress=False)
+    bdir = demo_train(P, split, pre, out/'runs'/key, out/'bundle', dev, log, progress=False)
     train_s = time.time() - t0
     pipe = ID3PM.from_bundle(bdir, device=dev)
     info = pipe.bundle.info; its = info['training']['iterations']

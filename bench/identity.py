@@ -18,7 +18,7 @@ It writes identity.md, identity.json and grid.png into --out and prints the tabl
     python bench/identity.py --recipes cpu --scales 0,1,2,3,4 --samples 6
     python bench/identity.py --quick                          # a miniature of every step (the test suite runs it)
 """
-import argparse, json, sys, time
+import argparse, dataclasses, json, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ import numpy as np
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--recipes', default='cpu,cpu-paper', help='demo presets to train and compare (id3pm_nb.cli.DEMO_PRESETS)')
+    p.add_argument('--recipes', default='cpu,cpu-paper', help='demo presets to train and compare (id3pm_nb.demo.DEMO_PRESETS)')
     p.add_argument('--minutes', type=float, default=None, help='training budget per recipe (default: the preset\'s own)')
     p.add_argument('--people', type=int, default=64, help='held-out people to invert')
     p.add_argument('--samples', type=int, default=4, help='samples per person and scale')
@@ -52,17 +52,19 @@ def log(msg): print(f"[identity {time.strftime('%H:%M:%S')}] {msg}", file=sys.st
 
 def quick_presets():
     "Miniature versions of the two recipes, for --quick."
-    from id3pm_nb.cli import DemoPreset
+    from id3pm_nb.demo import DemoPreset
     tiny = {'preset': 'tiny', 'ch': 16, 'head_ch': 16}
     return {'cpu': DemoPreset('quick', {**tiny, 'patch': 2, 'attn_res': (8,), 'prior_rank': 8}, 32, 150, 8, 2e-3, 0.05, precision='bf16'),
             'cpu-paper': DemoPreset('quick-paper', tiny, 32, 150, 8, 2e-3, 0.05)}
 
 
 def run(a) -> dict:
-    from id3pm_nb.cli import (DEMO_PRESETS, _bundle_matches, _demo_data, _run_key, cached_samples, demo_train, find_lfw,
-                              heldout_people, holdout_split, labeled_grid, linear_baseline)
+    from id3pm_nb.demo import (DEMO_PRESETS, bundle_matches, cached_samples, demo_data, demo_key, demo_train, heldout_people, holdout_split,
+                               labeled_grid, linear_baseline)
+    from id3pm_nb.lfw import find_lfw
     from id3pm_nb.core import atomic_write, default_device, seed_everything
-    from id3pm_nb.evaluate import lfw_judge, markdown_table
+    from id3pm_nb.evaluate import lfw_judge
+    from id3pm_nb.report import markdown_table
     from id3pm_nb.pipeline import ID3PM
     from id3pm_nb.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_TEMPERATURE
     if a.quick: a.people, a.samples, a.scales, a.steps, a.images = min(a.people, 3), 2, '0,2', 3, a.images or 150
@@ -72,20 +74,22 @@ def run(a) -> dict:
     if bad: raise SystemExit(f"--recipes: unknown {bad}; choose from {list(presets)}")
     sampler, steps = a.sampler or DEFAULT_SAMPLER, a.steps or DEFAULT_STEPS
     opts = dict(temperature=DEFAULT_TEMPERATURE if a.temperature is None else a.temperature, **({} if a.eta is None else {'eta': a.eta}))
+    spec = ID3PM.spec.replace(sampler=sampler, steps=steps, **opts)
     scales = [float(s) for s in a.scales.split(',')]
     dev, out, root = default_device(a.device), Path(a.out), find_lfw(a.lfw, download=False)
     out.mkdir(parents=True, exist_ok=True); seed_everything(a.seed)
-    first = presets[recipes[0]]
-    P = _demo_data(root, first, a.images, a.seed, a.cache, log, quiet=True)
+    first = dataclasses.replace(presets[recipes[0]], n_images=a.images)
+    P = demo_data(root, first, a.seed, a.cache, log=log, progress=False)
     split = holdout_split(P.identities, a.people, seed=a.seed)
     log(f"{len(split.train)} training images of {len(set(P.identities[split.train]))} people; {a.people} held-out people")
     judge = lfw_judge('facenet', root, cache=a.cache, per_fold=3 if a.quick else 30)
     pipes, trained = {}, {}
     for r in recipes:
-        pre = presets[r]; minutes = pre.minutes if a.minutes is None else a.minutes
-        key = _run_key(pre, minutes, a.images, a.people, a.seed, P.fingerprint, P.ids.shape[1])
-        reused = _bundle_matches(out/r/'bundle', key)
-        bdir = demo_train(P, split, pre, minutes, out/'runs'/key, out/r/'bundle', key, dev, log, progress=False)
+        pre = dataclasses.replace(presets[r], n_images=a.images, minutes=presets[r].minutes if a.minutes is None else a.minutes)
+        minutes = pre.minutes
+        key = demo_key(pre, a.people, a.seed, P.fingerprint, P.ids.shape[1])
+        reused = bundle_matches(out/r/'bundle', key)
+        bdir = demo_train(P, split, pre, out/'runs'/key, out/r/'bundle', dev, log, progress=False)
         pipes[r] = ID3PM.from_bundle(bdir, device=dev)
         fit = pipes[r].bundle.info['meta'].get('fit', {})
         trained[r] = dict(iterations=pipes[r].bundle.info['training']['iterations'], minutes=minutes, seconds=fit.get('seconds'),
@@ -97,12 +101,12 @@ def run(a) -> dict:
     linear = linear_baseline(P, split, first.size)(ids)[:, None]
     methods, samples = {'linear decoder (ridge)': linear}, {}
     for r in recipes:
-        samples[r] = cached_samples(pipes[r], ids, scales, a.samples, steps, sampler, a.seed, out/'runs', log, False, **opts)
+        samples[r] = cached_samples(pipes[r], ids, scales, a.samples, spec, a.seed, out/'runs', log, False)
         methods.update({f'{r} s = {s:g}': samples[r][s] for s in scales})
     for spec in (a.samplers.split(',') if a.samplers else []):   # the sampler sweep, on the first recipe
         name, st, *eta = spec.split(':')
-        sw = cached_samples(pipes[recipes[0]], ids, scales, a.samples, int(st), name, a.seed, out/'runs', log, False,
-                            temperature=opts['temperature'], **({'eta': float(eta[0])} if eta else {}))
+        sweep = ID3PM.spec.replace(sampler=name, steps=int(st), temperature=opts['temperature'], **({'eta': float(eta[0])} if eta else {}))
+        sw = cached_samples(pipes[recipes[0]], ids, scales, a.samples, sweep, a.seed, out/'runs', log, False)
         methods.update({f'{recipes[0]} {spec} s = {s:g}': sw[s] for s in scales})
     table = held.scores(methods)
     md = markdown_table(table, 'FaceNet', 'dlib')

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`data.prepare` throughput on LFW: the old path and the new one, side by side in one run.
+"""`prepare.prepare` throughput on LFW: the old path and the new one, side by side in one run.
 
 old: workers=1 (read, detect, align and crop in this process) and dlib's own descriptor (`DlibRecognizer(backend='dlib')`)
 new: one worker process per core (or --workers) and dlib's network run by torch (`DlibRecognizer()`, the default)
@@ -25,7 +25,7 @@ def lfw_sample(lfw: str, n: int):
 
 def run_path(which: str, lfw: str, n: int, out: str, workers) -> dict:
     "In this process: prepare the sample with the old or the new path; wall seconds, CPU seconds (with workers) and counts."
-    from id3pm_nb.data import prepare
+    from id3pm_nb.prepare import prepare
     from id3pm_nb.fr import DlibRecognizer
     src = lfw_sample(lfw, n)
     old = which == 'old'
@@ -40,7 +40,8 @@ def run_path(which: str, lfw: str, n: int, out: str, workers) -> dict:
 def run_descriptor(lfw: str, n: int) -> dict:
     "In this process: ms per face of dlib's descriptor in dlib and in torch (1 and 2 threads), wall and CPU, on `n` LFW chips."
     import torch
-    from id3pm_nb.fr import DlibRecognizer, load_rgb
+    from id3pm_nb.fr import DlibRecognizer
+    from id3pm_nb.align import load_rgb
     rec, ref = DlibRecognizer(), DlibRecognizer(backend='dlib')
     chips = []
     for p in lfw_sample(lfw, 4 * n).path:
@@ -73,7 +74,7 @@ def child(args_list: list) -> dict:
 
 def compare(root_old: str, root_new: str) -> str:
     "Whether two caches of the same files agree: crops, statuses, and ID vectors (smallest cosine)."
-    from id3pm_nb.data import load_prepared
+    from id3pm_nb.prepare import load_prepared
     a, b = load_prepared(root_old), load_prepared(root_new)
     same = (a.report.drop(columns='row').equals(b.report.drop(columns='row')) and list(a.paths) == list(b.paths)
             and all(np.array_equal(a.crops[s], b.crops[s]) for s in a.sizes))

@@ -4,7 +4,7 @@ Usage (from the repo root):
   python bench/sampling.py                                    # CPU: untrained 'tiny' U-Net at 64x64 (a few minutes)
   python bench/sampling.py --full                             # run every DDPM step on CPU too (~25 min)
   python bench/sampling.py --preset paper --device cuda --precision bf16   # GPU run; every loop runs in full
-  python bench/sampling.py --checkpoint DIR --ids ids.npy --recognizer dlib   # trained model: adds the identity score
+  python bench/sampling.py --bundle DIR --ids ids.npy --recognizer dlib   # trained model: adds the identity score
 
 Every sampler uses classifier-free guidance (one forward of the doubled batch, 32 rows, per network evaluation).
 Ratios are measured side by side in this one run. On CPU (without --full) the two DDPM runs are timed over their
@@ -26,7 +26,8 @@ from fastcore.script import call_parse, Param, store_true
 from id3pm_nb.core import autocast_dtype, default_device
 from id3pm_nb.diffusion import respace
 from id3pm_nb.sampling import NFECounter, sample, sampling_schedule
-from id3pm_nb.unet import UNet, load_unet, perturb_zero_init, unet_config
+from id3pm_nb.unet import UNet, perturb_zero_init, unet_config
+from id3pm_nb.bundle import load_bundle
 
 RUNS = [('DDPM-1000', 'ddpm', 1000), ('DDPM-250', 'ddpm', 250), ('DDIM-50', 'ddim', 50),
         ('DPM-Solver++-25', 'dpmpp_2m', 25), ('DPM-Solver++-20', 'dpmpp_2m', 20)]
@@ -58,9 +59,9 @@ class PeakMemory:
             self._stop.set(); self._t.join(); self.peak = max(self.top, _rss()) - self.base
 
 
-def build_model(preset: str, checkpoint: str | None, device: torch.device) -> UNet:
-    "The trained U-Net in `checkpoint` (a save_unet folder), else an untrained `preset` U-Net at 64x64."
-    if checkpoint: return load_unet(checkpoint, device)
+def build_model(preset: str, bundle: str | None, device: torch.device) -> UNet:
+    "The trained U-Net of the bundle folder `bundle` (a save_bundle or id3pm_train folder), else an untrained `preset` U-Net at 64x64."
+    if bundle: return load_bundle(bundle, device).model
     overrides = {'paper': {}, 'small': dict(image_size=64, ch_mult=(1, 2, 2, 2)),
                  'tiny': dict(image_size=64, ch_mult=(1, 2, 2))}  # the 32x32 CPU presets, one level deeper for 64x64
     if preset not in overrides: raise ValueError(f"unknown preset {preset!r}: use one of {list(overrides)}")
@@ -111,7 +112,7 @@ def main(preset: Param("U-Net preset for an untrained model: tiny, small or pape
          scale: Param("identity guidance scale", float) = 3.0,
          full: Param("run every DDPM step even on CPU", store_true) = False,
          subset: Param("CPU without --full: DDPM steps actually timed per DDPM run (wall time extrapolated)", int) = 25,
-         checkpoint: Param("folder written by save_unet (config.json + model.safetensors)", str) = None,
+         bundle: Param("an inference bundle folder (written by save_bundle or id3pm_train)", str) = None,
          ids: Param(".npy of target ID vectors (N, id_dim) for the identity score", str) = None,
          recognizer: Param("face recognizer for the identity score (id3pm_nb.fr.load_recognizer spec)", str) = 'dlib',
          threads: Param("torch CPU threads (default: torch's choice)", int) = None,
@@ -120,21 +121,21 @@ def main(preset: Param("U-Net preset for an untrained model: tiny, small or pape
     dev = default_device(device)
     if threads: torch.set_num_threads(threads)
     autocast_dtype(dev, precision)  # validates `precision` early
-    model = build_model(preset, checkpoint, dev)
+    model = build_model(preset, bundle, dev)
     cfg = model.cfg
     if cfg.id_dim is None: raise ValueError("this U-Net has no ID conditioning (id_dim=None); the benchmark samples with identity guidance")
-    if checkpoint and ids is None:
-        raise SystemExit("--checkpoint needs --ids: a .npy of the target ID vectors to score the samples against")
+    if bundle and ids is None:
+        raise SystemExit("--bundle needs --ids: a .npy of the target ID vectors to score the samples against")
     ids_t = target_ids(ids, n, cfg.id_dim, seed).to(dev)
     noise = torch.randn(n, cfg.in_ch, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(seed)).to(dev)
     rec = None
-    if checkpoint:
+    if bundle:
         from id3pm_nb.fr import load_recognizer
         rec = load_recognizer(recognizer)
 
     torch.set_grad_enabled(False)
     print(f"device: {dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), "
-          f"precision {precision}, model: {'checkpoint ' + checkpoint if checkpoint else f'untrained {preset!r} U-Net'} "
+          f"precision {precision}, model: {'bundle ' + bundle if bundle else f'untrained {preset!r} U-Net'} "
           f"({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params, {cfg.image_size}x{cfg.image_size}), "
           f"{n} images, guidance scale {scale}")
     run_one(model, 'ddim', 2, noise, ids_t, scale, precision, None, seed)  # warm-up (allocator, kernels, threads)
@@ -162,7 +163,7 @@ def main(preset: Param("U-Net preset for an untrained model: tiny, small or pape
               (f"{base['cpu_full'] / r['cpu_full']:>11.1f}" if cpu_col else '') + f"{ident:>9}  {r['note']}")
     if cpu_col: print("CPU s = process CPU time (all threads): steadier than wall time on a shared machine.")
     if rec is None:
-        print("\nidentity score: n/a (untrained network). Pass --checkpoint DIR --ids ids.npy [--recognizer NAME] to add it; "
+        print("\nidentity score: n/a (untrained network). Pass --bundle DIR --ids ids.npy [--recognizer NAME] to add it; "
               "the target is DPM-Solver++-20 within 0.02 of DDPM-1000 at >= 50x fewer NFE.")
     else:
         fast = [r for r in rows if r['name'].startswith('DPM') and r['id'] is not None]

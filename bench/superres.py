@@ -7,7 +7,7 @@ stage's sizes (e.g. 32 and 64 px):
   downsampling of the same aligned face) is super-resolved and compared with the real high-res crop: PSNR and SSIM;
 - generated faces: the base model's samples from the person's ID vector (guidance --scale), super-resolved;
 - for both: FaceNet cosine to the person's photo (the photo through FaceNet's own detector and alignment, the images
-  through `Judge.images`, as `cli.heldout_people` judges the demo; 95% bootstrap interval over people), the success
+  through `Judge.images`, as `demo.heldout_people` judges the demo; 95% bootstrap interval over people), the success
   attack rate at FaceNet's FMR 1e-2 threshold, and sharpness (variance of the Laplacian, `superres.sharpness`);
 
 each next to bicubic upsampling of the same images, with the real high-res crop as the reference; plus the seconds the
@@ -47,13 +47,15 @@ def log(msg): print(f"[superres {time.strftime('%H:%M:%S')}] {msg}", file=sys.st
 
 def quick_bundle(out: Path, lfw: str, cache: str):
     "A miniature base model and SR stage (a few iterations on 60 LFW faces at 32 and 64 px), attached: (bundle, cache)."
-    from id3pm_nb.cli import DemoPreset, demo_train, find_lfw, holdout_split, lfw_subset, sr_train
-    from id3pm_nb.data import prepare, scan
+    from id3pm_nb.demo import DemoPreset, demo_train, holdout_split, sr_train
+    from id3pm_nb.lfw import find_lfw, lfw_subset
+    from id3pm_nb.prepare import prepare
+    from id3pm_nb.data import scan
     from id3pm_nb.superres import SRPreset, attach_sr
     P = prepare(lfw_subset(scan(find_lfw(lfw)), 60), out_dir=cache, sizes=(32, 64), progress=False, verbose=False)
     split = holdout_split(P.identities, 3)
     base = DemoPreset('quick', {'preset': 'tiny', 'ch': 16, 'head_ch': 16, 'patch': 2, 'attn_res': (8,), 'prior_rank': 8}, 32, 60, 8, 2e-3, 0.05)
-    bdir = demo_train(P, split, base, 0.05, out/'base', out/'bundle', 'quick', 'cpu', log, progress=False)
+    bdir = demo_train(P, split, base, out/'base', out/'bundle', 'cpu', log, progress=False)
     sr = SRPreset('quick', {'preset': 'tiny', 'ch': 16, 'head_ch': 16, 'patch': 2}, 32, 64, 8, 2e-3, 0.05)
     attach_sr(bdir, sr_train(P, split, sr, out/'sr', epochs=1, log=log, progress=False))
     return bdir, P.root
@@ -85,7 +87,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 def row(held, imgs: np.ndarray, real: np.ndarray | None = None, ref: dict | None = None) -> dict:
     "FaceNet cosine [95% CI], SAR, sharpness of images (N, n, S, S, 3) of the held-out people; PSNR/SSIM against `real`; the cosine gain over `ref`."
     from id3pm_nb.core import img2tensor
-    from id3pm_nb.evaluate import bootstrap_ci
+    from id3pm_nb.metrics import bootstrap_ci
     from id3pm_nb.superres import sharpness
     N, n = imgs.shape[:2]
     flat = imgs.reshape(N * n, *imgs.shape[2:])
@@ -113,9 +115,9 @@ def table_md(rows: dict, judge: str = 'FaceNet') -> str:
 
 def main(argv=None) -> dict:
     args = parse(argv)
-    from id3pm_nb.cli import heldout_people, labeled_grid
+    from id3pm_nb.demo import heldout_people, labeled_grid
     from id3pm_nb.core import atomic_write, default_device, img2tensor, tensor2img
-    from id3pm_nb.data import load_prepared
+    from id3pm_nb.prepare import load_prepared
     from id3pm_nb.evaluate import lfw_judge
     from id3pm_nb.pipeline import ID3PM
     from id3pm_nb.superres import bicubic

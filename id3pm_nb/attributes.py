@@ -13,8 +13,11 @@ import pandas as pd
 import torch
 
 from .core import tensor2img
-from .fr import _dlib, dlib_rect, ffhq_kps, cosine
-from .data import Prepared, get_dls
+from .fr import cosine
+from .detect import dlib_model, dlib_rect
+from .align import ffhq_kps
+from .prepare import Prepared
+from .data import get_dls
 from .sampling import sample
 
 # %% auto #0
@@ -37,7 +40,7 @@ def crop_landmarks(imgs,            # aligned faces, see `check_faces`
                    work: int = 256, # side the crops are resized to before the predictor runs
                   ) -> np.ndarray:
     "68 iBUG landmarks `(N,68,2)` (x, y in units of the crop side) of FFHQ-aligned faces, in the fixed face rectangle."
-    sp, rect = _dlib('sp68'), dlib_rect(ffhq_kps(work))
+    sp, rect = dlib_model('sp68'), dlib_rect(ffhq_kps(work))
     out = []
     for im in check_faces(imgs):
         if im.shape[0] != work: im = cv2.resize(im, (work, work), interpolation=cv2.INTER_CUBIC if im.shape[0] < work else cv2.INTER_AREA)
@@ -126,20 +129,20 @@ def attr_dls(prepared: Prepared, attrs: Attributes, size: int = 32, bs: int = 64
     if len(attrs) != len(prepared): raise ValueError(f"{len(attrs)} attribute rows for {len(prepared)} prepared faces: measure them on the same Prepared")
     return get_dls(prepared, size, bs, split=split, attrs=attrs.values, attr_flip=attrs.flip, **kw)
 
-# %% ../nbs/12_attributes.ipynb #a1af6c52
-def attribute_sweep(model,                      # a loaded bundle (`train.load_bundle`: its schedule is used), or an attribute-conditioned eps model
+# %% ../nbs/12_attributes.ipynb #dcdfaae1
+def attribute_sweep(model,                      # a loaded bundle (`bundle.load_bundle`: its schedule is used), or an attribute-conditioned eps model
                     ids,                        # (N, D) ID vectors, one row each
                     attrs,                      # (C, 1+A) attribute vectors, one column each (e.g. from `Attributes.encode`)
                     scale: float = 3.0,         # ID guidance scale
                     attr_scale: float = 3.0,    # attribute guidance scale
                     seed: int = 0,              # row k starts from the noise of seed + k
-                    steps: int = 25, bs: int = 64, device=None,
-                    schedule=None, T: int = 1000,  # a bare model's training schedule (name or `Schedule`); a bundle brings its own
-                    **kw) -> np.ndarray:
-    "Samples uint8 `(N, C, H, W, 3)`: every ID vector with every attribute vector, one starting noise per row (DDIM)."
-    from id3pm_nb.train import Bundle
-    if isinstance(model, Bundle): model, schedule, T = model.model, model.schedule, model.info['T']
-    elif schedule is None: raise ValueError("attribute_sweep needs the schedule the model was trained with: pass the loaded bundle, or schedule= and T=")
+                    steps: int = 25, bs: int = 64,
+                    schedule=None,              # a bare model's training schedule: a name (T = 1000) or a `Schedule`; a bundle brings its own
+                    **kw) -> np.ndarray:        # more `sampling.sample` options (SamplingSpec fields, e.g. temperature=)
+    "Samples uint8 `(N, C, H, W, 3)`: every ID vector with every attribute vector, one starting noise per row (DDIM, on the model's device)."
+    from id3pm_nb.bundle import Bundle
+    if isinstance(model, Bundle): model, schedule = model.model, model.schedule
+    elif schedule is None: raise ValueError("attribute_sweep needs the schedule the model was trained with: pass the loaded bundle, or schedule= (a name or a Schedule)")
     ids, attrs = torch.as_tensor(np.asarray(ids), dtype=torch.float32), torch.as_tensor(np.asarray(attrs), dtype=torch.float32)
     cfg = model.cfg
     if not cfg.attr_dim: raise ValueError("this model has no attribute input (attr_dim=None): train it with attribute batches")
@@ -148,9 +151,9 @@ def attribute_sweep(model,                      # a loaded bundle (`train.load_b
     N, C, S = len(ids), len(attrs), cfg.image_size
     noise = torch.stack([torch.randn(cfg.in_ch, S, S, generator=torch.Generator().manual_seed(seed + k)) for k in range(N)])
     x, y, a = noise.repeat_interleave(C, 0), ids.repeat_interleave(C, 0), attrs.repeat(N, 1)   # row-major (N*C, ...)
-    dev = device or next(model.parameters()).device
-    out = [sample(model, x[i:i+bs].to(dev), y[i:i+bs], scale, attr=a[i:i+bs], attr_scale=attr_scale, sampler='ddim',
-                  steps=steps, schedule=schedule, T=T, disable=True, **kw) for i in range(0, N * C, bs)]
+    dev = next(model.parameters()).device
+    out = [sample(model, x[i:i+bs].to(dev), y[i:i+bs], scale=scale, attr=a[i:i+bs], attr_scale=attr_scale, sampler='ddim',
+                  steps=steps, schedule=schedule, disable=True, **kw) for i in range(0, N * C, bs)]
     return tensor2img(torch.cat(out).cpu()).reshape(N, C, S, S, 3)
 
 def sweep_scores(imgs: np.ndarray,       # (N, C, H, W, 3) from `attribute_sweep`

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['default_device', 'autocast_dtype', 'seed_everything', 'img2tensor', 'tensor2img', 'cache_dir', 'resolve_path',
-           'atomic_write', 'file_hash', 'save_config', 'load_config', 'image_grid', 'show_images']
+__all__ = ['default_device', 'autocast_dtype', 'autocast', 'l2_normalize', 'seed_everything', 'img2tensor', 'tensor2img',
+           'cache_dir', 'resolve_path', 'demo_bundle', 'atomic_write', 'file_hash', 'short_hash', 'to_json',
+           'save_config', 'load_config', 'image_grid', 'show_images']
 
 # %% ../nbs/00_core.ipynb #d9411469
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -32,6 +33,18 @@ def autocast_dtype(device: torch.device | str, precision: str = 'auto') -> torch
     if precision == 'fp16': return torch.float16
     if precision == 'bf16' or torch.cuda.is_bf16_supported(): return torch.bfloat16
     return torch.float16
+
+# %% ../nbs/00_core.ipynb #dcdab012
+def autocast(device: torch.device | str, dtype: torch.dtype | None):
+    "Autocast to `dtype` on `device`'s type, or a no-op context when `dtype` is None (full fp32)."
+    return torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+# %% ../nbs/00_core.ipynb #1dc83ef7
+def l2_normalize(x, eps: float = 1e-12):
+    "`x` (NumPy array or tensor) divided by its L2 norm along the last axis (norms below `eps` count as `eps`)."
+    if isinstance(x, torch.Tensor): return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+    x = np.asarray(x)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 # %% ../nbs/00_core.ipynb #af18ec93
 def seed_everything(seed: int) -> torch.Generator:
@@ -73,6 +86,17 @@ def resolve_path(path: str | os.PathLike | None, env: str, what: str = 'data') -
     if not p.exists(): raise FileNotFoundError(f"{what} path {p} does not exist (from {'argument' if path != os.environ.get(env) else env})")
     return p
 
+# %% ../nbs/00_core.ipynb #3af7a78f
+def demo_bundle(env: str = 'ID3PM_BUNDLE') -> Path | None:
+    "The trained bundle folder the notebooks show results from (`$ID3PM_BUNDLE`), or None when the variable is unset."
+    path = os.environ.get(env)
+    if not path: return None
+    p = Path(path).expanduser()
+    if not (p/'bundle.json').is_file():
+        raise FileNotFoundError(f"{env}={p} is not a bundle folder (no bundle.json): make one with id3pm_demo "
+                                f"(it writes id3pm_demo/bundle) or unset {env}")
+    return p
+
 # %% ../nbs/00_core.ipynb #03eb8fd1
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = 'wb') -> Iterator[Any]:
@@ -97,6 +121,22 @@ def file_hash(path: str | os.PathLike, n: int = 16) -> str:
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
     return h.hexdigest()[:n]
+
+# %% ../nbs/00_core.ipynb #247a9005
+def short_hash(obj, n: int = 10) -> str:
+    "First `n` hex digits of the SHA-256 of `obj` as canonical JSON (sorted keys; other types via `str`): a cache key."
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+# %% ../nbs/00_core.ipynb #d1d2dbfa
+def to_json(o, strict: bool = False):
+    "`o` as plain JSON values: tuples and arrays become lists, NumPy scalars Python numbers, and non-finite floats None\n    (`strict`: raise TypeError for anything JSON cannot hold, instead of leaving it to the encoder)."
+    if isinstance(o, dict): return {str(k): to_json(v, strict) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [to_json(v, strict) for v in o]
+    if isinstance(o, np.ndarray): return to_json(o.tolist(), strict)
+    if isinstance(o, (np.integer, np.bool_)): return o.item()
+    if isinstance(o, (np.floating, float)): return float(o) if np.isfinite(o) else None
+    if strict: json.dumps(o)
+    return o
 
 # %% ../nbs/00_core.ipynb #14674230
 def save_config(cfg, path: str | os.PathLike) -> Path:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_directions.ipynb #2d8ecc01
 from __future__ import annotations
-import dataclasses, io, math
+import dataclasses, math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -12,53 +12,48 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .core import tensor2img
-from .fr import best_threshold, cosine, load_rgb
-from .sampling import DEFAULT_STEPS
+from .core import l2_normalize, tensor2img
+from .fr import best_threshold, cosine
+from .align import load_rgb
+from .pipeline import check_ids, row_seeds
 
 # %% auto #0
-__all__ = ['normalize', 'edit', 'slerp', 'IDPCA', 'fit_pca', 'pca_traversal', 'plot_explained_variance', 'binary_labels',
-           'mean_difference', 'classifier_normal', 'cv_folds', 'Direction', 'with_spread', 'attribute_direction',
-           'directions_table', 'orthogonalize', 'move', 'pca_directions', 'read_celeba_attrs', 'read_label_csv',
-           'labels_for', 'predict_age_gender', 'label_people', 'age_gender_directions', 'check_images', 'traverse',
-           'interpolate', 'retrieval_generator', 'edit_generator', 'sample_edits', 'sample_age_gender',
-           'attribute_moved', 'closer_to_own', 'explore', 'embed_upload', 'explorer']
+__all__ = ['edit', 'slerp', 'IDPCA', 'fit_pca', 'pca_traversal', 'plot_explained_variance', 'binary_labels', 'mean_difference',
+           'classifier_normal', 'cv_folds', 'Direction', 'with_spread', 'attribute_direction', 'directions_table',
+           'orthogonalize', 'move', 'pca_directions', 'read_celeba_attrs', 'read_label_csv', 'labels_for',
+           'predict_age_gender', 'label_people', 'age_gender_directions', 'check_images', 'traverse', 'interpolate',
+           'retrieval_generator', 'edit_generator', 'sample_edits', 'sample_age_gender', 'attribute_moved',
+           'closer_to_own']
 
 # %% ../nbs/09_directions.ipynb #a5b34602
-def _t(x) -> torch.Tensor:
+def _as_tensor(x) -> torch.Tensor:
     "`x` as a float tensor (kept on its device if it already is one)."
     return x.float() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float32))
 
-def _like(t: torch.Tensor, ref):
+def _as_kind_of(t: torch.Tensor, ref):
     "`t` as the same kind as `ref`: a tensor, or a NumPy array."
     return t if isinstance(ref, torch.Tensor) else t.cpu().numpy()
-
-# %% ../nbs/09_directions.ipynb #cd594db6
-def normalize(x, eps: float = 1e-8):
-    "Scale the rows of `x` `(..., D)` to unit L2 norm; same kind (array/tensor) as `x`."
-    t = _t(x)
-    return _like(t / t.norm(dim=-1, keepdim=True).clamp_min(eps), x)
 
 # %% ../nbs/09_directions.ipynb #3ca9ded0
 def edit(y, d, alpha: float | Sequence[float]):
     "Move unit ID vector(s) `y` `(..., D)` along direction `d` `(D,)` by `alpha`, back on the sphere; a list of alphas adds a leading axis."
-    t, dd = _t(y), normalize(_t(d)).to(_t(y).device)
+    t, dd = _as_tensor(y), l2_normalize(_as_tensor(d)).to(_as_tensor(y).device)
     if dd.shape[-1] != t.shape[-1]: raise ValueError(f"direction has dimension {dd.shape[-1]} but the ID vectors have {t.shape[-1]}")
     a = torch.as_tensor(alpha, dtype=t.dtype, device=t.device)
     a = a.reshape(-1, *([1] * t.ndim)) if a.ndim else a       # (A, ..., 1) for a list of alphas
-    return _like(normalize(normalize(t) + a * dd), y)
+    return _as_kind_of(l2_normalize(l2_normalize(t) + a * dd), y)
 
 # %% ../nbs/09_directions.ipynb #57ef4fbb
 def slerp(y0, y1, t: float | Sequence[float]):
     "Spherical interpolation between unit vectors `y0`, `y1` `(D,)` at fraction(s) `t`; a list of `t` gives `(T, D)`."
-    a, b = normalize(_t(y0)), normalize(_t(y1)).to(_t(y0).device)
+    a, b = l2_normalize(_as_tensor(y0)), l2_normalize(_as_tensor(y1)).to(_as_tensor(y0).device)
     if a.shape != b.shape or a.ndim != 1: raise ValueError(f"slerp needs two vectors of the same shape (D,), got {tuple(a.shape)} and {tuple(b.shape)}")
     tt = torch.as_tensor(t, dtype=a.dtype, device=a.device)
     tt = tt[:, None] if tt.ndim else tt
     om = torch.arccos((a * b).sum().clamp(-1, 1))
     if om > math.pi - 1e-4: raise ValueError("slerp between opposite vectors is undefined: the path is not unique")
-    if om < 1e-4: return _like(normalize((1 - tt) * a + tt * b), y0)
-    return _like((torch.sin((1 - tt) * om) * a + torch.sin(tt * om) * b) / torch.sin(om), y0)
+    if om < 1e-4: return _as_kind_of(l2_normalize((1 - tt) * a + tt * b), y0)
+    return _as_kind_of((torch.sin((1 - tt) * om) * a + torch.sin(tt * om) * b) / torch.sin(om), y0)
 
 # %% ../nbs/09_directions.ipynb #a96abfa5
 @dataclass
@@ -71,7 +66,7 @@ class IDPCA:
 
 def fit_pca(ids, k: int | None = None) -> IDPCA:
     "PCA of ID vectors `ids` `(N, D)` by SVD, keeping the top `k` components (all by default)."
-    x = _t(ids).cpu().double()
+    x = _as_tensor(ids).cpu().double()
     if x.ndim != 2 or len(x) < 2: raise ValueError(f"fit_pca needs at least two ID vectors shaped (N, D), got {tuple(x.shape)}")
     mu = x.mean(0); _, s, vt = torch.linalg.svd(x - mu, full_matrices=False)
     var = s**2 / (len(x) - 1); k = k or len(s)
@@ -81,9 +76,9 @@ def fit_pca(ids, k: int | None = None) -> IDPCA:
 def pca_traversal(pca: IDPCA, comp: int, alphas: Sequence[float], base=None) -> np.ndarray:
     "Unit vectors `(A, D)` from `base` (default: normalised mean) along component `comp`, `alphas` in standard deviations."
     if not 0 <= comp < len(pca.components): raise IndexError(f"component {comp} out of range: this PCA keeps {len(pca.components)}")
-    b = normalize(pca.mean if base is None else np.asarray(base, np.float32))
+    b = l2_normalize(pca.mean if base is None else np.asarray(base, np.float32))
     step = math.sqrt(pca.variance[comp]) * pca.components[comp]
-    return normalize(b[None] + np.asarray(alphas, np.float32)[:, None] * step[None])
+    return l2_normalize(b[None] + np.asarray(alphas, np.float32)[:, None] * step[None])
 
 def plot_explained_variance(pca: IDPCA, k: int = 40, title: str = ''):
     "Bar plot of the top `k` variance ratios with their cumulative sum; returns the figure."
@@ -109,7 +104,7 @@ def binary_labels(values, positive=None) -> np.ndarray:
 def mean_difference(ids, labels) -> np.ndarray:
     "Unit direction `(D,)` from the mean of the negative class to the mean of the positive class."
     x, y = np.asarray(ids, np.float32), binary_labels(labels)
-    return normalize(x[y].mean(0) - x[~y].mean(0))
+    return l2_normalize(x[y].mean(0) - x[~y].mean(0))
 
 def classifier_normal(ids, labels, kind: str = 'logreg', C: float = 1.0) -> np.ndarray:
     "Unit normal `(D,)` of a linear classifier (`'logreg'` or `'svm'`) separating the labels, pointing to the positive class."
@@ -117,7 +112,7 @@ def classifier_normal(ids, labels, kind: str = 'logreg', C: float = 1.0) -> np.n
     from sklearn.svm import LinearSVC
     models = {'logreg': lambda: LogisticRegression(C=C, max_iter=2000), 'svm': lambda: LinearSVC(C=C, max_iter=20000)}
     if kind not in models: raise ValueError(f"kind={kind!r}: use one of {sorted(models)}")
-    return normalize(models[kind]().fit(np.asarray(ids, np.float32), binary_labels(labels)).coef_[0])
+    return l2_normalize(models[kind]().fit(np.asarray(ids, np.float32), binary_labels(labels)).coef_[0])
 
 # %% ../nbs/09_directions.ipynb #272a96c7
 def cv_folds(labels, groups=None, k: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -154,7 +149,7 @@ def with_spread(d,                  # a `Direction`, or a (D,) vector
                 name: str = 'user', # the name of a bare vector
                ) -> Direction:
     "`d` with the spread (`std`) and range (`lo`, `hi`) of ID vectors `ids` along it."
-    d = d if isinstance(d, Direction) else Direction(name, normalize(np.asarray(d, np.float32)), 'user')
+    d = d if isinstance(d, Direction) else Direction(name, l2_normalize(np.asarray(d, np.float32)), 'user')
     x = np.asarray(ids, np.float32)
     if x.ndim != 2 or x.shape[1] != len(d.vector) or len(x) < 2:
         raise ValueError(f"the spread along {d.name!r} needs at least two ID vectors shaped (N, {len(d.vector)}), got {x.shape}")
@@ -178,9 +173,9 @@ def attribute_direction(ids,                  # (N, D) ID vectors
     fit1 = mean_difference if method == 'means' else (lambda a, b: classifier_normal(a, b, method))
     fit = (lambda a, b: orthogonalize(fit1(a, b), *others)) if others else fit1
     hit, tr_acc = np.zeros(len(y), bool), []
-    for tr, te in cv_folds(y, groups, k, seed):
-        d = fit(x[tr], y[tr]); t = best_threshold(x[tr] @ d, y[tr])   # threshold on the training folds only
-        hit[te] = (x[te] @ d > t) == y[te]; tr_acc.append(((x[tr] @ d > t) == y[tr]).mean())
+    for fit_rows, test_rows in cv_folds(y, groups, k, seed):
+        d = fit(x[fit_rows], y[fit_rows]); t = best_threshold(x[fit_rows] @ d, y[fit_rows])   # threshold on the training folds only
+        hit[test_rows] = (x[test_rows] @ d > t) == y[test_rows]; tr_acc.append(((x[fit_rows] @ d > t) == y[fit_rows]).mean())
     return with_spread(Direction(name, fit(x, y), method, float(np.mean(tr_acc)), float(hit.mean()), len(y), int(y.sum())), x)
 
 # %% ../nbs/09_directions.ipynb #fe7074b7
@@ -201,7 +196,7 @@ def orthogonalize(d, *others) -> np.ndarray:
         if np.linalg.norm(u) > 1e-8: basis.append(u / np.linalg.norm(u))
     for b in basis: v -= (v @ b) * b
     if np.linalg.norm(v) < 1e-6: raise ValueError("the direction lies in the span of the others: nothing is left after removing them")
-    return normalize(v.astype(np.float32))
+    return l2_normalize(v.astype(np.float32))
 
 # %% ../nbs/09_directions.ipynb #a6cfd98b
 def move(y,                                  # (..., D) unit ID vector(s)
@@ -213,7 +208,7 @@ def move(y,                                  # (..., D) unit ID vector(s)
     if not isinstance(d, Direction) or not np.isfinite(d.std):
         raise ValueError("move needs a Direction that knows the data's spread along it: with_spread(d, training_ids) "
                          "(attribute_direction and pca_directions set it; `edit` steps in units of the sphere)")
-    t = normalize(_t(y)); v = _t(d.vector).to(t.device)
+    t = l2_normalize(_as_tensor(y)); v = _as_tensor(d.vector).to(t.device)
     if v.shape[-1] != t.shape[-1]: raise ValueError(f"direction {d.name!r} has dimension {v.shape[-1]} but the ID vectors have {t.shape[-1]}")
     a = torch.as_tensor(alpha, dtype=t.dtype, device=t.device)
     a = a.reshape(*a.shape, *([1] * (t.ndim - a.ndim + 1))) if a.ndim else a   # (A, ..., 1) for a list of alphas
@@ -221,8 +216,8 @@ def move(y,                                  # (..., D) unit ID vector(s)
     target = p + a * d.std
     if clip: target = torch.minimum(torch.maximum(target, p.clamp(max=d.lo)), p.clamp(min=d.hi))
     target = target.clamp(-1 + 1e-6, 1 - 1e-6)
-    rest = normalize(t - p * v)                                                # the part of y orthogonal to d
-    return _like(target * v + (1 - target**2).sqrt() * rest, y)
+    rest = l2_normalize(t - p * v)                                                # the part of y orthogonal to d
+    return _as_kind_of(target * v + (1 - target**2).sqrt() * rest, y)
 
 def pca_directions(pca: IDPCA,  # from `fit_pca`
                    ids,         # (N, D) the ID vectors the PCA was fitted on: their spread along each component
@@ -292,11 +287,11 @@ def label_people(imgs: Sequence,      # the people's photos: uint8 RGB images or
                  progress: bool = False):
     "Per person: gender by a confidence-weighted vote of their photos, how often the photos agree, median age; a DataFrame indexed by identity."
     import pandas as pd
-    who = np.asarray(identities).astype(str)
-    if len(who) != len(imgs): raise ValueError(f"{len(imgs)} photos but {len(who)} identities")
-    pred = predict_age_gender(imgs, progress).assign(identity=who)
+    person = np.asarray(identities).astype(str)
+    if len(person) != len(imgs): raise ValueError(f"{len(imgs)} photos but {len(person)} identities")
+    pred = predict_age_gender(imgs, progress).assign(identity=person)
     pred = pred[pred.found.astype(bool)]
-    if not len(pred): raise ValueError(f"the age/gender model found no face in any of the {len(who)} photos")
+    if not len(pred): raise ValueError(f"the age/gender model found no face in any of the {len(person)} photos")
     vote = pd.Series(np.where(pred.gender == 'female', 1., -1.) * pred.gender_conf.to_numpy(float), index=pred.identity).groupby(level=0).sum()
     g = pred.groupby('identity')
     return pd.DataFrame(dict(gender=np.where(vote > 0, 'female', 'male'), agreement=g.gender.apply(lambda s: s.value_counts(normalize=True).iloc[0]),
@@ -310,12 +305,12 @@ def age_gender_directions(ids,               # (N, D) ID vectors of labelled peo
                           k: int = 5,        # cross-validation folds (fewer when a class has fewer people)
                          ) -> dict[str, Direction]:
     "The 'female' direction and the 'older' one, with the gender component removed, from per-person age and gender labels."
-    who = np.asarray(identities).astype(str); keep = np.isin(who, labels.index.astype(str))
-    x, who = np.asarray(ids, np.float32)[keep], who[keep]
-    female, older = labels_for(list(who), labels, 'gender') == 'female', labels_for(list(who), labels, 'age') >= old
-    folds = lambda y: max(2, min(k, len(set(who[y])), len(set(who[~y]))))
-    dirs = {'female': attribute_direction(x, female, 'female', groups=who, k=folds(female))}
-    dirs['older'] = attribute_direction(x, older, 'older', groups=who, k=folds(older), orthogonal_to=[dirs['female']])
+    person = np.asarray(identities).astype(str); keep = np.isin(person, labels.index.astype(str))
+    x, person = np.asarray(ids, np.float32)[keep], person[keep]
+    female, older = labels_for(list(person), labels, 'gender') == 'female', labels_for(list(person), labels, 'age') >= old
+    folds = lambda y: max(2, min(k, len(set(person[y])), len(set(person[~y]))))
+    dirs = {'female': attribute_direction(x, female, 'female', groups=person, k=folds(female))}
+    dirs['older'] = attribute_direction(x, older, 'older', groups=person, k=folds(older), orthogonal_to=[dirs['female']])
     return {n: with_spread(d, x if spread_ids is None else spread_ids) for n, d in dirs.items()}
 
 # %% ../nbs/09_directions.ipynb #f352a922
@@ -330,36 +325,32 @@ def check_images(imgs, n: int | None = None) -> np.ndarray:
 
 def traverse(generate: Callable, y, d: Direction, alphas: Sequence[float], **kw) -> np.ndarray:
     "Images `(N*A, H, W, 3)` of identities `y` `(N, D)` or `(D,)` moved along `d` by each alpha (data std, see `move`), a row per identity."
-    ids = _t(move(y, d, alphas))                              # (A, N, D) or (A, D)
+    ids = _as_tensor(move(y, d, alphas))                              # (A, N, D) or (A, D)
     ids = ids.transpose(0, 1).reshape(-1, ids.shape[-1]) if ids.ndim == 3 else ids
     return check_images(generate(ids, **kw), len(ids))
 
 def interpolate(generate: Callable, y0, y1, n: int = 7, **kw) -> np.ndarray:
     "Images `(n, H, W, 3)` along the great circle from identity `y0` to `y1` (endpoints included)."
-    ids = _t(slerp(y0, y1, np.linspace(0, 1, n)))
+    ids = _as_tensor(slerp(y0, y1, np.linspace(0, 1, n)))
     return check_images(generate(ids, **kw), n)
 
 # %% ../nbs/09_directions.ipynb #910ea554
 def retrieval_generator(bank_ids, bank_imgs):
     "Stand-in generator: for each ID vector, the bank image `(H,W,3)` whose ID vector is most similar (retrieval, not synthesis)."
-    B, imgs = normalize(np.asarray(bank_ids, np.float32)), check_images(bank_imgs)
+    B, imgs = l2_normalize(np.asarray(bank_ids, np.float32)), check_images(bank_imgs)
     if len(B) != len(imgs): raise ValueError(f"{len(B)} bank ID vectors but {len(imgs)} bank images")
-    def generate(ids, **kw): return imgs[np.argmax(cosine(_t(ids).cpu().numpy(), B, matrix=True), 1)]
+    def generate(ids, **kw): return imgs[np.argmax(cosine(_as_tensor(ids).cpu().numpy(), B, matrix=True), 1)]
     return generate
 
 # %% ../nbs/09_directions.ipynb #ecdaec94
 def _seeded(pipe,                  # an `ID3PM` pipeline
             ids,                   # (M, D) ID vectors
             seeds: np.ndarray,     # (M,) the noise of row i comes from seeds[i] alone
-            scale: float = 3.0, steps: int | None = None, bs: int = 64, **opts) -> np.ndarray:
-    "uint8 samples `(M, H, W, 3)` of `pipe`, one per ID vector, with the pipeline's default sampler and temperature unless `opts` say otherwise."
-    from id3pm_nb.pipeline import check_ids
-    from id3pm_nb.sampling import DEFAULT_SAMPLER, DEFAULT_TEMPERATURE
-    o = {'temperature': DEFAULT_TEMPERATURE, **opts}
-    sampler, precision = o.pop('sampler', DEFAULT_SAMPLER), o.pop('precision', 'auto')
-    y = torch.from_numpy(check_ids(np.asarray(_t(ids).cpu()), pipe.dim))
-    return np.concatenate([tensor2img(pipe._sample_base(y[i:i + bs], np.asarray(seeds)[i:i + bs], scale, sampler, steps or DEFAULT_STEPS,
-                                                        precision, False, o).cpu()) for i in range(0, len(y), bs)])
+            scale: float = 3.0, steps: int | None = None, bs: int = 64, **overrides) -> np.ndarray:
+    "uint8 samples `(M, H, W, 3)` of `pipe`, one per ID vector, with the pipeline's spec (`ID3PM.spec`) unless `overrides` say otherwise."
+    spec = pipe.spec.replace(scale=scale, **({'steps': steps} if steps else {}), **overrides)
+    y, seeds = torch.from_numpy(check_ids(np.asarray(_as_tensor(ids).cpu()), pipe.dim)), np.asarray(seeds)
+    return np.concatenate([tensor2img(pipe._sample_base(y[i:i + bs], seeds[i:i + bs], spec, False).cpu()) for i in range(0, len(y), bs)])
 
 def edit_generator(pipe, scale: float = 3.0, **opts) -> Callable:
     "`generate(ids, seed=0, guidance=None, steps=None)` over an `ID3PM` pipeline whose noise comes from `seed` alone: an edit changes only the ID vector."
@@ -374,7 +365,6 @@ def sample_edits(pipe,                   # an `ID3PM` pipeline
                  n: int = 4,             # samples per person and alpha
                  scale: float = 3.0, seed: int = 0, **opts) -> np.ndarray:
     "uint8 samples `(A, N, n, H, W, 3)` of every person moved by every alpha; a (person, sample) pair has the same noise at every alpha."
-    from id3pm_nb.pipeline import row_seeds
     y = np.asarray(ids, np.float32); A = len(np.asarray(alphas))
     E = np.asarray(move(y, d, alphas), np.float32)                          # (A, N, D)
     S = _seeded(pipe, np.repeat(E.reshape(-1, E.shape[-1]), n, 0), np.tile(row_seeds(y, n, seed), A), scale, **opts)
@@ -412,88 +402,6 @@ def closer_to_own(E: np.ndarray,          # (N, n, D) recognizer vectors of n sa
                   targets: np.ndarray,    # (N, D) the same recognizer's vectors of the people themselves (e.g. their photos)
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "Per person: mean cosine of their samples to their own target, mean cosine to the other people's, and whether the first is larger."
-    C = np.einsum('ind,jd->ij', normalize(np.asarray(E, np.float32)), normalize(np.asarray(targets, np.float32))) / E.shape[1]   # (N, N)
+    C = np.einsum('ind,jd->ij', l2_normalize(np.asarray(E, np.float32)), l2_normalize(np.asarray(targets, np.float32))) / E.shape[1]   # (N, N)
     own = np.diag(C); other = (C.sum(1) - own) / max(len(C) - 1, 1)
     return own, other, own > other
-
-# %% ../nbs/09_directions.ipynb #25add293
-def explore(generate: Callable,            # generate(ids (1, D), **kw) -> uint8 (1, H, W, 3)
-            y,                             # (D,) ID vector of the identity
-            d: Direction | None = None,    # direction (with the data's spread), or None for no edit
-            alpha: float = 0.,             # standard deviations of the data along `d` (see `move`)
-            guidance: float | None = None, # passed to the generator as `guidance=` (omitted when None)
-            seed: int | None = None,       # passed as `seed=`
-            steps: int | None = None,      # passed as `steps=` (sampler steps)
-            other=None,                    # (D,) a second identity to interpolate towards (slerp), or None
-            t: float = 0.,                 # how far towards `other`: 0 is `y`, 1 is `other`
-           ) -> tuple[np.ndarray, np.ndarray]:
-    "One image `(H,W,3)` of identity `y` (or of the way from `y` to `other` at `t`) moved by `alpha` along `d`, and the ID vector used."
-    base = normalize(_t(y)) if other is None or t == 0 else _t(slerp(y, other, t))
-    y2 = base if d is None or alpha == 0 else _t(move(base, d, alpha))
-    kw = {k: v for k, v in dict(guidance=guidance, seed=seed, steps=steps).items() if v is not None}
-    return check_images(generate(y2[None], **kw), 1)[0], y2.cpu().numpy()
-
-def embed_upload(recognizer, data: bytes) -> np.ndarray:
-    "ID vector `(D,)` of the largest face in an uploaded image file (its raw bytes), via the recognizer's own alignment."
-    from PIL import Image
-    try: img = np.asarray(Image.open(io.BytesIO(bytes(data))).convert('RGB'))
-    except Exception as e: raise ValueError(f"the upload is not a readable image ({type(e).__name__}: {e})") from None
-    return recognizer.embed([recognizer.align(img)], progress=False)[0]
-
-# %% ../nbs/09_directions.ipynb #a0272b95
-def _png(img: np.ndarray) -> bytes:
-    from PIL import Image
-    buf = io.BytesIO(); Image.fromarray(img).save(buf, 'PNG'); return buf.getvalue()
-
-def _edit_info(d: Direction | None, y, y2, name: str) -> str:
-    "The line under the explorer's image: where the edit put the projection, against the data's spread and range."
-    c = f"cos(shown, {name}) = {float(np.dot(y2, normalize(y))):.3f}"
-    if d is None: return c
-    p, p2 = float(np.dot(normalize(y), d.vector)), float(np.dot(y2, d.vector))
-    edge = ' (at the edge of the data)' if min(abs(p2 - d.lo), abs(p2 - d.hi)) < 1e-4 else ''
-    return f"{d.name}: projection {p:+.3f} → {p2:+.3f}{edge}; data std {d.std:.3f}, range {d.lo:+.3f} .. {d.hi:+.3f}; {c}"
-
-def explorer(generate: Callable,     # generate(ids, guidance=, seed=, steps=) -> uint8 images, e.g. `edit_generator(pipe)`
-             identities: dict,       # name -> (D,) ID vector, for the identity pickers
-             directions: dict,       # name -> `Direction` that knows the data's spread (`attribute_direction`, `pca_directions`, `with_spread`)
-             recognizer=None,        # a `fr.Recognizer`: adds an upload button whose photo is embedded
-             alpha_max: float = 3.,  # alpha slider range is [-alpha_max, alpha_max] standard deviations of the data
-             guidance: float = 3.,   # initial guidance scale
-             steps: int = DEFAULT_STEPS,  # initial sampler steps
-             width: int = 256,       # displayed image width in px
-             faces: dict | None = None):  # name -> uint8 real face shown beside the sample (optional)
-    "An ipywidgets panel over `explore`: identity (or upload), interpolation towards a second one, direction, alpha, guidance, seed, steps."
-    import ipywidgets as W
-    ids = {k: np.asarray(v, np.float32) for k, v in identities.items()}
-    bad = [k for k, v in directions.items() if not isinstance(v, Direction) or not np.isfinite(v.std)]
-    if bad: raise ValueError(f"directions {bad} carry no data spread: pass Directions from attribute_direction / pca_directions, or with_spread(vector, training_ids)")
-    dirs, faces = {'(none)': None, **directions}, dict(faces or {})
-    slide = dict(continuous_update=False, style={'description_width': '80px'})
-    c = dict(identity=W.Dropdown(options=list(ids), description='identity'), towards=W.Dropdown(options=['(none)', *ids], description='towards'),
-             mix=W.FloatSlider(value=0., min=0., max=1., step=.1, description='mix', **slide),
-             direction=W.Dropdown(options=list(dirs), description='direction'),
-             alpha=W.FloatSlider(value=0., min=-alpha_max, max=alpha_max, step=.25, description='alpha (std)', **slide),
-             guidance=W.FloatSlider(value=guidance, min=0., max=10., step=.5, description='guidance', **slide),
-             seed=W.IntText(value=0, description='seed'), steps=W.IntSlider(value=steps, min=2, max=100, step=1, description='steps', **slide))
-    img, real, info = W.Image(format='png', width=width), W.Image(format='png', width=width // 2), W.HTML()
-    def update(*_):
-        name, other = c['identity'].value, c['towards'].value
-        d = dirs[c['direction'].value]
-        out, y2 = explore(generate, ids[name], d, c['alpha'].value, c['guidance'].value, c['seed'].value, c['steps'].value,
-                          None if other == '(none)' else ids[other], c['mix'].value)
-        img.value, info.value = _png(out), _edit_info(d, ids[name], y2, name)
-        real.value = _png(faces[name]) if name in faces else b''
-        real.layout.display = None if name in faces else 'none'   # no photo (an upload): no empty frame
-    for w in c.values(): w.observe(update, 'value')
-    rows = [W.HBox([c['identity'], c['direction']]), c['alpha'], W.HBox([c['towards'], c['mix']]), W.HBox([c['guidance'], c['seed'], c['steps']])]
-    if recognizer is not None:
-        c['upload'] = W.FileUpload(accept='image/*', multiple=False, description='upload')
-        def on_upload(change):
-            for f in change['new']:
-                ids[f['name']] = embed_upload(recognizer, f['content'])
-                c['towards'].options = ['(none)', *ids]; c['identity'].options = list(ids); c['identity'].value = f['name']
-        c['upload'].observe(on_upload, 'value'); rows[0].children += (c['upload'],)
-    for k, w in [*c.items(), ('image', img), ('info', info)]: w.add_class(f'id3pm-{k}')   # stable handles for browser tests
-    update()
-    box = W.VBox([*rows, W.HBox([img, real]), info]); box.controls, box.identities, box.image, box.info = c, ids, img, info
-    return box

@@ -13,10 +13,12 @@ import numpy as np
 import torch
 
 from .core import default_device, image_grid, img2tensor, show_images, tensor2img
-from .fr import ARCFACE_PACKS, Recognizer, get_detector, load_recognizer
-from .data import IMG_EXTS, BadImageError, Prepared, face_crops, read_image
-from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_TEMPERATURE, SAMPLERS, RowNoise, sample
-from .train import ArtifactError, Bundle, load_bundle
+from .fr import ARCFACE_PACKS, Recognizer, load_recognizer
+from .detect import get_detector
+from .data import IMG_EXTS, BadImageError, face_crops, is_image_file, read_image
+from .prepare import Prepared
+from .sampling import DEFAULT_TEMPERATURE, RowNoise, SamplingSpec, sample
+from .bundle import ArtifactError, Bundle, load_bundle
 
 # %% auto #0
 __all__ = ['check_ids', 'check_fingerprint', 'recognizer_spec', 'Targets', 'concat_targets', 'ID3PM', 'row_seeds', 'Inversion']
@@ -85,7 +87,7 @@ class ID3PM:
     def __init__(self, bundle: Bundle,
                  device: str | torch.device | None = None,  # None: a GPU when present, else CPU
                  recognizer=None,                           # name / path / Recognizer; None: the one named by the fingerprint
-                 detector='dlib'):                          # face detector for photos (the one `data.prepare` uses)
+                 detector='dlib'):                          # face detector for photos (the one `prepare.prepare` uses)
         if bundle.info.get('kind', 'base') != 'base' or bundle.model.cfg.cond_img_ch:
             raise ArtifactError(f"{bundle.path} holds a super-resolution stage, not a base model: load the bundle folder above it")
         if not bundle.model.cfg.id_dim: raise ArtifactError(f"{bundle.path} holds a model without ID conditioning (id_dim=None)")
@@ -96,7 +98,7 @@ class ID3PM:
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike, device=None, recognizer=None, detector='dlib', verify: bool = True) -> ID3PM:
-        "Load the bundle folder `path` (written by `train.save_bundle`); corrupt or foreign folders get a clear error."
+        "Load the bundle folder `path` (written by `bundle.save_bundle`); corrupt or foreign folders get a clear error."
         return cls(load_bundle(path, 'cpu', verify), device, recognizer, detector)
 
     @property
@@ -127,8 +129,6 @@ def _detector(self: ID3PM):
 ID3PM.detector = _detector
 
 # %% ../nbs/08_pipeline.ipynb #87392642
-def _is_image_file(p: Path) -> bool: return p.suffix.lower() in IMG_EXTS and not p.name.startswith('.')
-
 def _is_images(x) -> bool:
     "Does array `x` look like uint8 image(s) rather than ID vectors?"
     return isinstance(x, np.ndarray) and x.ndim in (3, 4) and x.shape[-1] == 3 and x.dtype == np.uint8
@@ -154,7 +154,7 @@ def _read_photo(p: Path) -> np.ndarray:
 # %% ../nbs/08_pipeline.ipynb #52029643
 def _identity(self: ID3PM, folder: Path, aligned: bool) -> Targets:
     "One identity from the images directly in `folder`: the normalised mean of their ID vectors."
-    files = sorted(p for p in folder.iterdir() if p.is_file() and _is_image_file(p))
+    files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
     if not files: raise FileNotFoundError(f"identity folder {folder} holds no images ({' '.join(IMG_EXTS)})")
     parts, skipped = [], []
     for f in files:
@@ -170,7 +170,7 @@ def _from_path(self: ID3PM, p: Path, aligned: bool) -> Targets:
     if not p.exists(): raise FileNotFoundError(f"target {p} does not exist")
     if p.is_dir():
         subs = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith('.'))
-        if any(_is_image_file(f) for f in p.iterdir() if f.is_file()) or not subs: return self._identity(p, aligned)
+        if any(is_image_file(f) for f in p.iterdir() if f.is_file()) or not subs: return self._identity(p, aligned)
         return concat_targets([self._identity(d, aligned) for d in subs])
     if p.suffix == '.npy':
         ids = check_ids(np.load(p), self.dim, f"ID vectors in {p}")
@@ -179,7 +179,7 @@ def _from_path(self: ID3PM, p: Path, aligned: bool) -> Targets:
         with np.load(p) as z: d = {k: z[k] for k in z.files}
         if 'ids' not in d: raise ValueError(f"{p} has no 'ids' array (it has {sorted(d)}): save ID vectors as np.savez(f, ids=..., fingerprint=...)")
         return self._from_dict({k: (v.item() if v.ndim == 0 else v) for k, v in d.items()}, str(p))
-    if not _is_image_file(p): raise ValueError(f"target {p} is neither an image ({' '.join(IMG_EXTS)}), a folder, nor a .npy/.npz file of ID vectors")
+    if not is_image_file(p): raise ValueError(f"target {p} is neither an image ({' '.join(IMG_EXTS)}), a folder, nor a .npy/.npz file of ID vectors")
     return self._embed_photos([_read_photo(p)], [p.name], aligned)
 
 def _from_dict(self: ID3PM, d: dict, what: str = 'the dict') -> Targets:
@@ -223,45 +223,42 @@ def row_seeds(ids: np.ndarray,  # (N, D) the targets' unit ID vectors
     h = lambda v, j: int.from_bytes(hashlib.sha256(np.round(v, 5).astype(np.float32).tobytes() + f'{seed}/{j}'.encode()).digest()[:7], 'little')
     return np.array([h(v, j) for v in np.asarray(ids) for j in range(n)], np.int64)
 
-def _sample_base(self: ID3PM, y: torch.Tensor, seeds: np.ndarray, scale: float, sampler: str, steps, precision: str,
-                 progress: bool, opts: dict) -> torch.Tensor:
+# the pipeline's default way to sample: guidance 3, reduced temperature, bf16 autocast on a GPU
+ID3PM.spec = SamplingSpec(scale=3.0, temperature=DEFAULT_TEMPERATURE, precision='auto')
+
+def _sample_base(self: ID3PM, y: torch.Tensor, seeds: np.ndarray, spec: SamplingSpec, progress: bool,
+                 attr: torch.Tensor | None = None) -> torch.Tensor:
     "One batch of base-model samples `(B, 3, S, S)` in [-1, 1] for ID vectors `y` `(B, D)` and per-row seeds."
-    S = self.image_size; rn = RowNoise(seeds)
-    x = rn(torch.empty(len(seeds), self.model.cfg.in_ch, S, S)).to(self.device)
-    return sample(self.model, x, y.to(self.device), scale, sampler=sampler, steps=steps, schedule=self.bundle.schedule,
-                  device=self.device, precision=precision, disable=not progress, noise_sampler=rn, **opts)
+    S, noise = self.image_size, RowNoise(seeds)
+    x = noise(torch.empty(len(seeds), self.model.cfg.in_ch, S, S)).to(self.device)
+    return sample(self.model, x, y.to(self.device), spec=spec, attr=attr, schedule=self.bundle.schedule,
+                  disable=not progress, noise_sampler=noise)
 
 def _sample(self: ID3PM,
             ids,                       # (N, D) ID vectors (checked and normalised)
             n: int = 4,                # images per ID vector
-            scale: float = 3.0,        # guidance scale s (0: unconditional, 1: conditional, > 1: stronger identity)
-            sampler: str = DEFAULT_SAMPLER,  # 'ddpm', 'ddim' or 'dpmpp_2m'
-            steps: int | str | None = DEFAULT_STEPS,  # sampling steps (respacing of the training schedule)
+            scale: float | None = None,  # guidance scale s (0: unconditional, 1: conditional, > 1: stronger identity); default the spec's
+            *,
+            spec: SamplingSpec | None = None,  # how to sample (default `ID3PM.spec`); keywords below override single fields
             seed: int = 0,             # one seed for the call; every (target, sample) gets its own noise from it
             sr: bool = False,          # also run the bundle's super-resolution stage
-            precision: str = 'auto',   # 'auto' (bf16 on GPU), 'fp32', 'bf16', 'fp16'
             bs: int = 64,              # images per batch
             progress: bool = True,
             sr_opts: dict | None = None,  # `ID3PM.upsample` options for the SR stage, e.g. dict(steps=25, noise_level=50)
             attr=None,                 # attribute vector (A,) for all, or (N, A) one per ID vector (models trained with attributes)
-            attr_scale: float | None = None,  # attribute guidance scale; None: attr goes to every branch unguided
-            temperature: float = DEFAULT_TEMPERATURE,  # noise scale: < 1 nearer the person, less varied; 1 the model as trained
-            **opts) -> np.ndarray:     # sampler options, e.g. eta=0.5 for DDIM
+            **overrides) -> np.ndarray:  # `SamplingSpec` fields (sampler=, steps=, temperature=, precision=, attr_scale=) or sampler options (eta=)
     "`n` uint8 images `(N, n, H, W, 3)` per ID vector of `ids`, deterministic under `seed`."
-    if sampler not in SAMPLERS: raise ValueError(f"sampler={sampler!r}: use one of {list(SAMPLERS)}")
+    spec = (spec or self.spec).replace(**overrides, **({} if scale is None else {'scale': scale}))
     if n < 1: raise ValueError(f"n={n}: ask for at least one image per target")
     if sr and self.sr_model is None: raise ValueError(f"sr=True, but the bundle {self.bundle.path} has no super-resolution stage")
     ids = check_ids(ids, self.dim); N = len(ids)
     y = torch.from_numpy(np.repeat(ids, n, 0))                        # (N*n, D)
     seeds = row_seeds(ids, n, seed)                                   # independent noise per (target, sample)
     a = self._attr_rows(attr, N, n)                                   # (N*n, A) or None
-    out = []
-    for i in range(0, N * n, bs):
-        ao = {'temperature': temperature, **({} if a is None else {'attr': a[i:i+bs], 'attr_scale': attr_scale})}
-        x = self._sample_base(y[i:i+bs], seeds[i:i+bs], scale, sampler, steps, precision, progress, {**opts, **ao})
-        out.append(tensor2img(x))
+    out = [tensor2img(self._sample_base(y[i:i+bs], seeds[i:i+bs], spec, progress, None if a is None else a[i:i+bs]))
+           for i in range(0, N * n, bs)]
     imgs = np.concatenate(out).reshape(N, n, *out[0].shape[1:])
-    return self.upsample(imgs, ids, seed, bs, precision, progress, **(sr_opts or {})) if sr else imgs
+    return self.upsample(imgs, ids, seed, bs, spec.precision, progress, **(sr_opts or {})) if sr else imgs
 ID3PM._sample_base, ID3PM.sample = _sample_base, _sample
 
 def _attr_rows(self: ID3PM, attr, N: int, n: int) -> torch.Tensor | None:
@@ -322,19 +319,22 @@ class Inversion:
 def _invert(self: ID3PM,
             targets,                   # photos, identity folders, ID vectors, a Prepared cache, a dict, or a list of these
             n: int = 4,                # images per target
-            scale: float = 3.0,        # guidance scale s
-            sampler: str = DEFAULT_SAMPLER, steps: int | str | None = DEFAULT_STEPS, seed: int = 0,
+            scale: float | None = None,  # guidance scale s (default: the spec's)
+            *,
+            spec: SamplingSpec | None = None,  # how to sample (default `ID3PM.spec`)
+            seed: int = 0,
             sr: bool = False,          # run the super-resolution stage
             aligned: bool = False,     # photos are already FFHQ-aligned crops
             fingerprint: str | None = None,  # recognizer of raw ID vectors, when known
             attr=None,                 # attribute vector(s) (A,) or (N, A), for bundles trained with attributes
-            attr_scale: float | None = None,  # attribute guidance scale (None: attr unguided, in every branch)
-            **kw) -> Inversion:        # more `sample` options: precision, bs, progress, eta, ...
+            **kw) -> Inversion:        # more `ID3PM.sample` options: spec fields (sampler=, steps=, attr_scale=, ...), bs, progress, eta
     "Generate `n` faces per target identity from the bundle's model; deterministic under `seed`."
     t = self.targets(targets, aligned, fingerprint)
-    imgs = self.sample(t.ids, n, scale, sampler, steps, seed, sr, attr=attr, attr_scale=attr_scale, **kw)
-    settings = dict(n=n, scale=scale, sampler=sampler, steps=steps, seed=seed, sr=sr, temperature=kw.get('temperature', DEFAULT_TEMPERATURE))
-    if attr is not None: settings.update(attr=np.asarray(attr, np.float32).round(4).tolist(), attr_scale=attr_scale)
+    run = {k: kw.pop(k) for k in ('bs', 'progress', 'sr_opts') if k in kw}
+    spec = (spec or self.spec).replace(**kw, **({} if scale is None else {'scale': scale}))
+    imgs = self.sample(t.ids, n, spec=spec, seed=seed, sr=sr, attr=attr, **run)
+    settings = dict(n=n, scale=spec.scale, sampler=spec.sampler, steps=spec.steps, seed=seed, sr=sr, temperature=spec.temperature)
+    if attr is not None: settings.update(attr=np.asarray(attr, np.float32).round(4).tolist(), attr_scale=spec.attr_scale)
     return Inversion(imgs, t.ids, t.names, settings, t.faces, t.fingerprint)
 ID3PM.invert = _invert
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_sampling.ipynb #1bd5cbc5
 from __future__ import annotations
-import math
+import dataclasses, inspect, math
 from typing import Callable, Sequence
 
 import torch
@@ -16,7 +16,7 @@ from .diffusion import Schedule, get_schedule, respace, predict_x0, predict_eps,
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'DEFAULT_SAMPLER', 'DEFAULT_STEPS', 'DEFAULT_TEMPERATURE', 'NFECounter', 'CFGDenoiser', 'noise_from',
-           'RowNoise', 'sample_ddpm', 'sample_ddim', 'sample_dpmpp_2m', 'sampling_schedule', 'sample']
+           'RowNoise', 'sample_ddpm', 'sample_ddim', 'sample_dpmpp_2m', 'sampling_schedule', 'SamplingSpec', 'sample']
 
 # %% ../nbs/05_sampling.ipynb #801f286f
 class NFECounter(nn.Module):
@@ -86,6 +86,14 @@ def _denoised(x: Tensor, k: int, eps: Tensor, sched: Schedule, clip_x0: bool) ->
     x0 = x0.clamp(-1, 1)
     return x0, predict_eps(x, k, x0, sched)
 
+def _predict(model: nn.Module, x: Tensor, sched: Schedule, i: int, k: int, extra_args: dict, callback: Callable | None,
+             clip_x0: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    "One step's network call, shared by the samplers: predicted x0, the eps consistent with it, and v (None if absent); reports to `callback`."
+    eps, v = _eval(model, x, sched, k, extra_args)
+    x0, eps = _denoised(x, k, eps, sched, clip_x0)
+    if callback: callback({'i': i, 't': int(sched.timesteps[k]), 'x': x, 'denoised': x0})
+    return x0, eps, v
+
 # %% ../nbs/05_sampling.ipynb #b0a4e001
 class RowNoise:
     "N(0, I) drawn row by row, row k from its own CPU generator seeded `seeds[k]`: samples never depend on batching."
@@ -111,9 +119,7 @@ def sample_ddpm(model: nn.Module,  # eps model (e.g. a CFGDenoiser), called as m
     extra_args, noise = extra_args or {}, noise_sampler or noise_from(generator)
     x = x.float()
     for i, k in _steps(sched, disable):
-        eps, v = _eval(model, x, sched, k, extra_args)
-        x0, _ = _denoised(x, k, eps, sched, clip_x0)
-        if callback: callback({'i': i, 't': int(sched.timesteps[k]), 'x': x, 'denoised': x0})
+        x0, _, v = _predict(model, x, sched, i, k, extra_args, callback, clip_x0)
         mean, _, logvar = q_posterior(x0, x, k, sched)
         if v is not None: logvar = learned_log_variance(v, k, sched)
         elif variance == 'fixed_large': logvar = math.log(sched.betas[k])
@@ -132,9 +138,7 @@ def sample_ddim(model: nn.Module, x: Tensor, sched: Schedule, extra_args: dict |
     extra_args, noise = extra_args or {}, noise_sampler or noise_from(generator)
     x = x.float()
     for i, k in _steps(sched, disable):
-        eps, _ = _eval(model, x, sched, k, extra_args)
-        x0, eps = _denoised(x, k, eps, sched, clip_x0)
-        if callback: callback({'i': i, 't': int(sched.timesteps[k]), 'x': x, 'denoised': x0})
+        x0, eps, _ = _predict(model, x, sched, i, k, extra_args, callback, clip_x0)
         a, ap = sched.alphas_cumprod[k].item(), sched.alphas_cumprod_prev[k].item()
         sigma = eta * math.sqrt((1 - ap) / (1 - a) * (1 - a / ap))
         x = math.sqrt(ap) * x0 + math.sqrt(max(1 - ap - sigma**2, 0.)) * eps
@@ -153,9 +157,7 @@ def sample_dpmpp_2m(model: nn.Module, x: Tensor, sched: Schedule, extra_args: di
     extra_args, x, noise = extra_args or {}, x.float(), noise_sampler or noise_from(generator)
     old, h_old = None, None
     for i, k in _steps(sched, disable):
-        eps, _ = _eval(model, x, sched, k, extra_args)
-        x0, _ = _denoised(x, k, eps, sched, clip_x0)
-        if callback: callback({'i': i, 't': int(sched.timesteps[k]), 'x': x, 'denoised': x0})
+        x0, _, _ = _predict(model, x, sched, i, k, extra_args, callback, clip_x0)
         a, ap = sched.alphas_cumprod[k].item(), sched.alphas_cumprod_prev[k].item()
         if ap >= 1: x = x0  # the step to sigma = 0 (first order) returns the x0 prediction
         else:
@@ -170,7 +172,7 @@ def sample_dpmpp_2m(model: nn.Module, x: Tensor, sched: Schedule, extra_args: di
 SAMPLERS = {'ddpm': sample_ddpm, 'ddim': sample_ddim, 'dpmpp_2m': sample_dpmpp_2m}
 _SPACING = {'ddpm': '{}', 'ddim': 'trailing{}', 'dpmpp_2m': 'trailing{}'}
 # The defaults of every entry point (`sample`, `ID3PM.sample`, the commands, the demo), chosen by measurement
-# (`bench/identity.py`, figures in `11_cli`): ancestral sampling in few steps carried the most identity of a small
+# (`bench/identity.py`, figures in `11_demo`): ancestral sampling in few steps carried the most identity of a small
 # model, at the best realism, per network evaluation; deterministic samplers carry its eps errors to the end.
 DEFAULT_SAMPLER, DEFAULT_STEPS = 'ddpm', 10
 # Reduced-temperature sampling (starting and per-step noise scaled by 0.8) moved the same model's samples nearer the
@@ -187,6 +189,40 @@ def sampling_schedule(sampler: str = 'ddim',  # a key of SAMPLERS
     if steps is None: return sched
     return respace(sched, _SPACING[sampler].format(steps) if isinstance(steps, int) else steps)
 
+# %% ../nbs/05_sampling.ipynb #950d0e11
+@dataclasses.dataclass(frozen=True)
+class SamplingSpec:
+    "How to sample, as one frozen value passed from the command line through the pipeline to `sample`."
+    scale: float = 1.0                       # guidance scale for y (1: conditional, 0: unconditional, > 1: stronger identity)
+    sampler: str = DEFAULT_SAMPLER           # 'ddpm', 'ddim' or 'dpmpp_2m'
+    steps: int | str | tuple | None = DEFAULT_STEPS  # see `sampling_schedule`
+    temperature: float = 1.0                 # scale of the starting and per-step noise; < 1 trades diversity for fidelity
+    precision: str = 'fp32'                  # 'fp32', 'bf16', 'fp16' or 'auto' (autocast for the network only)
+    clip_x0: bool = True                     # clip predicted x0 to [-1, 1]
+    attr_scale: float | None = None          # guidance scale for attr; None: attr goes to every branch unguided
+    options: tuple = ()                      # the sampler's own options as (name, value) pairs, e.g. (('eta', 0.5),)
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS: raise ValueError(f"sampler={self.sampler!r}: use one of {list(SAMPLERS)}")
+        if not self.temperature > 0: raise ValueError(f"temperature={self.temperature}: must be > 0 (1 samples the model as trained)")
+        if self.precision not in ('auto', 'fp32', 'bf16', 'fp16'): raise ValueError(f"precision={self.precision!r}: use 'auto', 'fp32', 'bf16' or 'fp16'")
+        if isinstance(self.steps, list): object.__setattr__(self, 'steps', tuple(self.steps))
+        known = set(inspect.signature(SAMPLERS[self.sampler]).parameters) - _SAMPLER_ARGS
+        bad = [k for k, _ in self.options if k not in known]
+        if bad: raise ValueError(f"{bad} are not options of the {self.sampler!r} sampler: it takes {sorted(known)}, and `SamplingSpec` fields are {[f.name for f in dataclasses.fields(self)]}")
+
+    def replace(self, **kw) -> SamplingSpec:
+        "A copy with fields changed; other keywords (e.g. `eta=0.5`) become sampler options."
+        fields = {f.name for f in dataclasses.fields(self)} - {'options'}
+        opts = {**dict(self.options), **{k: v for k, v in kw.items() if k not in fields}}
+        return dataclasses.replace(self, **{k: v for k, v in kw.items() if k in fields}, options=tuple(sorted(opts.items())))
+
+    @property
+    def opts(self) -> dict: return dict(self.options)
+
+# what `sample` passes to every sampler itself; the rest of a sampler's signature are its options
+_SAMPLER_ARGS = {'model', 'x', 'sched', 'extra_args', 'callback', 'disable', 'generator', 'clip_x0', 'noise_sampler'}
+
 # %% ../nbs/05_sampling.ipynb #37d611e0
 def _as_batch(v: Tensor | None, B: int, device: torch.device, name: str) -> Tensor | None:
     "A condition as a (B, D) float tensor on `device`; a single (D,) vector is repeated B times."
@@ -197,42 +233,34 @@ def _as_batch(v: Tensor | None, B: int, device: torch.device, name: str) -> Tens
     return v
 
 # %% ../nbs/05_sampling.ipynb #6493d5c5
-def sample(model: nn.Module,  # eps model called as model(x, t, y=..., attr=...)
+def sample(model: nn.Module,  # eps model called as model(x, t, y=..., attr=..., **model_kwargs)
            shape_or_noise: Sequence[int] | Tensor,  # (B, C, H, W), or the starting noise itself
            y: Tensor | None = None,  # ID vector(s): (D,) or (B, D); None samples unconditionally
-           scale: float = 1.0,  # guidance scale for y (1: conditional, 0: unconditional)
+           *,
+           spec: SamplingSpec | None = None,  # how to sample (default `SamplingSpec()`); keywords below override it
            attr: Tensor | None = None,  # attribute vector(s), optional second condition
-           attr_scale: float | None = None,  # guidance scale for attr; None: attr goes to every branch unguided
-           sampler: str = DEFAULT_SAMPLER,  # 'ddpm', 'ddim' or 'dpmpp_2m'
-           steps: int | str | Sequence[int] | None = DEFAULT_STEPS,  # see `sampling_schedule`
-           schedule: str | Schedule = 'cosine',  # the schedule the model was trained with
-           T: int = 1000,  # its number of steps
+           schedule: str | Schedule = 'cosine',  # the schedule the model was trained with (a name: T = 1000)
            generator: torch.Generator | None = None,  # for the starting noise and per-step noise
-           device: str | torch.device | None = None,  # default: the noise's device, else `default_device()`
-           precision: str = 'fp32',  # 'fp32', 'bf16', 'fp16' or 'auto' (autocast for the network only)
-           clip_x0: bool = True,  # clip predicted x0 to [-1, 1]
            model_kwargs: dict | None = None,  # other model inputs, unguided (e.g. `low_res` for the SR model)
            callback: Callable | None = None, disable: bool = False,
-           temperature: float = 1.0,  # scale of the starting and per-step noise; < 1 trades diversity for fidelity
-           **opts) -> Tensor:  # sampler options, e.g. eta=0.5 for DDIM
+           **overrides) -> Tensor:  # `SamplingSpec` fields (scale=, sampler=, steps=, ...), sampler options (eta=), noise_sampler=
     "Sample images (B, C, H, W) in [-1, 1] (float32) from `model`, guided by `y` (and `attr`)."
-    if isinstance(shape_or_noise, Tensor):
-        dev = torch.device(device) if device is not None else shape_or_noise.device
-        x = shape_or_noise.to(dev).float()
+    noise_sampler = overrides.pop('noise_sampler', None)
+    spec = (spec or SamplingSpec()).replace(**overrides)
+    if isinstance(shape_or_noise, Tensor): x = shape_or_noise.float()
     else:
-        dev = default_device(device)
-        x = noise_from(generator)(torch.empty(tuple(shape_or_noise), device=dev))
-    if not temperature > 0: raise ValueError(f"temperature={temperature}: must be > 0 (1 samples the model as trained)")
-    if temperature != 1:
-        x, base = x * temperature, opts.get('noise_sampler') or noise_from(generator)
-        opts['noise_sampler'] = lambda v: temperature * base(v)
-    sched = sampling_schedule(sampler, steps, schedule, T)
+        param = next(model.parameters(), None)
+        x = noise_from(generator)(torch.empty(tuple(shape_or_noise), device=param.device if param is not None else default_device()))
+    dev, noise = x.device, noise_sampler or noise_from(generator)
+    if spec.temperature != 1: x, noise = x * spec.temperature, (lambda v, base=noise: spec.temperature * base(v))
+    sched = sampling_schedule(spec.sampler, spec.steps, schedule)
     B = x.shape[0]
     cond = {'y': _as_batch(y, B, dev, 'y'), 'attr': _as_batch(attr, B, dev, 'attr'), **(model_kwargs or {})}
     cond = {k: v for k, v in cond.items() if v is not None}  # absent conditions are not passed at all
-    scales = {'y': scale} if attr_scale is None else {'y': scale, 'attr': attr_scale}
-    den = CFGDenoiser(model, scales, dtype=autocast_dtype(dev, precision))
+    scales = {'y': spec.scale} if spec.attr_scale is None else {'y': spec.scale, 'attr': spec.attr_scale}
+    den = CFGDenoiser(model, scales, dtype=autocast_dtype(dev, spec.precision))
     was_training = model.training
     model.eval()
-    try: return SAMPLERS[sampler](den, x, sched, cond, callback, disable, generator, clip_x0=clip_x0, **opts)
+    try: return SAMPLERS[spec.sampler](den, x, sched, cond, callback, disable, generator, clip_x0=spec.clip_x0,
+                                       noise_sampler=noise, **spec.opts)
     finally: model.train(was_training)

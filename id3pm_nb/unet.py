@@ -4,20 +4,18 @@
 
 # %% ../nbs/03_unet.ipynb #73bbb975
 from __future__ import annotations
-import dataclasses, math, os
-from pathlib import Path
+import dataclasses, math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import load_config, save_config
 from .prior import GaussianPrior
 
 # %% auto #0
 __all__ = ['UNetConfig', 'unet_config', 'sr_config', 'timestep_embedding', 'zero_module', 'EmbedMLP', 'GroupNormAffine',
            'group_norm', 'GroupNorm', 'dropout', 'Dropout', 'ResBlock', 'AttnBlock', 'Downsample', 'Upsample', 'Stage',
-           'UNet', 'num_params', 'perturb_zero_init', 'SRUNet', 'save_unet', 'load_unet']
+           'UNet', 'num_params', 'perturb_zero_init', 'SRUNet', 'build_unet']
 
 # %% ../nbs/03_unet.ipynb #55943c5d
 @dataclasses.dataclass
@@ -439,22 +437,7 @@ class SRUNet(UNet):
         elif noise_level is not None: raise ValueError("this SR model has no noise-level conditioning (noise_cond=False)")
         return self.backbone(torch.cat([x, up], dim=1), emb)
 
-# %% ../nbs/03_unet.ipynb #210b80cf
-def save_unet(model: UNet, folder: str | os.PathLike) -> Path:
-    "Write `model`'s config and weights to `folder` (config.json + model.safetensors)."
-    from safetensors.torch import save_file
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    save_config(model.cfg, folder/'config.json')
-    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(sd, str(folder/'model.safetensors'))
-    return folder
-
-def load_unet(folder: str | os.PathLike, device: str | torch.device = 'cpu') -> UNet:
-    "Rebuild the `UNet` (or `SRUNet`) saved by `save_unet` in `folder`, on `device`, in eval mode."
-    from safetensors.torch import load_file
-    folder = Path(folder)
-    if not (folder/'model.safetensors').exists(): raise FileNotFoundError(f"no model.safetensors in {folder}: save it with save_unet")
-    cfg = load_config(UNetConfig, folder/'config.json')
-    m = (SRUNet if cfg.cond_img_ch else UNet)(cfg)
-    m.load_state_dict(load_file(str(folder/'model.safetensors')))
-    return m.to(device).eval()
+# %% ../nbs/03_unet.ipynb #69454055
+def build_unet(cfg: UNetConfig) -> UNet:
+    "The network `cfg` describes: an `SRUNet` when it takes a low-res image (`cond_img_ch > 0`), else a `UNet`."
+    return (SRUNet if cfg.cond_img_ch else UNet)(cfg)

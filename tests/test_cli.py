@@ -52,6 +52,8 @@ def test_bad_arguments_exit_2(scripts):
     assert r.returncode == 2 and 'usage: id3pm_sample' in r.stderr          # argparse
     r = run(scripts, 'sample', '/no/such/bundle', str(LFW))
     assert r.returncode == 2 and error_line(r) == 'id3pm_sample: error: id3pm_nb bundle folder /no/such/bundle does not exist'
+    r = run(scripts, 'sample', scripts/'id3pm_sample', str(LFW))            # a file where the bundle folder should be
+    assert r.returncode == 2 and error_line(r).startswith(f"id3pm_sample: error: id3pm_nb bundle folder {scripts/'id3pm_sample'} is a file, not a folder")
     r = run(scripts, 'prepare', '/no/such/folder')
     assert r.returncode == 2 and error_line(r).startswith('id3pm_prepare: error:') and '/no/such/folder' in error_line(r)
     r = run(scripts, 'demo', '--lfw', '/no/such/lfw', '--quiet')
@@ -151,7 +153,7 @@ def test_eval(scripts, bundle, tmp_path):
 
 def _untrained_bundle(folder, train_identities):
     "A tiny untrained dlib bundle, saved in a subprocess (nothing is trained)."
-    code = ("import sys; from id3pm_nb.unet import UNet, unet_config; from id3pm_nb.train import save_bundle; "
+    code = ("import sys; from id3pm_nb.unet import UNet, unet_config; from id3pm_nb.bundle import save_bundle; "
             "from id3pm_nb.fr import load_recognizer; "
             f"save_bundle({str(folder)!r}, UNet(unet_config('tiny', image_size=32, id_dim=128)), "
             f"{{'recognizer': load_recognizer('dlib').fingerprint}}, train_identities={train_identities!r})")

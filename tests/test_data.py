@@ -1,4 +1,4 @@
-"`id3pm_nb.data.prepare` on real LFW faces with the dlib black box: bad input, strict mode, resuming, and rerun cost."
+"`id3pm_nb.prepare.prepare` on real LFW faces with the dlib black box: bad input, strict mode, resuming, and rerun cost."
 import copy, hashlib, importlib.util, json, multiprocessing, os, shutil
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from id3pm_nb.data import PrepareError, load_prepared, prepare, read_image
-from id3pm_nb.fr import DlibDetector, cosine, get_detector, load_recognizer
+from id3pm_nb.prepare import PrepareError, Workers, load_prepared, prepare
+from id3pm_nb.data import read_image
+from id3pm_nb.detect import DlibDetector, get_detector
+from id3pm_nb.fr import cosine, load_recognizer
 
 GOOD = ['Aaron_Peirsol_0001', 'Abdullah_Gul_0001', 'Alejandro_Toledo_0001', 'Amelie_Mauresmo_0001', 'Angela_Bassett_0001',
         'Ann_Veneman_0001', 'Arnold_Schwarzenegger_0001', 'Colin_Powell_0001']
@@ -166,11 +168,11 @@ def test_interrupted_run_resumes_without_redoing_or_losing(eight, models, tmp_pa
     if where == 'embed': bdet, brec = det, counted(rec, 'embed', fail_after=4)            # 3rd shard of 2 fails
     else: bdet, brec = counted(det, 'detect', fail_after=5, exc=KeyboardInterrupt), rec    # Ctrl-C on the 6th image
     with pytest.raises((RuntimeError, KeyboardInterrupt), match='simulated failure'):
-        prepare(eight, out, brec, bdet, sizes=SIZES, chunk=2, progress=False, verbose=False)
+        prepare(eight, out, brec, bdet, sizes=SIZES, workers=Workers(chunk=2), progress=False, verbose=False)
     saved = 4 if where == 'embed' else 5          # shards written before the failure (a Ctrl-C flushes the half shard)
     assert json.loads((next(out.iterdir())/'manifest.json').read_text())['n_rows'] == saved   # committed on the way out
     cdet, crec = counted(det, 'detect'), counted(rec, 'embed')
-    p = prepare(eight, out, crec, cdet, sizes=SIZES, chunk=2, progress=False, verbose=False)
+    p = prepare(eight, out, crec, cdet, sizes=SIZES, workers=Workers(chunk=2), progress=False, verbose=False)
     assert len(cdet.calls) == 8 - saved and sum(crec.calls) == 8 - saved
     assert len(p) == 8 and set(p.report.status) == {'ok'}
     order = np.argsort(p.paths); ref = np.argsort(clean.paths)
@@ -181,9 +183,21 @@ def test_unfinished_run_leaves_last_finished_result(eight, four, models, tmp_pat
     det, rec = models; out = tmp_path/'out'
     first = prepare(four, out, rec, det, sizes=SIZES, progress=False, verbose=False)
     with pytest.raises(RuntimeError):
-        prepare(eight, out, counted(rec, 'embed', fail_after=2), det, sizes=SIZES, chunk=2, progress=False, verbose=False)
+        prepare(eight, out, counted(rec, 'embed', fail_after=2), det, sizes=SIZES, workers=Workers(chunk=2), progress=False, verbose=False)
     lp = load_prepared(out)
     assert list(lp.paths) == list(first.paths); np.testing.assert_array_equal(lp.ids, first.ids)
+
+def test_cache_holds_every_finished_run(eight, four, models, tmp_path):
+    "A second run with other files adds to the cache: `load_prepared` returns both runs' faces, each face once."
+    det, rec = models; out = tmp_path/'out'
+    first = prepare(four, out, rec, det, sizes=SIZES, progress=False, verbose=False)
+    second = prepare(eight, out, rec, det, sizes=SIZES, progress=False, verbose=False)
+    lp = load_prepared(out)
+    same_bytes = {str(eight/f'{s}.jpg'): str(four/f'{k}.jpg') for k, s in zip('abd', GOOD[:3])}   # first seen in `four`
+    assert set(lp.paths) == (set(second.paths) - set(same_bytes)) | set(same_bytes.values())
+    assert len(lp) == len(second) and len(lp.report) == len(first.report) + len(second.report)
+    assert statuses(load_prepared(out, four)) == statuses(first) and list(load_prepared(out, eight).paths) == list(second.paths)
+    with pytest.raises(FileNotFoundError, match='are not in'): load_prepared(out, [tmp_path/'never_prepared.jpg'])
 
 def _crash_after(k: int, src: Path, out: Path) -> None:
     "In a child process: prepare `src` and die hard (no cleanup, no flush) when the detector is called the (k+1)-th time."
@@ -195,7 +209,7 @@ def _crash_after(k: int, src: Path, out: Path) -> None:
         if len(c.calls) == k: os._exit(3)
         c.calls.append(1); return f(img)
     c.detect = detect
-    prepare(src, out, rec, c, sizes=SIZES, chunk=2, workers=1, progress=False, verbose=False)   # the in-process path
+    prepare(src, out, rec, c, sizes=SIZES, workers=Workers(1, chunk=2), progress=False, verbose=False)   # the in-process path
 
 def test_hard_crash_resumes_from_pending_shards(eight, models, tmp_path):
     det, rec = models; out = tmp_path/'out'
@@ -205,7 +219,7 @@ def test_hard_crash_resumes_from_pending_shards(eight, models, tmp_path):
     assert len(list(root.glob('pending/*.npz'))) == 2 and not (root/'manifest.json').exists()   # 4 faces in 2 shards, none committed
     assert (root/'.lock').exists()                                                             # left by the dead process
     cdet, crec = counted(det, 'detect'), counted(rec, 'embed')
-    p = prepare(eight, out, crec, cdet, sizes=SIZES, chunk=2, progress=False, verbose=False)
+    p = prepare(eight, out, crec, cdet, sizes=SIZES, workers=Workers(chunk=2), progress=False, verbose=False)
     assert len(cdet.calls) == 4 and sum(crec.calls) == 4                                       # the 5th face was lost in the crash, not more
     assert len(p) == 8 and set(p.report.status) == {'ok'} and not list(root.glob('pending/*.npz'))
     np.testing.assert_allclose(np.linalg.norm(p.ids, axis=1), 1, atol=1e-4)
@@ -222,12 +236,12 @@ def test_crashed_worker_stops_the_run_and_a_rerun_resumes(eight, models, tmp_pat
     det, rec = models; out = tmp_path/'out'; k = 5
     clean = prepare(eight, tmp_path/'clean', rec, det, sizes=SIZES, workers=1, progress=False, verbose=False)
     with pytest.raises(BrokenProcessPool):
-        prepare(eight, out, rec, ExitOn(read_image(sorted(eight.iterdir())[k])[0]), sizes=SIZES, chunk=2, workers=2, progress=False, verbose=False)
+        prepare(eight, out, rec, ExitOn(read_image(sorted(eight.iterdir())[k])[0]), sizes=SIZES, workers=Workers(2, chunk=2), progress=False, verbose=False)
     root = next(out.iterdir())
     saved = len(json.loads((root/'manifest.json').read_text())['items'])
     assert 0 < saved <= k and not (root/'.lock').exists()           # files before the crash (all but those in flight) kept, lock released
     cdet, crec = counted(det, 'detect'), counted(rec, 'embed')       # (counted copies do not pickle: this rerun stays in-process)
-    p = prepare(eight, out, crec, cdet, sizes=SIZES, chunk=2, progress=False, verbose=False)
+    p = prepare(eight, out, crec, cdet, sizes=SIZES, workers=Workers(chunk=2), progress=False, verbose=False)
     assert len(cdet.calls) == 8 - saved and sum(crec.calls) == 8 - saved
     assert p.report.drop(columns='row').equals(clean.report.drop(columns='row'))
     np.testing.assert_array_equal(p.crops[64], clean.crops[64]); np.testing.assert_allclose(p.ids, clean.ids, atol=1e-6)

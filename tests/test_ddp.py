@@ -33,7 +33,9 @@ def worker(out: Path):
     from safetensors.torch import save_file
     from id3pm_nb.core import seed_everything
     from id3pm_nb.unet import UNet, unet_config, perturb_zero_init
-    from id3pm_nb.train import get_learner, train, world, shard_map, unwrap, latest_checkpoint
+    from id3pm_nb.train import get_learner, train
+    from id3pm_nb.dist import world, shard_map, unwrap
+    from id3pm_nb.checkpoint import CheckpointCallback, latest_checkpoint
     torch.set_num_threads(1)
     seed_everything(0)
 
@@ -46,7 +48,7 @@ def worker(out: Path):
 
     seen = Seen()
     model = perturb_zero_init(UNet(unet_config('tiny', image_size=SIZE, id_dim=DIM)), seed=1)  # non-zero output layers: every weight gets gradients
-    learn = get_learner(tiny_dls(), model, ckpt_dir=out/'ckpt', ckpt_every=2, precision='fp32', cbs=[seen])
+    learn = get_learner(tiny_dls(), model, precision='fp32', cbs=[seen, CheckpointCallback(out/'ckpt', every=2)])
     init = {k: v.clone() for k, v in unwrap(learn.model).state_dict().items()}
     train(learn, 2, 1e-3)
     rank, ws = world()

@@ -1,4 +1,4 @@
-"""Training logs (`train.TrainLog`): the CSV rows are the Recorder's values, TensorBoard holds the same scalars, a resumed
+"""Training logs (`logs.TrainLog`): the CSV rows are the Recorder's values, TensorBoard holds the same scalars, a resumed
 run continues the logs of the run it resumes (rows a kill left past the checkpoint are dropped, none are lost or
 doubled), a new run sets earlier logs aside, and `plot_runs` / `id3pm_curves` draw two runs side by side."""
 import shutil
@@ -17,7 +17,9 @@ def make_learner(folder: Path):
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
     from id3pm_nb.core import seed_everything
-    from id3pm_nb.train import TrainLog, get_learner
+    from id3pm_nb.logs import TrainLog
+    from id3pm_nb.checkpoint import CheckpointCallback
+    from id3pm_nb.train import IDPreview, PreviewCallback, get_learner
     torch.set_num_threads(1)
     seed_everything(0)
     g = torch.Generator().manual_seed(0)
@@ -25,8 +27,9 @@ def make_learner(folder: Path):
     y = torch.nn.functional.normalize(torch.randn(N_TRAIN + 8, 8, generator=g), dim=1)
     items = lambda a, b: [(x[i], y[i]) for i in range(a, b)]
     dls = DataLoaders(DataLoader(items(0, N_TRAIN), bs=BS, shuffle=True, drop_last=True), DataLoader(items(N_TRAIN, N_TRAIN + 8), bs=BS), device='cpu')
-    return get_learner(dls, 'tiny', ckpt_dir=folder/'ckpt', ckpt_every=1, keep=EPOCHS * 5, precision='fp32', lr=1e-3,
-                       preview_dir=folder/'previews', preview_every=5, preview=dict(n=2, steps=2), cbs=TrainLog(folder, every=1))
+    return get_learner(dls, 'tiny', precision='fp32', lr=1e-3,
+                       cbs=[CheckpointCallback(folder/'ckpt', every=1, keep=EPOCHS * 5), TrainLog(folder, every=1),
+                            PreviewCallback(folder/'previews', IDPreview.from_dls(dls, n=2, steps=2), every=5)])
 
 
 def fit(folder: Path, resume: int | None = None):
@@ -50,7 +53,7 @@ def full(tmp_path_factory):
 
 
 def test_csv_is_the_recorder(full):
-    from id3pm_nb.train import read_log
+    from id3pm_nb.logs import read_log
     out, learn = full
     steps, epochs = read_log(out)
     r = learn.recorder
@@ -62,7 +65,7 @@ def test_csv_is_the_recorder(full):
 
 
 def test_tensorboard_holds_the_csv(full):
-    from id3pm_nb.train import read_log
+    from id3pm_nb.logs import read_log
     out, _ = full
     steps, epochs = read_log(out)
     tb, n_img = tb_scalars(out)
@@ -77,7 +80,7 @@ def test_tensorboard_holds_the_csv(full):
 @pytest.mark.parametrize('ckpt', [7, 10])  # mid-epoch; the end of an epoch's training, before its validation
 def test_resume_continues_the_logs(full, tmp_path, ckpt):
     "A copy of the finished run resumed from an earlier checkpoint: the logs it holds past that checkpoint are what a kill leaves."
-    from id3pm_nb.train import read_log
+    from id3pm_nb.logs import read_log
     out, _ = full
     run = tmp_path/'run'; shutil.copytree(out, run)
     with open(run/'steps.csv', 'a') as f: f.write('16,2,0.1')     # a row cut short by the kill
@@ -95,7 +98,7 @@ def test_resume_continues_the_logs(full, tmp_path, ckpt):
 
 
 def test_a_new_run_sets_old_logs_aside(full, tmp_path):
-    from id3pm_nb.train import read_log
+    from id3pm_nb.logs import read_log
     out, _ = full
     run = tmp_path/'run'; shutil.copytree(out, run); shutil.rmtree(run/'ckpt')
     learn = make_learner(run)
@@ -107,7 +110,7 @@ def test_a_new_run_sets_old_logs_aside(full, tmp_path):
 
 def test_plot_two_runs(full, tmp_path):
     import contextlib, io
-    from id3pm_nb.train import plot_runs, CURVES
+    from id3pm_nb.logs import plot_runs, CURVES
     from id3pm_nb.cli import curves_cli, run_cli
     out, _ = full
     other = tmp_path/'other'; shutil.copytree(out, other)
@@ -123,8 +126,9 @@ def test_id3pm_train_logs_into_its_run_folder(tmp_path):
     "The command's run folder holds the logs, and the rerun that resumes the finished run leaves them as they were."
     import contextlib, io, json, os
     from id3pm_nb.cli import run_cli, train_cli
-    from id3pm_nb.data import prepare, scan_lfw
-    from id3pm_nb.train import read_log
+    from id3pm_nb.prepare import prepare
+    from id3pm_nb.data import scan_lfw
+    from id3pm_nb.logs import read_log
     lfw = scan_lfw(os.environ['ID3PM_LFW'])
     people = lfw.identity.value_counts().index[:6]
     P = prepare(lfw[lfw.identity.isin(people)].groupby('identity').head(3), out_dir=tmp_path/'prep', sizes=(32,), progress=False, verbose=False)

@@ -13,7 +13,7 @@ ENV = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
 
 from id3pm_nb.fr import load_recognizer
 from id3pm_nb.pipeline import ID3PM
-from id3pm_nb.train import ArtifactError, save_bundle
+from id3pm_nb.bundle import ArtifactError, save_bundle
 from id3pm_nb.unet import UNet, perturb_zero_init, unet_config
 
 SAMPLE = """

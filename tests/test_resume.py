@@ -29,7 +29,8 @@ def make_learner(ckpt_dir: Path, out: Path):
     from fastai.data.load import DataLoader
     from id3pm_nb.core import seed_everything
     from id3pm_nb.unet import UNet, unet_config
-    from id3pm_nb.train import get_learner
+    from id3pm_nb.checkpoint import CheckpointCallback
+    from id3pm_nb.train import IDPreview, PreviewCallback, get_learner
     torch.set_num_threads(1)
     seed_everything(0)
     g = torch.Generator().manual_seed(0)
@@ -38,15 +39,16 @@ def make_learner(ckpt_dir: Path, out: Path):
     dls = DataLoaders(DataLoader(Faces(x[:N_TRAIN], y[:N_TRAIN]), bs=BS, shuffle=True, drop_last=True),
                       DataLoader(Faces(x[N_TRAIN:], y[N_TRAIN:]), bs=BS), device='cpu')
     model = UNet(unet_config('tiny', image_size=SIZE, id_dim=DIM, dropout=0.1))
-    return get_learner(dls, model, ckpt_dir=ckpt_dir, ckpt_every=EVERY, keep=3, precision='fp32', lr=1e-3,
-                       preview_dir=out/'preview', preview_every=5, preview=dict(n=2, steps=3))
+    return get_learner(dls, model, precision='fp32', lr=1e-3,
+                       cbs=[CheckpointCallback(ckpt_dir, every=EVERY, keep=3),
+                            PreviewCallback(out/'preview', IDPreview.from_dls(dls, n=2, steps=3), every=5)])
 
 
 def main(out: Path, mode: str):
     "mode: 'full' (uninterrupted), 'victim' (slow, to be killed), 'resume' (continue the victim's run)."
     from fastai.callback.core import Callback
     from safetensors.torch import save_file
-    from id3pm_nb.train import unwrap
+    from id3pm_nb.dist import unwrap
 
     class Log(Callback):
         "Note the iteration each training batch starts at; the victim sleeps so it can be killed mid-run."
@@ -120,7 +122,8 @@ def test_resumed_equals_uninterrupted(runs):
 
 def test_corrupt_and_foreign_checkpoints(runs, tmp_path):
     out = runs[0]
-    from id3pm_nb.train import ArtifactError, load_checkpoint, latest_checkpoint
+    from id3pm_nb.bundle import ArtifactError
+    from id3pm_nb.checkpoint import load_checkpoint, latest_checkpoint
     from id3pm_nb.unet import UNet, unet_config
     from id3pm_nb.train import get_learner
     learn = make_learner(tmp_path/'ck', tmp_path)

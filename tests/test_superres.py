@@ -26,7 +26,8 @@ def tiny_preset():
 @pytest.fixture(scope='module')
 def cache(tmp_path_factory) -> Path:
     "24 LFW images of 8 people, prepared with dlib at 32 and 64 px."
-    from id3pm_nb.data import prepare, scan_lfw
+    from id3pm_nb.prepare import prepare
+    from id3pm_nb.data import scan_lfw
     lfw = os.environ.get('ID3PM_LFW')
     if not lfw or not Path(lfw).is_dir(): pytest.fail("set ID3PM_LFW to the LFW folder (with lfw-deepfunneled/), e.g. ../shared/data/lfw")
     df = scan_lfw(lfw)
@@ -39,8 +40,10 @@ def main(cache: Path, out: Path, mode: str):
     "mode: 'full' (uninterrupted), 'victim' (slow, to be killed), 'resume' (continue the victim's run)."
     from fastai.callback.core import Callback
     from id3pm_nb.core import seed_everything
-    from id3pm_nb.data import load_prepared
-    from id3pm_nb.cli import sr_split, sr_train
+    from id3pm_nb.prepare import load_prepared
+    from id3pm_nb.demo import sr_split, sr_train
+    from id3pm_nb.checkpoint import CheckpointCallback
+    from id3pm_nb.train import PreviewCallback
 
     class Slow(Callback):
         "The victim sleeps at each training batch so that it can be killed mid-run."
@@ -50,8 +53,9 @@ def main(cache: Path, out: Path, mode: str):
 
     torch.set_num_threads(1); seed_everything(0)
     P = load_prepared(cache)
-    sr_train(P, sr_split(P, valid_pct=0.25), tiny_preset(), out/('full' if mode == 'full' else 'run'), epochs=EPOCHS, ckpt_every=EVERY,
-             log=lambda m: None, progress=False, cbs=[Slow()] if mode == 'victim' else None)
+    run_dir = out/('full' if mode == 'full' else 'run')
+    cbs = [CheckpointCallback(run_dir/'ckpt', every=EVERY), PreviewCallback(run_dir/'previews', every=None), *([Slow()] if mode == 'victim' else [])]
+    sr_train(P, sr_split(P, valid_pct=0.25), tiny_preset(), run_dir, epochs=EPOCHS, log=lambda m: None, progress=False, cbs=cbs)
 
 
 def _run(cache: Path, out: Path, mode: str):
@@ -92,9 +96,11 @@ def test_sr_training_killed_and_resumed(runs):
 def test_attached_bundle_samples_in_a_fresh_process(cache, tmp_path):
     "id3pm_train_sr --attach adds the stage to a base bundle without touching its model; id3pm_sample --sr then writes 64 px faces."
     from id3pm_nb.core import file_hash
-    from id3pm_nb.data import get_dls, load_prepared
-    from id3pm_nb.cli import sr_split
-    from id3pm_nb.train import get_learner, load_bundle, save_bundle
+    from id3pm_nb.data import get_dls
+    from id3pm_nb.prepare import load_prepared
+    from id3pm_nb.demo import sr_split
+    from id3pm_nb.train import get_learner
+    from id3pm_nb.bundle import load_bundle, save_bundle
     from id3pm_nb.unet import unet_config
     P = load_prepared(cache)
     split = sr_split(P, valid_pct=0.25)
