@@ -4,9 +4,8 @@
 
 # %% ../nbs/11a_cli.ipynb #1f262507
 from __future__ import annotations
-import contextlib, dataclasses, json, sys, traceback, warnings
+import contextlib, dataclasses, json, sys, traceback
 from pathlib import Path
-warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)  # from fastai.layers, noise in a CLI
 from typing import Sequence
 
 import numpy as np

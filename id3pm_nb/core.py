@@ -59,7 +59,9 @@ def img2tensor(imgs: np.ndarray | list) -> torch.Tensor:
     if a.ndim == 3: a = a[None]
     if a.ndim != 4 or a.shape[-1] != 3: raise ValueError(f"expected RGB images shaped (H,W,3) or (N,H,W,3), got {a.shape}")
     if a.dtype != np.uint8: raise ValueError(f"expected uint8 images, got {a.dtype}: convert with np.clip(x, 0, 255).astype(np.uint8)")
-    return torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    a = np.ascontiguousarray(a)
+    if not a.flags.writeable: a = a.copy()          # a read-only view (a memory-mapped cache): torch wants to own writable memory
+    return torch.from_numpy(a).permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 # %% ../nbs/00_core.ipynb #985b2bb1
 def tensor2img(x: torch.Tensor) -> np.ndarray:

@@ -6,10 +6,11 @@
 from __future__ import annotations
 import os, time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from fastai.callback.core import Callback
+if TYPE_CHECKING: import pandas as pd   # imported where used: reading logs is rare beside writing them
 
 from .core import atomic_write
 from .dist import world
@@ -162,11 +163,13 @@ def plot_runs(runs: Sequence[str | os.PathLike],      # run folders (each with a
     runs = [Path(r) for r in ([runs] if isinstance(runs, (str, os.PathLike)) else runs)]
     labels = list(labels or [r.name if r.name not in ('', '.') else str(r) for r in runs])
     tables = [read_log(r) for r in runs]
+    for (steps, epochs), lab in zip(tables, labels):      # checked before a figure is opened, so a bad name leaves none behind
+        if (bad := [m for m in metrics if m not in steps.columns and m not in epochs.columns]):
+            raise ValueError(f"no column {bad[0]!r} in the logs of {lab}: use one of {sorted(set(steps.columns) | set(epochs.columns))}")
     fig, axs = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 2.8), squeeze=False)
     for ax, m in zip(axs[0], metrics):
         for (steps, epochs), lab in zip(tables, labels):
             t = steps if m in steps.columns else epochs
-            if m not in t.columns: raise ValueError(f"no column {m!r} in the logs of {lab}: use one of {sorted(set(steps.columns) | set(epochs.columns))}")
             ax.plot(t.iteration, t[m], '.-' if t is epochs or len(t) < 30 else '-', ms=4, lw=1, label=lab)   # dots where rows are few
         ax.set(title=m.replace('_', ' '), xlabel='iteration')
         if m == 'lr': ax.set_yscale('log')

@@ -130,7 +130,7 @@ class IDGain(Metric):
         C, noise = noise.shape[1], noise[rows]
         with torch.no_grad(), autocast(noise.device, autocast_dtype(noise.device, learn.precision)):
             null = learn.model(*xb)
-        self.cond += float((learn.pred[rows, :C].float() - noise).pow(2).sum())
+        self.cond += float((learn.pred[rows, :C].detach().float() - noise).pow(2).sum())
         self.null += float((null[:, :C].float() - noise).pow(2).sum())
     @property
     def value(self): return 1 - self.cond / self.null if self.null else float('nan')

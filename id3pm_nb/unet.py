@@ -380,8 +380,8 @@ class UNet(nn.Module):
 
 # %% ../nbs/03_unet.ipynb #a9892942
 def num_params(m: nn.Module) -> int:
-    "Number of trainable parameters of `m`."
-    return sum(p.numel() for p in m.parameters() if p.requires_grad)
+    "Number of parameters of `m`, frozen ones too (an inference pipeline's model has `requires_grad` off)."
+    return sum(p.numel() for p in m.parameters())
 
 # %% ../nbs/03_unet.ipynb #4e8676bc
 @torch.no_grad()

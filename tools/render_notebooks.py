@@ -6,14 +6,15 @@
     .venv/bin/python tools/render_notebooks.py --stale --jobs 2 # only notebooks whose code changed since their outputs were made
 
 Each notebook runs in a fresh process with nbdev's own cell runner (execnb), skipping the cells `nbdev_test` skips
-(`#| eval: false`, cells with a `tst_flags` flag not given with --flags, the `nbdev_export()` cell), with `ID3PM_BUNDLE`
-pointing at the bundle. Outputs are kept small: pictures shrunk to thumbnails (PNG, or JPEG where that is much
-smaller), widgets and progress bars dropped, long text cut (marked). The notebook is then written atomically, holding
-`--lock FILE` (an fcntl lock shared with other notebook editors) while it re-reads the file: outputs go in only if the
-code cells are still the ones that ran, so a concurrent edit is never lost and never gets outputs that did not come
-from it. The fingerprint of the code that made the outputs is stored in the notebook's metadata (`id3pm_render`, kept
-by nbdev_clean: settings.ini `allowed_metadata_keys`); tests/test_notebooks.py checks it. Fails, naming the notebook,
-if any ends up at 300 KB or more or shows no picture or table.
+(`#| eval: false`, cells with a `tst_flags` flag not given with --flags, the `nbdev_export()` cell), with
+`ID3PM_BUNDLE` pointing at the bundle and RENDER_ENV's variables (the training tutorial trains at the demo's budget,
+alone, first). Outputs are kept small: pictures shrunk to thumbnails (PNG, or JPEG where that is much smaller),
+widgets and progress bars dropped, long text cut (marked). The notebook is then written atomically, holding `--lock
+FILE` (an fcntl lock shared with other notebook editors) while it re-reads the file: outputs go in only if the code
+cells are still the ones that ran, so a concurrent edit is never lost and never gets outputs that did not come from
+it. The fingerprint of the code that made the outputs is stored in the notebook's metadata (`id3pm_render`, kept by
+nbdev_clean: settings.ini `allowed_metadata_keys`); tests/test_notebooks.py checks it. Fails, naming the notebook, if
+any ends up at 300 KB or more or shows no picture or table.
 """
 from __future__ import annotations
 import argparse, base64, contextlib, fcntl, hashlib, io, json, os, re, subprocess, sys, tempfile, time
@@ -30,6 +31,9 @@ VISUAL = {'image/png', 'image/jpeg', 'text/html'}
 IMG_MAX_PX = 720              # longest side of a saved PNG
 IMG_SMALL_BYTES = 8_000       # a PNG larger than this is re-encoded (256-colour palette when that is smaller)
 TEXT_MAX_LINES, TEXT_MAX_CHARS = 40, 4000
+# What a notebook is rendered with, beside ID3PM_BUNDLE. The training tutorial trains its own model: at the demo's CPU
+# budget here (all of LFW, 10 min, a 5-minute SR stage, both cores), where the test suite gives it 0.3 min on 120 photos.
+RENDER_ENV = {'tutorials/demo.ipynb': {'ID3PM_MINUTES': '10', 'ID3PM_IMAGES': '0', 'ID3PM_SR_MINUTES': '5', 'OMP_NUM_THREADS': '2'}}
 
 
 # ---- what the test checks too --------------------------------------------------------------------------------------
@@ -44,6 +48,9 @@ def chapter_notebooks(nbs: Path = NBS) -> list[Path]:
 
 
 def rel(p: Path) -> str: return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
+def render_env(p: Path) -> dict: return RENDER_ENV.get(p.relative_to(NBS).as_posix(), {}) if p.is_relative_to(NBS) else {}
 
 
 def cell_source(cell) -> str: return ''.join(cell['source']) if isinstance(cell['source'], list) else cell['source']
@@ -74,7 +81,7 @@ def clean_text(text: str) -> str:
     for line in _ANSI.sub('', text).split('\n'):
         last = line.rstrip('\r').rsplit('\r', 1)[-1]          # fastprogress redraws its bar after \r
         kept = _PROGRESS.sub('', last)
-        if kept.strip() or kept == last: lines.append(kept)
+        if kept.strip() or last == '': lines.append(kept)     # blank lines stay; a bar erased with spaces goes
     text = '\n'.join(lines)
     ls = text.split('\n')
     if len(ls) > TEXT_MAX_LINES:
@@ -160,7 +167,8 @@ def execute(path: Path, flags: set) -> list[tuple[str, list | None]]:
     sys.path.insert(0, str(ROOT))
     nb = json.loads(path.read_text())
     shell = CaptureShell(path, mpl_format='png')
-    shell.run("import matplotlib; matplotlib.rcParams['figure.dpi'] = 72")
+    shell.run("import matplotlib; matplotlib.rcParams['figure.dpi'] = 72\n"
+              "import id3pm_nb")   # its warning filter (torch's deprecation of what fastai calls at import) before any fastai import
     res = []
     for i, cell in enumerate(nb['cells']):
         if cell['cell_type'] != 'code': continue
@@ -213,7 +221,7 @@ def merge(path: Path, ran: list, bundle: Path | None, flags: set, lock: Path | N
             c['outputs'] = shrink_outputs(outs or [])
             c['execution_count'] = None
         nb['metadata'][META_KEY] = {'code': code_fingerprint(nb), 'bundle': bundle_id(bundle), 'flags': sorted(flags),
-                                    'command': COMMAND}
+                                    'command': COMMAND, **({'env': env} if (env := render_env(path)) else {})}
         clean_nb(nb, clear_all=False, allowed_metadata_keys=cfg.get('allowed_metadata_keys', '').split() + [META_KEY],
                  allowed_cell_metadata_keys=cfg.get('allowed_cell_metadata_keys', '').split(), clean_ids=cfg.clean_ids)
         write_nb(path, nb)
@@ -240,12 +248,13 @@ def find_bundle(arg: str | None, no_bundle: bool) -> Path | None:
 
 
 def problems(path: Path) -> list[str]:
-    "What keeps notebook `path` from showing true small outputs: size, no render, code changed since, nothing visual, errors."
+    "What keeps notebook `path` from showing true small outputs: size, no render or none from a bundle, code changed since, nothing visual, errors."
     fix = f'run `{COMMAND} {rel(path)}` (it needs a trained bundle: see README)'
     size, nb = path.stat().st_size, json.loads(path.read_text())
     out, meta = [], nb['metadata'].get(META_KEY)
     if size >= MAX_BYTES: out.append(f'{path.name} is {size / 1000:.0f} KB, over {MAX_BYTES // 1000} KB: show fewer or smaller pictures, then {fix}')
     if not meta: return out + [f'{path.name} has no rendered outputs: {fix}']
+    if not meta.get('bundle'): out.append(f'{path.name} was rendered without a trained bundle (--no-bundle: the CI fallbacks): {fix}')
     if meta['code'] != code_fingerprint(nb):
         out.append(f"{path.name}: its code changed since its outputs were rendered (fingerprint {meta['code']}, code now "
                    f"{code_fingerprint(nb)}), so the outputs may not be true any more: {fix}")
@@ -280,22 +289,28 @@ def main(argv=None):
     nbs = [Path(p).resolve() for p in a.notebooks] or chapter_notebooks()
     if a.stale: nbs = [p for p in nbs if json.loads(p.read_text())['metadata'].get(META_KEY, {}).get('code')
                        != code_fingerprint(json.loads(p.read_text()))]
+    alone = [p for p in nbs if render_env(p)]            # those with their own budgets (training) run first, one at a time,
+    rest = [p for p in nbs if not render_env(p)]         # so that no other notebook shares their cores and time
     env = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1'), 'MPLBACKEND': 'Agg',
            'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]).rstrip(os.pathsep)}
     worker = [sys.executable, __file__, '--one', '--flags', a.flags] + (['--bundle', str(bundle)] if bundle else ['--no-bundle']) \
              + (['--lock', str(lock)] if lock else [])
 
-    def run(p: Path):
+    def run(p: Path, jobs: int):
         t0 = time.time()
-        if a.jobs == 1: print(f'== {rel(p)}', flush=True)
-        r = subprocess.run(worker + [str(p)], env=env, capture_output=a.jobs > 1, text=True)
-        return p, r, time.time() - t0
+        if jobs == 1: print(f'== {rel(p)}', flush=True)
+        r = subprocess.run(worker + [str(p)], env={**env, **render_env(p)}, capture_output=jobs > 1, text=True)
+        return p, r, time.time() - t0, jobs
 
     failed, sizes = [], {}
+    def results(pool):                                   # lazily: the pool starts once the ones that run alone are done
+        for p in alone: yield run(p, 1)
+        yield from pool.map(lambda p: run(p, a.jobs), rest)
+
     with ThreadPoolExecutor(a.jobs) as pool:
-        for p, r, secs in pool.map(run, nbs):
+        for p, r, secs, jobs in results(pool):
             name = rel(p)
-            if a.jobs > 1: print(f'== {name}\n' + (r.stdout + r.stderr).rstrip(), flush=True)
+            if jobs > 1: print(f'== {name}\n' + (r.stdout + r.stderr).rstrip(), flush=True)
             if r.returncode: failed.append(f'{name}: failed (see above)'); continue
             sizes[name] = p.stat().st_size
             nb = json.loads(p.read_text())
