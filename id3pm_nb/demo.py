@@ -169,7 +169,8 @@ def linear_baseline(prepared, split: Splits, size: int) -> LinearDecoder:
     return LinearDecoder(torch.cat([x, x.flip(-1)]), torch.cat([ids, ids]), valid)
 
 # %% ../nbs/11_demo.ipynb #55102869
-def labeled_grid(rows: list, col_labels: list, row_labels: list | None = None, size: int = 64, pad: int = 2) -> np.ndarray:
+def labeled_grid(rows: list, col_labels: list, row_labels: list | None = None, size: int = 64, pad: int = 2,
+                 corner: str = '') -> np.ndarray:   # `corner`: text above the row labels, e.g. what every column shares
     "A uint8 picture of image rows (each a list of uint8 (H, W, 3)) at `size` px, with column (and row) labels."
     import cv2
     from PIL import Image, ImageDraw, ImageFont
@@ -180,6 +181,7 @@ def labeled_grid(rows: list, col_labels: list, row_labels: list | None = None, s
     draw = ImageDraw.Draw(canvas)
     for k, lab in enumerate(col_labels): draw.text((left + pad + k * (size + pad) + 2, 1), str(lab), fill='black', font=font)
     for k, lab in enumerate(row_labels or []): draw.text((2, head + pad + k * (size + pad) + size // 2 - 5), str(lab), fill='black', font=font)
+    if corner: draw.text((2, 1), corner, fill='black', font=font)
     return np.asarray(canvas)
 
 # %% ../nbs/11_demo.ipynb #abc11f2f
@@ -352,8 +354,8 @@ def demo_grids(prepared, held: HeldOut, linear: np.ndarray, samples: dict, sr_im
     grid = labeled_grid([[big[held.first[i]], linear[i, 0]] + [samples[s][i, 0] for s in scales] + ([sr_images[i, 0]] if sr_images is not None else [])
                          for i in rows], ['real', 'linear'] + [f's = {s:g}' for s in scales] + ([f's = {scales[-1]:g} SR'] if sr_images is not None else []),
                         held.names[:n_show], size=show)
-    many = labeled_grid([list(top[i]) for i in rows], [f'sample {j + 1}, s = {scales[-1]:g}' if j == 0 else f'sample {j + 1}' for j in range(top.shape[1])],
-                        held.names[:n_show], size=show)
+    many = labeled_grid([list(top[i]) for i in rows], [f'sample {j + 1}' for j in range(top.shape[1])],
+                        held.names[:n_show], size=show, corner=f'every sample at s = {scales[-1]:g}')
     return {'grid.png': grid, 'samples.png': many}
 
 # %% ../nbs/11_demo.ipynb #498b4fd5
