@@ -59,8 +59,9 @@ def quick_presets():
 
 
 def run(a) -> dict:
-    from id3pm_nb.demo import (DEMO_PRESETS, bundle_matches, cached_samples, demo_data, demo_key, demo_train, heldout_people, holdout_split,
+    from id3pm_nb.demo import (DEMO_PRESETS, bundle_matches, demo_data, demo_key, demo_train, heldout_people, holdout_split,
                                labeled_grid, linear_baseline)
+    from id3pm_nb.attack import Budget, attack
     from id3pm_nb.lfw import find_lfw
     from id3pm_nb.core import atomic_write, default_device, seed_everything
     from id3pm_nb.evaluate import lfw_judge
@@ -100,13 +101,14 @@ def run(a) -> dict:
     ids = np.asarray(P.ids)[held.first]
     linear = linear_baseline(P, split, first.size)(ids)[:, None]
     methods, samples = {'linear decoder (ridge)': linear}, {}
+    at_scales = lambda pipe, sp: {s: attack(pipe, ids, Budget(), a.samples, sp.replace(scale=s), a.seed, out/'runs', log)[0] for s in scales}
     for r in recipes:
-        samples[r] = cached_samples(pipes[r], ids, scales, a.samples, spec, a.seed, out/'runs', log, False)
+        samples[r] = at_scales(pipes[r], spec)
         methods.update({f'{r} s = {s:g}': samples[r][s] for s in scales})
     for spec in (a.samplers.split(',') if a.samplers else []):   # the sampler sweep, on the first recipe
         name, st, *eta = spec.split(':')
         sweep = ID3PM.spec.replace(sampler=name, steps=int(st), temperature=opts['temperature'], **({'eta': float(eta[0])} if eta else {}))
-        sw = cached_samples(pipes[recipes[0]], ids, scales, a.samples, sweep, a.seed, out/'runs', log, False)
+        sw = at_scales(pipes[recipes[0]], sweep)
         methods.update({f'{recipes[0]} {spec} s = {s:g}': sw[s] for s in scales})
     table = held.scores(methods)
     md = markdown_table(table, 'FaceNet', 'dlib')

@@ -26,6 +26,7 @@ from .train import DiffusionCallback, PreviewCallback, get_learner
 from .superres import attach_sr, check_sr_fits, sr_preset
 from .pipeline import ID3PM
 from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_TEMPERATURE
+from .queries import QuerySpec
 from .demo import DemoRun, Log, demo_preset, fit_and_save, run_demo, sr_split, sr_train
 
 # %% auto #0
@@ -215,6 +216,8 @@ def sample_cli(bundle: str,                 # bundle folder (from id3pm_train or
                eta: float = None,           # ddim / dpmpp_2m: 0 deterministic, 1 stochastic (default: the sampler's own)
                temperature: float = DEFAULT_TEMPERATURE,  # noise scale: < 1 nearer the person, less varied
                seed: int = 0,
+               queries: int = 0,            # queries to the bundle's recognizer (the black box) per returned image; 0: none
+               strategy: str = QuerySpec.strategy,  # how queries are spent: 'best', 'beam', 'feedback' or 'feedback+beam'
                sr: store_true = False,      # also run the bundle's super-resolution stage
                aligned: store_true = False, # the photos are already FFHQ-aligned crops
                device: str = None,          # default: a GPU when present
@@ -228,13 +231,18 @@ def sample_cli(bundle: str,                 # bundle folder (from id3pm_train or
         t = pipe.targets(targets if len(targets) > 1 else targets[0], aligned)
         log(f"{len(t)} target(s) for {pipe}")
         spec = pipe.spec.replace(sampler=sampler, steps=steps, temperature=temperature, **_eta(sampler, eta))
+        qs = QuerySpec(queries, strategy)
+        record = []
         for s in _floats(scale, 'scale'):
-            inv = pipe.invert(t, n, s, spec=spec, seed=seed, sr=sr, bs=bs, progress=not quiet)
+            inv = pipe.invert(t, n, s, spec=spec, seed=seed, queries=qs, sr=sr, bs=bs, progress=not quiet)
+            record.append(dict(inv.settings, images_per_target=n, query_scores=None if inv.query_scores is None else inv.query_scores.round(4).tolist()))
+            if queries: log(f"s = {s:g}: {queries} queries per image to {inv.settings['queried']} ({strategy}); {inv.settings['failed']} answers failed")
             for i, name in enumerate(inv.names):
                 folder = out/f'{i:03d}_{Path(name).stem}'; folder.mkdir(parents=True, exist_ok=True)
                 for j, im in enumerate(inv.images[i]): Image.fromarray(im).save(folder/f's{s:g}_{j:02d}.png')
             Image.fromarray(inv.grid(max(64, inv.images.shape[2]))).save(out/f'grid_s{s:g}.png')
         np.savez(out/'ids.npz', ids=t.ids, names=np.array(t.names), fingerprint=t.fingerprint or '')
+        (out/'settings.json').write_text(json.dumps(dict(targets=t.names, runs=record), indent=1, default=str))
         print(out)
 
 # %% ../nbs/11a_cli.ipynb #8fd569fd
@@ -264,6 +272,8 @@ def eval_cli(bundles: Param("bundle folder(s); several give a transfer matrix (o
              steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER, seed: int = 0,
              eta: float = None,             # ddim / dpmpp_2m: 0 deterministic, 1 stochastic
              temperature: float = DEFAULT_TEMPERATURE,  # noise scale
+             queries: str = '0',            # query budgets per image (comma-separated; 0: plain): a run per budget, the bundle's recognizer answers
+             strategy: str = QuerySpec.strategy,  # how queries are spent: 'best', 'beam', 'feedback' or 'feedback+beam'
              align: str = 'detect',         # generated images: 'detect' (each judge's own photo path) or 'fixed' (FFHQ landmarks)
              paper: store_true = False,     # also the paper's scoring (mirror-concatenated, mean-subtracted, angular)
              score_unknown: store_true = False,  # score a bundle that does not record whom it was trained on (the report says so)
@@ -281,21 +291,28 @@ def eval_cli(bundles: Param("bundle folder(s); several give a transfer matrix (o
             raise ValueError(f"{unknown[0]} does not record which people it was trained on, so its scores could include them: "
                              "re-export it with save_bundle(..., train_identities=[...]), or pass --score_unknown to score anyway (the report will say so)")
         recs = named_recognizers([r.strip() for r in recognizers.split(',') if r.strip()])
+        budgets = [int(q) for q in _floats(queries, 'queries')]
+        if any(q < 0 for q in budgets): raise ValueError(f"--queries {queries}: budgets are 0 (plain) or more queries per image")
         seen = [p.bundle.trained_on for p in pipes if p.bundle.trained_on is not None]
         ev = _eval_data(lfw, data, recs, per_fold, frozenset.union(*seen) if seen else (), log)   # one set for all: people no model saw
         results = {}
         for b, name, pipe in zip(bundles, bundle_names(bundles), pipes):
             target = next((k for k, r in recs.items() if r.fingerprint == pipe.fingerprint), None)
             if target is None: raise ValueError(f"--recognizers {recognizers!r} does not include {b}'s recognizer {pipe.fingerprint}")
-            where = out if len(bundles) == 1 else out/name
-            gen = pipe.generator(steps=steps, sampler=sampler, temperature=temperature, **_eta(sampler, eta))
-            log(f"{ev}; inverting with {pipe}")
-            protocol = EvalProtocol(guidance_scales=_floats(scales, 'scales'), n_samples=samples, seed=seed, paper_protocol=paper, align=align)
-            res = run_eval(gen, where, ev, recs, target, protocol, label=f'ID3PM {name}', score_unknown=score_unknown)
-            people = res.summary['identities']
-            log(f"{people['people_dropped']} of its {people['n_seen']} training people were in the evaluation data; {people['pairs_dropped']} pairs with people a model saw were left out"
-                if people['known'] else "whom it was trained on is unknown: scored anyway (--score_unknown)")
-            results[f'ID3PM {name}'] = res
+            if any(budgets) and len(recs) < 2:
+                raise ValueError(f"--queries {queries}: {target} is queried, so it cannot judge alone: add an independent judge to --recognizers (e.g. facenet)")
+            for q in budgets:
+                where = (out if len(bundles) == 1 else out/name) / (f'queries_{q}' if len(budgets) > 1 else '')
+                gen = pipe.generator(steps=steps, sampler=sampler, temperature=temperature, queries=QuerySpec(q, strategy),
+                                     **_eta(sampler, eta))
+                label = f'ID3PM {name}' + (f', {q} queries ({strategy}) to {target}' if q else '')
+                log(f"{ev}; inverting with {pipe}" + (f", {q} queries per image to {target} ({strategy}): its own scores are no judgement" if q else ''))
+                protocol = EvalProtocol(guidance_scales=_floats(scales, 'scales'), n_samples=samples, seed=seed, paper_protocol=paper, align=align)
+                res = run_eval(gen, where, ev, recs, target, protocol, label=label, score_unknown=score_unknown)
+                people = res.summary['identities']
+                log(f"{people['people_dropped']} of its {people['n_seen']} training people were in the evaluation data; {people['pairs_dropped']} pairs with people a model saw were left out"
+                    if people['known'] else "whom it was trained on is unknown: scored anyway (--score_unknown)")
+                results[label] = res
         if len(bundles) > 1:
             tm = {kind: transfer_matrix(results, 1e-2, kind) for kind in ('type1', 'type2')}
             with atomic_write(out/'transfer.csv', 'w') as f: pd.concat(tm, names=['kind']).to_csv(f)
@@ -319,7 +336,9 @@ def demo_cli(out: str = 'id3pm_demo',       # output folder (grid.png, report.md
              steps: int = DEFAULT_STEPS,    # sampling steps
              eta: float = None,             # ddim / dpmpp_2m: 0 deterministic, 1 stochastic (default: the sampler's own)
              temperature: float = DEFAULT_TEMPERATURE,  # noise scale: < 1 nearer the person, less varied; 1 the model as trained
-             judge: str = 'facenet',       # the recognizer that scores the samples (it never took part in training)
+             queries: str = '4,16',         # query budgets per returned image at the top scale (0: none); the recognizer answers
+             strategy: str = QuerySpec.strategy,  # how queries are spent: 'best', 'beam', 'feedback' or 'feedback+beam'
+             judge: str = 'facenet',       # the recognizer that scores the samples (never trained on, never queried)
              seed: int = 0,
              cache: str = None,             # prepare cache folder; default the id3pm_nb cache ($ID3PM_CACHE)
              sr_minutes: float = None,      # also train an SR stage (32 -> 64 px on CPU) within this budget and add its column; e.g. 5
@@ -328,7 +347,8 @@ def demo_cli(out: str = 'id3pm_demo',       # output folder (grid.png, report.md
     "Train a small ID3PM on LFW within a time budget, invert held-out people, write a grid and a similarity report."
     with cli_errors('id3pm_demo'):
         spec = ID3PM.spec.replace(sampler=sampler, steps=steps, temperature=temperature, **_eta(sampler, eta))
-        run = DemoRun(n_test=test, n_show=show, scales=_floats(scales, 'scales'), n_samples=samples, spec=spec, judge=judge, seed=seed,
+        run = DemoRun(n_test=test, n_show=show, scales=_floats(scales, 'scales'), n_samples=samples, spec=spec,
+                      queries=tuple(int(q) for q in _floats(queries, 'queries')), strategy=strategy, judge=judge, seed=seed,
                       sr_minutes=sr_minutes, sr_preset=sr_preset)
         pre = demo_preset(default_device(device), preset)
         pre = dataclasses.replace(pre, minutes=pre.minutes if minutes is None else minutes, n_images=images or pre.n_images)

@@ -27,14 +27,16 @@ from .superres import SR_PRESETS, SRPreset, attach_sr, bicubic, sharpness, sr_pr
 from .train_sr import get_sr_learner
 from .pipeline import ID3PM
 from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SamplingSpec
-from .evaluate import Judge, inversion_scores, lfw_judge, reference_scores, scores_table
-from .report import markdown_table
+from .evaluate import Judge, check_judge, inversion_scores, lfw_judge, reference_scores, scores_table
+from .queries import QuerySpec
+from .attack import Budget, attack, attack_table, budgets
+from .report import markdown_table, query_curve
 
 # %% auto #0
 __all__ = ['DEMO_PRESETS', 'Log', 'DemoPreset', 'demo_preset', 'holdout_split', 'budget_epochs', 'fit_budget', 'fit_and_save',
            'HeldOut', 'heldout_people', 'linear_baseline', 'labeled_grid', 'demo_key', 'bundle_matches', 'demo_train',
-           'demo_sr_preset', 'sr_split', 'sr_train', 'demo_sr', 'sr_scores', 'cached_samples', 'write_report',
-           'DemoRun', 'demo_data', 'demo_grids', 'report_info', 'run_demo']
+           'demo_sr_preset', 'sr_split', 'sr_train', 'demo_sr', 'sr_scores', 'write_report', 'DemoRun', 'demo_data',
+           'demo_attack', 'demo_grids', 'report_info', 'run_demo']
 
 # %% ../nbs/11_demo.ipynb #8d736b9e
 class Log:
@@ -262,23 +264,6 @@ def sr_scores(pipe: ID3PM, held: HeldOut, samples: np.ndarray, ids: np.ndarray, 
     table['sharpness'] = [float(sharpness(img2tensor(v.reshape(N * n, S, S, 3))).mean()) for v in rows.values()]
     return dict(images=hi, table=table, seconds=seconds, per16=16 * seconds / (N * n), size=S)
 
-# %% ../nbs/11_demo.ipynb #a25b01c8
-def cached_samples(pipe: ID3PM, ids: np.ndarray, scales: Sequence[float], n: int, spec: SamplingSpec, seed: int,
-                   folder: Path, log=print, progress: bool = True) -> dict:
-    "Samples `(N, n, H, W, 3)` per guidance scale, each scale cached in `folder` (keyed by model, IDs and settings)."
-    model_hash = file_hash(pipe.bundle.path/'model.safetensors')
-    out = {}
-    for s in map(float, scales):
-        settings = {k: v for k, v in dataclasses.asdict(spec).items() if k != 'scale'}
-        f = Path(folder)/f'samples-{short_hash([model_hash, ids.round(6).tolist(), s, n, seed, settings], 12)}.npz'
-        if f.is_file():
-            with np.load(f) as z: out[s] = z['images']
-            continue
-        log(f"sampling {len(ids)} x {n} images at s = {s:g} ({spec.sampler}, {spec.steps} steps, temperature {spec.temperature:g}{''.join(f', {k}={v}' for k, v in spec.options)})")
-        out[s] = pipe.sample(ids, n, s, spec=spec, seed=seed, progress=progress)
-        with atomic_write(f) as fh: np.savez(fh, images=out[s])
-    return out
-
 # %% ../nbs/11_demo.ipynb #d84248be
 def write_report(out: Path, table: pd.DataFrame, info: dict, sr_table: pd.DataFrame | None = None) -> tuple[Path, Path]:
     "Write `report.json` and `report.md` (the scores table, the SR stage's if any, and what produced them) into `out`."
@@ -299,10 +284,16 @@ def write_report(out: Path, table: pd.DataFrame, info: dict, sr_table: pd.DataFr
           f"finds a face, ID diversity among a person's samples, and FD, the Fréchet distance of its features of one sample per "
           f"person to those of {info['n_real']} real held-out faces at {info['size']} px (realism; lower is better). Photos go "
           f"through the judge's own detector and alignment, and so do aligned images (upscaled to 256 px first; the fixed FFHQ landmarks only where it finds no face). The linear "
-          f"decoder is the baseline to beat; the last three rows are real photos.", "",
-          markdown_table(table, info['judge_name'], 'dlib'), "",
-          "`grid.png`: one row per held-out person; columns: the real face, the linear decoder's face, then one sample at "
-          "each guidance scale. `samples.png`: every sample of the same people at the highest scale.", "",
+          f"decoder is the baseline to beat; the last three rows are real photos.", ""]
+    if info.get('queries'):
+        md += [f"Rows with queries use the threat model's power to query the black box: each returned image cost that many "
+               f"queries to `{info['queried']}`, the recognizer the model inverts (images in, ID vectors out; no gradients), "
+               f"spent by the {info['strategy']} strategy (`id3pm_nb.queries`); {info['judge_name']} was never queried. "
+               f"The last columns say what each row cost per returned image; `queries.png` plots identity against queries.", ""]
+    md += [markdown_table(table, info['judge_name'], 'dlib'), "",
+          "`grid.png`: one row per held-out person; columns: the real face, the linear decoder's face, then one image per "
+          "row of the table (each guidance scale, then each query budget). `samples.png`: every sample of the same people at "
+          "the highest scale" + ("; `samples_queries.png`: the same with the most queries." if info.get('queries') else "."), "",
           "People in the grid: " + ', '.join(info['grid_people']) + "."]
     if sr_table is not None: md += _sr_report(info['sr'], sr_table, info['judge_name'])
     (out/'report.md').write_text('\n'.join(md) + '\n')
@@ -330,7 +321,9 @@ class DemoRun:
     scales: tuple = (0., 1., 2., 3.)  # guidance scales
     n_samples: int = 4                # samples per person and scale
     spec: SamplingSpec = ID3PM.spec   # how to sample (its scale is replaced by each of `scales`); default the pipeline's
-    judge: str = 'facenet'            # the recognizer that scores the samples; it never took part in training
+    queries: tuple = (4, 16)          # query budgets per returned image at the top scale (the model's recognizer answers)
+    strategy: str = QuerySpec.strategy  # how the queries are spent (`queries.STRATEGIES`)
+    judge: str = 'facenet'            # the recognizer that scores the samples; it was never trained on nor queried
     seed: int = 0
     sr_minutes: float | None = None   # also train (or reuse) an SR stage within this budget, show and judge it; None: no SR
     sr_preset: str | SRPreset | None = None  # the SR stage's preset; default the one that upsamples the base preset's size
@@ -338,6 +331,8 @@ class DemoRun:
     def __post_init__(self):
         if not 1 <= self.n_show <= self.n_test: raise ValueError(f"n_show={self.n_show} must be between 1 and n_test={self.n_test}")
         object.__setattr__(self, 'scales', tuple(float(s) for s in self.scales))
+        object.__setattr__(self, 'queries', tuple(int(q) for q in self.queries if int(q) != 0))
+        budgets([self.strategy], self.queries)                           # a clear error for an unknown strategy or a budget < 0
 
 def demo_data(root: Path, preset: DemoPreset, seed: int, cache=None, sr: SRPreset | None = None, log=print, progress: bool = True):
     "LFW (all of it, or a seeded subset of `preset.n_images`) prepared with dlib at the preset's sizes (and the SR stage's)."
@@ -346,17 +341,36 @@ def demo_data(root: Path, preset: DemoPreset, seed: int, cache=None, sr: SRPrese
     sizes = sorted({preset.size, *preset.sizes, *([sr.size] if sr else [])})
     return prepare(df, out_dir=cache, recognizer='dlib', sizes=sizes, progress=progress, verbose=False)
 
+# %% ../nbs/11_demo.ipynb #a25b01c8
+def demo_attack(pipe: ID3PM, ids: np.ndarray, run: DemoRun, folder: Path, log=print) -> tuple[dict, dict]:
+    "The demo's rows, by label: plain samples at every guidance scale, then the top scale at each query budget; images and costs."
+    top = run.spec.replace(scale=run.scales[-1])
+    rows = [(f'ID3PM s = {s:g}', Budget(), run.spec.replace(scale=s)) for s in run.scales]
+    rows += [(f'ID3PM s = {top.scale:g}, {q} queries ({run.strategy})', Budget(run.strategy, q), top) for q in run.queries]
+    images, costs = {}, {}
+    for label, budget, spec in rows:
+        images[label], costs[label] = attack(pipe, ids, budget, run.n_samples, spec, run.seed, folder, log)
+    return images, costs
+
 # %% ../nbs/11_demo.ipynb #3d4ec85e
-def demo_grids(prepared, held: HeldOut, linear: np.ndarray, samples: dict, sr_images: np.ndarray | None, n_show: int) -> dict:
-    "`grid.png` (real face, linear decoder, one sample per scale, the SR face) and `samples.png` (every sample at the highest scale)."
-    show, scales, rows = max(prepared.sizes), list(samples), range(min(n_show, len(held.names)))
-    big, top = np.asarray(prepared.crops[show]), samples[list(samples)[-1]]
-    grid = labeled_grid([[big[held.first[i]], linear[i, 0]] + [samples[s][i, 0] for s in scales] + ([sr_images[i, 0]] if sr_images is not None else [])
-                         for i in rows], ['real', 'linear'] + [f's = {s:g}' for s in scales] + ([f's = {scales[-1]:g} SR'] if sr_images is not None else []),
+def _column(label: str) -> str:
+    "A grid column's short label: 'ID3PM s = 3' -> 's = 3', 'ID3PM s = 3, 16 queries (beam)' -> '16 queries'."
+    return label.split(', ')[1].split(' (')[0] if ', ' in label else label.replace('ID3PM ', '')
+
+def demo_grids(prepared, held: HeldOut, linear: np.ndarray, images: dict, sr_images: np.ndarray | None, n_show: int) -> dict:
+    "`grid.png` (real face, linear decoder, one image per row of `images`, the SR face) and the samples of the top plain and query rows."
+    show, rows = max(prepared.sizes), range(min(n_show, len(held.names)))
+    big, labels = np.asarray(prepared.crops[show]), list(images)
+    plain = [k for k in labels if ', ' not in k]
+    grid = labeled_grid([[big[held.first[i]], linear[i, 0]] + [images[k][i, 0] for k in labels] + ([sr_images[i, 0]] if sr_images is not None else [])
+                         for i in rows], ['real', 'linear'] + [_column(k) for k in labels] + ([f'{_column(plain[-1])} SR'] if sr_images is not None else []),
                         held.names[:n_show], size=show)
-    many = labeled_grid([list(top[i]) for i in rows], [f'sample {j + 1}' for j in range(top.shape[1])],
-                        held.names[:n_show], size=show, corner=f'every sample at s = {scales[-1]:g}')
-    return {'grid.png': grid, 'samples.png': many}
+    out = {}
+    for name, k in (('samples.png', plain[-1]), ('samples_queries.png', labels[-1] if labels[-1] != plain[-1] else None)):
+        if k is None: continue
+        out[name] = labeled_grid([list(images[k][i]) for i in rows], [f'image {j + 1}' for j in range(images[k].shape[1])],
+                                 held.names[:n_show], size=show, corner=f'every image, {_column(plain[-1])}' + (f', {_column(k)}' if ', ' in k else ''))
+    return {'grid.png': grid, **out}
 
 # %% ../nbs/11_demo.ipynb #498b4fd5
 def report_info(pipe: ID3PM, preset: DemoPreset, run: DemoRun, prepared, split: Splits, held: HeldOut, sr: dict | None = None) -> dict:
@@ -367,7 +381,8 @@ def report_info(pipe: ID3PM, preset: DemoPreset, run: DemoRun, prepared, split: 
                 train_images=len(split.train), train_people=len(set(prepared.identities[split.train])), recognizer=prepared.fingerprint,
                 judge=held.judge.rec.fingerprint, judge_name=run.judge, threshold=held.judge.threshold, n_impostor=held.judge.n_impostor,
                 n_real=len(held.real), test_people=len(held.names), samples=run.n_samples, sampler=run.spec.sampler, steps=run.spec.steps,
-                sampler_options=dict(temperature=run.spec.temperature, **run.spec.opts), seed=run.seed, scales=list(run.scales), grid_people=held.names[:run.n_show], test_identities=held.names)
+                sampler_options=dict(temperature=run.spec.temperature, **run.spec.opts), seed=run.seed, scales=list(run.scales), grid_people=held.names[:run.n_show], test_identities=held.names,
+                queries=list(run.queries), strategy=run.strategy, queried=pipe.recognizer.fingerprint if run.queries else None)
     if sr:
         si = pipe.bundle.sr.info
         info['sr'] = dict(preset=si['meta'].get('preset'), low=si['low_res_size'], size=sr['size'], minutes=float(run.sr_minutes),
@@ -398,16 +413,23 @@ def run_demo(out: str | os.PathLike = 'id3pm_demo',  # output folder: grid.png, 
     if srp: demo_sr(prepared, split, srp, out/'runs'/('sr-' + short_hash(dict(sr=dataclasses.asdict(srp), base=run_dir.name))), bdir, dev, log, not quiet)
     pipe = ID3PM.from_bundle(bdir, device=dev)
     log(f"judge: {run.judge}, threshold from real LFW impostor pairs")
-    held = heldout_people(prepared, split, pre.size, lfw_judge(run.judge, root, cache=cache), pipe.recognizer, log=log)
+    judge = lfw_judge(run.judge, root, cache=cache)
+    check_judge(judge, pipe.fingerprint, pipe.recognizer.fingerprint if run.queries else None)
+    held = heldout_people(prepared, split, pre.size, judge, pipe.recognizer, log=log)
     ids = np.asarray(prepared.ids)[held.first]
-    samples = cached_samples(pipe, ids, run.scales, run.n_samples, run.spec, run.seed, run_dir, log, not quiet)
+    images, costs = demo_attack(pipe, ids, run, run_dir, log)
     linear = linear_baseline(prepared, split, pre.size)(ids)[:, None]       # (N, 1, S, S, 3)
-    log(f"judging {len(held.names) * run.n_samples * len(run.scales)} samples and the linear baseline")
-    table = held.scores({'linear decoder (ridge, the baseline)': linear, **{f'ID3PM s = {s:g}': samples[s] for s in run.scales}})
-    sr = sr_scores(pipe, held, samples[run.scales[-1]], ids, run.seed, not quiet) if srp else None
+    log(f"judging {sum(v.shape[0] * v.shape[1] for v in images.values())} images and the linear baseline")
+    baseline = 'linear decoder (ridge, the baseline)'
+    table = attack_table(held.scores({baseline: linear, **images}), costs)
+    top = f'ID3PM s = {run.scales[-1]:g}'
+    sr = sr_scores(pipe, held, images[top], ids, run.seed, not quiet) if srp else None
     from PIL import Image
-    for name, im in demo_grids(prepared, held, linear, samples, sr['images'] if sr else None, run.n_show).items():
+    for name, im in demo_grids(prepared, held, linear, images, sr['images'] if sr else None, run.n_show).items():
         with atomic_write(out/name) as f: Image.fromarray(im).save(f, format='PNG')
+    if run.queries:
+        curve = [(top, None, 0)] + [(k, run.strategy, int(c['queries'])) for k, c in costs.items() if c['queries']]
+        query_curve(table, curve, out/'queries.png', baseline, run.judge)
     info = dict(report_info(pipe, pre, run, prepared, split, held, sr), bundle=str(bdir), lfw=str(root))
     md, js = write_report(out, table, info, sr['table'] if sr else None)
     log(f"wrote {out/'grid.png'}, {out/'samples.png'}, {md} and {js}")

@@ -353,9 +353,12 @@ def _seeded(pipe,                  # an `ID3PM` pipeline
     return np.concatenate([tensor2img(pipe._sample_base(y[i:i + bs], seeds[i:i + bs], spec, False).cpu()) for i in range(0, len(y), bs)])
 
 def edit_generator(pipe, scale: float = 3.0, **opts) -> Callable:
-    "`generate(ids, seed=0, guidance=None, steps=None)` over an `ID3PM` pipeline whose noise comes from `seed` alone: an edit changes only the ID vector."
-    def generate(ids, seed: int = 0, guidance: float | None = None, steps: int | None = None):
-        return _seeded(pipe, ids, np.full(len(ids), seed), scale if guidance is None else guidance, steps, **opts)
+    "`generate(ids, seed=0, guidance=None, steps=None, queries=0)` over an `ID3PM` pipeline whose noise comes from `seed` alone: an edit changes only the ID vector."
+    def generate(ids, seed: int = 0, guidance: float | None = None, steps: int | None = None, queries: int = 0):
+        s = scale if guidance is None else guidance
+        if not queries: return _seeded(pipe, ids, np.full(len(ids), seed), s, steps, **opts)
+        spec = pipe.spec.replace(scale=s, **({'steps': steps} if steps else {}), **opts)   # each image chosen among its candidates
+        return pipe.sample(np.asarray(_as_tensor(ids).cpu()), 1, spec=spec, seed=seed, queries=queries, progress=False)[:, 0]
     return generate
 
 def sample_edits(pipe,                   # an `ID3PM` pipeline

@@ -22,7 +22,7 @@ from .metrics import (accept_rates, cluster_ci, fmr_threshold, fmr_thresholds, f
 
 # %% auto #0
 __all__ = ['ALIGNMENTS', 'upscaled', 'embed_aligned', 'EvalProtocol', 'flip_embed', 'generate_samples', 'EvalResult',
-           'real_baseline', 'alignment_note', 'evaluate_generator', 'faces_found', 'Judge', 'lfw_judge',
+           'real_baseline', 'alignment_note', 'evaluate_generator', 'faces_found', 'Judge', 'lfw_judge', 'check_judge',
            'judged_scores', 'inversion_scores', 'reference_scores', 'scores_table']
 
 # %% ../nbs/10a_evaluate.ipynb #59eef913
@@ -222,6 +222,7 @@ class Judge:
     n_impostor: int = 0           # real impostor pairs behind it
     cache: str | None = None      # `prepare.prepare` cache root for the photos' vectors
     align: str = 'detect'         # aligned images: its own photo path ('detect', see `embed_aligned`) or the FFHQ landmarks ('fixed')
+    strict: tuple | None = None   # (fmr, threshold) of a stricter operating point, e.g. (1e-3, t): a second SAR column
     def __repr__(self): return f"Judge({self.rec.fingerprint}, threshold {self.threshold:.3f} at FMR {self.fmr:g} from {self.n_impostor} impostor pairs, align {self.align!r})"
 
     @property
@@ -254,12 +255,25 @@ def lfw_judge(recognizer='facenet',          # name / path / Recognizer
               fmr: float = 1e-2,
               per_fold: int | None = 30,     # pairs.txt pairs per fold and kind whose images give the impostor pairs (None: all)
               cache: str | os.PathLike | None = None,
-              align: str = 'detect') -> Judge:         # how it embeds aligned images (`embed_aligned`)
+              align: str = 'detect',         # how it embeds aligned images (`embed_aligned`)
+              strict: float | None = 1e-3) -> Judge:  # a second, stricter FMR whose SAR is reported too (None: none)
     "A `Judge` whose threshold is set at `fmr` on all different-person pairs among LFW `pairs.txt` images (the judge's path)."
     rec = load_recognizer(recognizer)
     data = lfw_eval_data(root, {'judge': rec}, per_fold, size=32, out_dir=cache)
     imp = impostor_scores(data.emb['judge'], data.identities)
-    return Judge(rec, fmr_threshold(imp, fmr), fmr, len(imp), None if cache is None else str(cache), align)
+    second = (strict, fmr_threshold(imp, strict)) if strict is not None and strict != fmr else None
+    return Judge(rec, fmr_threshold(imp, fmr), fmr, len(imp), None if cache is None else str(cache), align, second)
+
+# %% ../nbs/10a_evaluate.ipynb #c59a3f18
+def check_judge(judge,                      # a `Judge`, a `fr.Recognizer` or a fingerprint
+                trained: str | None = None,  # fingerprint of the recognizer the model was trained on
+                queried: str | None = None):  # name (fingerprint) of the black box the attack queried
+    "Refuse a judge that took part in the attack: the recognizer the model was trained on, or the one it queried."
+    fp = getattr(getattr(judge, 'rec', judge), 'fingerprint', judge)
+    for role, other in (('was trained on', trained), ('queried', queried)):
+        if other and fp == other:
+            raise ValueError(f"the judge {fp} is the recognizer the attack {role}: its scores would flatter the attack; "
+                             "judge with a recognizer that was never trained on nor queried (e.g. --judge facenet for a dlib model)")
 
 # %% ../nbs/10a_evaluate.ipynb #37b58fcb
 def judged_scores(judge: Judge, cos: np.ndarray, seed: int = 0) -> dict:
@@ -268,7 +282,12 @@ def judged_scores(judge: Judge, cos: np.ndarray, seed: int = 0) -> dict:
     targets = np.broadcast_to(np.arange(len(cos))[:, None], cos.shape)
     mean, lo, hi = cluster_ci(cos, targets, seed=seed)
     rate, ci = accept_rates(cos, targets, {judge.fmr: judge.threshold}, seed)
-    return dict(cos=mean, cos_lo=lo, cos_hi=hi, sar=rate[str(judge.fmr)], sar_lo=ci[str(judge.fmr)][0], sar_hi=ci[str(judge.fmr)][1])
+    out = dict(cos=mean, cos_lo=lo, cos_hi=hi, sar=rate[str(judge.fmr)], sar_lo=ci[str(judge.fmr)][0], sar_hi=ci[str(judge.fmr)][1])
+    if judge.strict is not None:                                   # the stricter operating point: key 'sar@<fmr>'
+        f, t = judge.strict
+        rate, ci = accept_rates(cos, targets, {f: t}, seed)
+        out.update({f'sar@{f:g}': rate[str(f)], f'sar@{f:g}_lo': ci[str(f)][0], f'sar@{f:g}_hi': ci[str(f)][1]})
+    return out
 
 # %% ../nbs/10a_evaluate.ipynb #7721375f
 def inversion_scores(judge: Judge,
@@ -305,6 +324,7 @@ def reference_scores(judge: Judge,
 
 def scores_table(rows: dict) -> pd.DataFrame:
     "A table (one row per method) of `inversion_scores` / `reference_scores` results."
-    cols = ['cos', 'cos_lo', 'cos_hi', 'sar', 'sar_lo', 'sar_hi', 'found', 'div', 'fd', 'cos_inverted']
     df = pd.DataFrame.from_dict(rows, orient='index')
+    strict = [c + e for c in df.columns if c.startswith('sar@') and not c.endswith(('_lo', '_hi')) for e in ('', '_lo', '_hi')]
+    cols = ['cos', 'cos_lo', 'cos_hi', 'sar', 'sar_lo', 'sar_hi', *strict, 'found', 'div', 'fd', 'cos_inverted']
     return df[[c for c in cols if c in df.columns]]

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import dataclasses, hashlib, os, warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -17,11 +17,13 @@ from .fr import ARCFACE_PACKS, Recognizer, load_recognizer
 from .detect import get_detector
 from .data import IMG_EXTS, BadImageError, face_crops, is_image_file, read_image
 from .prepare import Prepared
-from .sampling import DEFAULT_TEMPERATURE, RowNoise, SamplingSpec, sample
+from .sampling import DEFAULT_TEMPERATURE, RowNoise, SamplingSpec, sample, sampling_schedule
+from .queries import QueryResult, QuerySpec, as_black_box, query_search, query_spec
 from .bundle import ArtifactError, Bundle, load_bundle
 
 # %% auto #0
-__all__ = ['check_ids', 'check_fingerprint', 'recognizer_spec', 'Targets', 'concat_targets', 'ID3PM', 'row_seeds', 'Inversion']
+__all__ = ['check_ids', 'check_fingerprint', 'recognizer_spec', 'Targets', 'concat_targets', 'ID3PM', 'row_seeds', 'standardised',
+           'Inversion']
 
 # %% ../nbs/08_pipeline.ipynb #c671e6fb
 def check_ids(ids,                      # (N, D) or (D,) array or tensor
@@ -227,12 +229,12 @@ def row_seeds(ids: np.ndarray,  # (N, D) the targets' unit ID vectors
 ID3PM.spec = SamplingSpec(scale=3.0, temperature=DEFAULT_TEMPERATURE, precision='auto')
 
 def _sample_base(self: ID3PM, y: torch.Tensor, seeds: np.ndarray, spec: SamplingSpec, progress: bool,
-                 attr: torch.Tensor | None = None) -> torch.Tensor:
+                 attr: torch.Tensor | None = None, select=None) -> torch.Tensor:
     "One batch of base-model samples `(B, 3, S, S)` in [-1, 1] for ID vectors `y` `(B, D)` and per-row seeds."
     S, noise = self.image_size, RowNoise(seeds)
     x = noise(torch.empty(len(seeds), self.model.cfg.in_ch, S, S)).to(self.device)
     return sample(self.model, x, y.to(self.device), spec=spec, attr=attr, schedule=self.bundle.schedule,
-                  disable=not progress, noise_sampler=noise)
+                  disable=not progress, noise_sampler=noise, select=select)
 
 def _sample(self: ID3PM,
             ids,                       # (N, D) ID vectors (checked and normalised)
@@ -241,25 +243,34 @@ def _sample(self: ID3PM,
             *,
             spec: SamplingSpec | None = None,  # how to sample (default `ID3PM.spec`); keywords below override single fields
             seed: int = 0,             # one seed for the call; every (target, sample) gets its own noise from it
-            sr: bool = False,          # also run the bundle's super-resolution stage
+            queries: int | QuerySpec = 0,  # queries to the black box per image (0: none), or a `QuerySpec` (strategy, black box)
+            sr: bool | dict = False,   # also run the bundle's SR stage; a dict gives its `upsample` options, e.g. dict(steps=25)
             bs: int = 64,              # images per batch
             progress: bool = True,
-            sr_opts: dict | None = None,  # `ID3PM.upsample` options for the SR stage, e.g. dict(steps=25, noise_level=50)
             attr=None,                 # attribute vector (A,) for all, or (N, A) one per ID vector (models trained with attributes)
             **overrides) -> np.ndarray:  # `SamplingSpec` fields (sampler=, steps=, temperature=, precision=, attr_scale=) or sampler options (eta=)
     "`n` uint8 images `(N, n, H, W, 3)` per ID vector of `ids`, deterministic under `seed`."
     spec = (spec or self.spec).replace(**overrides, **({} if scale is None else {'scale': scale}))
+    return self._images(check_ids(ids, self.dim), n, spec, seed, query_spec(queries), sr, bs, progress, attr)[0]
+
+def _images(self: ID3PM, ids: np.ndarray, n: int, spec: SamplingSpec, seed: int, qs: QuerySpec | None, sr, bs: int,
+            progress: bool, attr=None) -> tuple[np.ndarray, QueryResult | None]:
+    "Images `(N, n, H, W, 3)` of unit `ids` (plain samples, or each chosen with `qs.budget` queries) and the search's record."
     if n < 1: raise ValueError(f"n={n}: ask for at least one image per target")
     if sr and self.sr_model is None: raise ValueError(f"sr=True, but the bundle {self.bundle.path} has no super-resolution stage")
-    ids = check_ids(ids, self.dim); N = len(ids)
-    y = torch.from_numpy(np.repeat(ids, n, 0))                        # (N*n, D)
-    seeds = row_seeds(ids, n, seed)                                   # independent noise per (target, sample)
-    a = self._attr_rows(attr, N, n)                                   # (N*n, A) or None
-    out = [tensor2img(self._sample_base(y[i:i+bs], seeds[i:i+bs], spec, progress, None if a is None else a[i:i+bs]))
-           for i in range(0, N * n, bs)]
-    imgs = np.concatenate(out).reshape(N, n, *out[0].shape[1:])
-    return self.upsample(imgs, ids, seed, bs, spec.precision, progress, **(sr_opts or {})) if sr else imgs
-ID3PM._sample_base, ID3PM.sample = _sample_base, _sample
+    N, found = len(ids), None
+    if qs is None:
+        y, seeds, a = torch.from_numpy(np.repeat(ids, n, 0)), row_seeds(ids, n, seed), self._attr_rows(attr, N, n)   # (N*n, ...)
+        out = [tensor2img(self._sample_base(y[i:i+bs], seeds[i:i+bs], spec, progress, None if a is None else a[i:i+bs]))
+               for i in range(0, N * n, bs)]
+        imgs = np.concatenate(out).reshape(N, n, *out[0].shape[1:])
+    else:
+        found = self._search(ids, n, spec, seed, qs, bs, attr)
+        imgs = found.images.reshape(N, n, *found.images.shape[1:])
+    if not sr: return imgs, found
+    return self.upsample(imgs, ids, seed, bs, spec.precision, progress, **(sr if isinstance(sr, dict) else {})), found
+
+ID3PM._sample_base, ID3PM.sample, ID3PM._images = _sample_base, _sample, _images
 
 def _attr_rows(self: ID3PM, attr, N: int, n: int) -> torch.Tensor | None:
     "Attribute vectors `(N*n, A)` for `n` samples of `N` targets from one `(A,)` or per-target `(N, A)` array, or a clear error."
@@ -291,6 +302,26 @@ def _upsample(self: ID3PM,
     return np.concatenate(out).reshape(N, n, *out[0].shape[1:])
 ID3PM.upsample = _upsample
 
+# %% ../nbs/08_pipeline.ipynb #095f676b
+def _search(self: ID3PM, ids: np.ndarray, n: int, spec: SamplingSpec, seed: int, qs: QuerySpec, bs: int = 64,
+            attr=None) -> QueryResult:
+    "`n` images per unit ID vector, each chosen with `qs.budget` queries to the black box (the model's recognizer by default)."
+    if attr is not None: raise ValueError("queries= with attr= is not supported: sample attribute-conditioned faces with queries=0")
+    bb = as_black_box(self.recognizer if qs.black_box is None else qs.black_box, dim=self.dim)
+    if bb.dim != self.dim: raise ValueError(f"the black box {bb.name} answers {bb.dim}-D vectors, but the model inverts {self.dim}-D ones")
+    seeds = row_seeds(ids, n * qs.budget, seed).reshape(len(ids) * n, qs.budget)   # candidate j of image i: its own noise
+    spec = spec if spec.cads else spec.replace(cads=qs.cads)                        # varied candidates, unless spec says
+    draw = lambda conds, sd, select: self._sample_base(torch.from_numpy(conds), sd, spec, False, None, select)
+    steps = len(sampling_schedule(spec.sampler, spec.steps, self.bundle.schedule))
+    return query_search(draw, np.repeat(ids, n, 0), seeds, bb, qs, steps, bs, standardised(self.model))
+ID3PM._search = _search
+
+def standardised(model) -> Callable | None:
+    "The model's standardised ID space as a map of numpy vectors (None for a model without ID standardisation)."
+    if not hasattr(model, 'id_mean') or not model.id_stats_set: return None
+    mu, inv = model.id_mean.cpu().numpy(), model.id_inv_std.cpu().numpy()
+    return lambda v: (v - mu) * inv
+
 # %% ../nbs/08_pipeline.ipynb #571bd4bf
 @dataclasses.dataclass
 class Inversion:
@@ -301,6 +332,8 @@ class Inversion:
     settings: dict
     faces: np.ndarray | None = None   # (N, S, S, 3) aligned real faces, when the targets were photos
     fingerprint: str | None = None
+    queries: np.ndarray | None = None   # (N, n) queries to the black box each image cost (0: plain samples)
+    query_scores: np.ndarray | None = None  # (N, n) the black box's cosine of each image to its target (NaN: every answer failed)
     def __len__(self) -> int: return len(self.images)
     def __repr__(self): return f"Inversion({len(self)} targets x {self.images.shape[1]} images {self.images.shape[2]}px, {self.settings})"
 
@@ -323,19 +356,26 @@ def _invert(self: ID3PM,
             *,
             spec: SamplingSpec | None = None,  # how to sample (default `ID3PM.spec`)
             seed: int = 0,
-            sr: bool = False,          # run the super-resolution stage
+            queries: int | QuerySpec = 0,  # queries to the black box per returned image (0: none), or a `QuerySpec`
+            sr: bool | dict = False,   # run the super-resolution stage (a dict: its `upsample` options)
             aligned: bool = False,     # photos are already FFHQ-aligned crops
             fingerprint: str | None = None,  # recognizer of raw ID vectors, when known
             attr=None,                 # attribute vector(s) (A,) or (N, A), for bundles trained with attributes
             **kw) -> Inversion:        # more `ID3PM.sample` options: spec fields (sampler=, steps=, attr_scale=, ...), bs, progress, eta
     "Generate `n` faces per target identity from the bundle's model; deterministic under `seed`."
-    t = self.targets(targets, aligned, fingerprint)
-    run = {k: kw.pop(k) for k in ('bs', 'progress', 'sr_opts') if k in kw}
+    t, qs = self.targets(targets, aligned, fingerprint), query_spec(queries)
+    bs, progress = kw.pop('bs', 64), kw.pop('progress', True)
     spec = (spec or self.spec).replace(**kw, **({} if scale is None else {'scale': scale}))
-    imgs = self.sample(t.ids, n, spec=spec, seed=seed, sr=sr, attr=attr, **run)
-    settings = dict(n=n, scale=spec.scale, sampler=spec.sampler, steps=spec.steps, seed=seed, sr=sr, temperature=spec.temperature)
+    imgs, found = self._images(t.ids, n, spec, seed, qs, sr, bs, progress, attr)
+    settings = dict(n=n, scale=spec.scale, sampler=spec.sampler, steps=spec.steps, seed=seed, sr=bool(sr),
+                    temperature=spec.temperature, queries=qs.budget if qs else 0)
+    if found is not None: settings.update(strategy=qs.strategy, queried=found.queried, failed=int(found.failed.sum()))
+    cads = spec.cads or (qs.cads if found is not None else 0.)
+    if cads: settings['cads'] = cads
     if attr is not None: settings.update(attr=np.asarray(attr, np.float32).round(4).tolist(), attr_scale=spec.attr_scale)
-    return Inversion(imgs, t.ids, t.names, settings, t.faces, t.fingerprint)
+    cost = np.zeros((len(t), n), int) if found is None else found.queries.reshape(len(t), n)
+    score = None if found is None else found.scores.reshape(len(t), n)
+    return Inversion(imgs, t.ids, t.names, settings, t.faces, t.fingerprint, cost, score)
 ID3PM.invert = _invert
 
 # %% ../nbs/08_pipeline.ipynb #9e774ce9

@@ -17,7 +17,7 @@ from .evaluate import EvalProtocol, EvalResult, evaluate_generator
 
 # %% auto #0
 __all__ = ['COMPARABLE', 'summary_of', 'plot_roc', 'plot_tradeoff', 'per_identity', 'plot_sar', 'plot_scores', 'transfer_matrix',
-           'transfer_markdown', 'report_markdown', 'write_result', 'run_eval', 'markdown_table']
+           'transfer_markdown', 'report_markdown', 'write_result', 'run_eval', 'markdown_table', 'query_curve']
 
 # %% ../nbs/10b_report.ipynb #b809b43d
 def summary_of(result) -> dict:
@@ -216,16 +216,49 @@ def run_eval(generate: Callable,                   # the generator to attack wit
     return res
 
 # %% ../nbs/10b_report.ipynb #7f3f6c72
+def _fmr(col: str) -> str:
+    "'sar@0.001' -> '1e-3'."
+    m, e = f"{float(col.split('@')[1]):.0e}".split('e')
+    return f"{m}e{int(e)}"
+
 def markdown_table(df: pd.DataFrame, judge: str = 'judge', inverted: str = 'inverted') -> str:
-    "The scores table as markdown: cosine with its 95% interval, SAR, face found, diversity, FD (blank where not defined)."
+    "The scores table as markdown: cosine with its 95% interval, SAR, face found, diversity, FD, cost (blank where not defined)."
     f = lambda v, d=3: '' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{v:.{d}f}'
-    head = ['method', f'{judge} cos [95% CI]', f'SAR@FMR1e-2 ({judge})', 'face found', 'ID diversity', 'FD to real (realism, lower is better)']
+    strict = [c for c in df.columns if c.startswith('sar@') and not c.endswith(('_lo', '_hi'))]
+    head = ['method', f'{judge} cos [95% CI]', f'SAR@FMR1e-2 ({judge})', *[f'SAR@FMR{_fmr(c)}' for c in strict],
+            'face found', 'ID diversity', 'FD to real (realism, lower is better)']
     if 'cos_inverted' in df: head.append(f'{inverted} cos (inverted)')
+    cost = [c for c in ('queries', 'seconds') if c in df]           # what the attack cost per returned image
+    head += [{'queries': 'queries / image', 'seconds': 's / image'}[c] for c in cost]
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for name, r in df.iterrows():
         g = lambda k: r[k] if k in r else float('nan')
         cells = [str(name), f"{f(g('cos'))} [{f(g('cos_lo'))}, {f(g('cos_hi'))}]" if not math.isnan(g('cos_lo')) else f(g('cos')),
-                 f(g('sar'), 2), f(g('found'), 2), f(g('div')), f(g('fd'))]
+                 f(g('sar'), 2), *[f(g(c), 2) for c in strict], f(g('found'), 2), f(g('div')), f(g('fd'))]
         if 'cos_inverted' in df: cells.append(f(g('cos_inverted')))
+        cells += [f(g(c), {'queries': 0, 'seconds': 3}[c]) for c in cost]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
+
+# %% ../nbs/10b_report.ipynb #d8788066
+def query_curve(table: pd.DataFrame,      # scores table (`evaluate.scores_table`), rows named as in `rows`
+                rows: Sequence[tuple],    # (label, strategy or None for plain sampling, queries per image) of the rows to plot
+                path: str | os.PathLike | None = None,  # write the figure here (PNG) and close it; None: return it
+                baseline: str | None = None,  # a row drawn as a horizontal line (e.g. the linear decoder)
+                judge: str = 'judge'):
+    "Identity against queries per returned image: one line per strategy from the plain row at 0, with 95% intervals."
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    plain = [(b, label) for label, s, b in rows if s is None]
+    for k, strategy in enumerate(dict.fromkeys(s for _, s, _ in rows if s is not None)):
+        pts = sorted(plain + [(b, label) for label, s, b in rows if s == strategy])
+        x, r = [b for b, _ in pts], table.loc[[label for _, label in pts]]
+        ax.errorbar(x, r.cos, yerr=[r.cos - r.cos_lo, r.cos_hi - r.cos], marker='o', capsize=3, label=strategy,
+                    color=f'C{k}')
+    if baseline is not None and baseline in table.index:
+        ax.axhline(table.loc[baseline, 'cos'], color='grey', ls='--', label=baseline)
+    ax.set_xscale('symlog', linthresh=1); ax.set_xlabel('queries to the black box per returned image')
+    ax.set_ylabel(f'{judge} cosine to the target photo'); ax.legend(fontsize=8); ax.grid(alpha=.3)
+    if path is None: return fig
+    fig.savefig(path, dpi=100, bbox_inches='tight'); plt.close(fig)
+    return Path(path)

@@ -15,8 +15,9 @@ from .core import default_device, autocast_dtype
 from .diffusion import Schedule, get_schedule, respace, predict_x0, predict_eps, q_posterior, learned_log_variance
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'DEFAULT_SAMPLER', 'DEFAULT_STEPS', 'DEFAULT_TEMPERATURE', 'NFECounter', 'CFGDenoiser', 'noise_from',
-           'RowNoise', 'sample_ddpm', 'sample_ddim', 'sample_dpmpp_2m', 'sampling_schedule', 'SamplingSpec', 'sample']
+__all__ = ['SAMPLERS', 'DEFAULT_SAMPLER', 'DEFAULT_STEPS', 'DEFAULT_TEMPERATURE', 'NFECounter', 'CFGDenoiser', 'CADS',
+           'noise_from', 'RowNoise', 'sample_ddpm', 'sample_ddim', 'sample_dpmpp_2m', 'sampling_schedule',
+           'SamplingSpec', 'sample']
 
 # %% ../nbs/05_sampling.ipynb #801f286f
 class NFECounter(nn.Module):
@@ -57,6 +58,34 @@ class CFGDenoiser(nn.Module):
         out = self._net(rep(x), rep(t), big).chunk(n)  # n x (B, C', H, W)
         eps = sum(w[j] * o[:, :C] for j, o in zip(use, out))
         return torch.cat([eps, out[-1][:, C:]], 1)  # learned variance (if any) from the most conditioned branch used
+
+# %% ../nbs/05_sampling.ipynb #fb6c7615
+class CADS(nn.Module):
+    "Condition-annealed sampling around an eps model: the ID condition is noised at high t and annealed to itself."
+    def __init__(self,
+                 model: nn.Module,     # called as model(x, t, **conditions)
+                 timesteps: Tensor,    # (L,) the model timesteps of the sampler's steps (`Schedule.timesteps`)
+                 noise_scale: float,   # s: length of the noise relative to the (unit) condition
+                 tau1: float = 0.6, tau2: float = 0.9,  # no noise below tau1·T, only noise above tau2·T
+                 T: int = 1000, key: str = 'y'):
+        super().__init__()
+        if not 0 <= tau1 < tau2 <= 1: raise ValueError(f"CADS needs 0 <= tau1 < tau2 <= 1, got {tau1}, {tau2}")
+        self.model, self.timesteps, self.s, self.tau, self.T, self.key = model, timesteps.cpu(), noise_scale, (tau1, tau2), T, key
+
+    def gamma(self, t: Tensor) -> Tensor:  # (B,) timesteps -> (B,) weight of the clean condition
+        return ((self.tau[1] - t.float() / self.T) / (self.tau[1] - self.tau[0])).clamp(0, 1)
+
+    def forward(self, x: Tensor, t: Tensor, cads_noise: Tensor | None = None, **cond) -> Tensor:
+        y = cond.get(self.key)
+        if y is None or cads_noise is None: return self.model(x, t, **cond)
+        step = torch.searchsorted(self.timesteps, t.long().cpu()).clamp(max=len(self.timesteps) - 1).to(y.device)
+        n = cads_noise[torch.arange(len(y), device=y.device), step]                  # (B, D) this step's noise per row
+        g = self.gamma(t).to(y.device)[:, None]
+        yn = g.sqrt() * y + self.s * (1 - g).sqrt() * n
+        mu, sd = y.mean(1, keepdim=True), y.std(1, keepdim=True)
+        yn = (yn - yn.mean(1, keepdim=True)) / yn.std(1, keepdim=True).clamp_min(1e-12) * sd + mu   # rescaled (psi = 1)
+        null = (y == 0).all(1, keepdim=True)                                        # the unconditional branch stays null
+        return self.model(x, t, **{**cond, self.key: torch.where(null, y, yn)})
 
 # %% ../nbs/05_sampling.ipynb #2ef28d86
 def noise_from(generator: torch.Generator | None = None) -> Callable[[Tensor], Tensor]:
@@ -113,13 +142,16 @@ def sample_ddpm(model: nn.Module,  # eps model (e.g. a CFGDenoiser), called as m
                 generator: torch.Generator | None = None,  # source of the per-step noise
                 clip_x0: bool = False,  # clip the predicted x0 to [-1, 1]
                 variance: str = 'fixed_small',  # without a learned variance: 'fixed_small' (beta~) or 'fixed_large' (beta)
-                noise_sampler: Callable | None = None) -> Tensor:  # noise_sampler(x) -> N(0, I) like x
+                noise_sampler: Callable | None = None,  # noise_sampler(x) -> N(0, I) like x
+                select: Callable | None = None) -> Tensor:  # select(i, x0) -> (B,) rows to go on with, or None (see below)
     "Ancestral sampling (DDPM / improved DDPM) over `sched`; returns x0 (B, C, H, W) in float32."
     if variance not in ('fixed_small', 'fixed_large'): raise ValueError(f"variance={variance!r}: use 'fixed_small' or 'fixed_large'")
     extra_args, noise = extra_args or {}, noise_sampler or noise_from(generator)
     x = x.float()
     for i, k in _steps(sched, disable):
         x0, _, v = _predict(model, x, sched, i, k, extra_args, callback, clip_x0)
+        rows = select(i, x0) if select is not None else None
+        if rows is not None: x, x0, v = x[rows], x0[rows], (None if v is None else v[rows])
         mean, _, logvar = q_posterior(x0, x, k, sched)
         if v is not None: logvar = learned_log_variance(v, k, sched)
         elif variance == 'fixed_large': logvar = math.log(sched.betas[k])
@@ -200,12 +232,14 @@ class SamplingSpec:
     precision: str = 'fp32'                  # 'fp32', 'bf16', 'fp16' or 'auto' (autocast for the network only)
     clip_x0: bool = True                     # clip predicted x0 to [-1, 1]
     attr_scale: float | None = None          # guidance scale for attr; None: attr goes to every branch unguided
+    cads: float = 0.                         # condition-annealed sampling: noise scale s of `CADS` (0: off)
     options: tuple = ()                      # the sampler's own options as (name, value) pairs, e.g. (('eta', 0.5),)
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS: raise ValueError(f"sampler={self.sampler!r}: use one of {list(SAMPLERS)}")
         if not self.temperature > 0: raise ValueError(f"temperature={self.temperature}: must be > 0 (1 samples the model as trained)")
         if self.precision not in ('auto', 'fp32', 'bf16', 'fp16'): raise ValueError(f"precision={self.precision!r}: use 'auto', 'fp32', 'bf16' or 'fp16'")
+        if self.cads < 0: raise ValueError(f"cads={self.cads}: the CADS noise scale is >= 0 (0: off)")
         if isinstance(self.steps, list): object.__setattr__(self, 'steps', tuple(self.steps))
         known = set(inspect.signature(SAMPLERS[self.sampler]).parameters) - _SAMPLER_ARGS
         bad = [k for k, _ in self.options if k not in known]
@@ -221,7 +255,7 @@ class SamplingSpec:
     def opts(self) -> dict: return dict(self.options)
 
 # what `sample` passes to every sampler itself; the rest of a sampler's signature are its options
-_SAMPLER_ARGS = {'model', 'x', 'sched', 'extra_args', 'callback', 'disable', 'generator', 'clip_x0', 'noise_sampler'}
+_SAMPLER_ARGS = {'model', 'x', 'sched', 'extra_args', 'callback', 'disable', 'generator', 'clip_x0', 'noise_sampler', 'select'}
 
 # %% ../nbs/05_sampling.ipynb #37d611e0
 def _as_batch(v: Tensor | None, B: int, device: torch.device, name: str) -> Tensor | None:
@@ -243,6 +277,7 @@ def sample(model: nn.Module,  # eps model called as model(x, t, y=..., attr=...,
            generator: torch.Generator | None = None,  # for the starting noise and per-step noise
            model_kwargs: dict | None = None,  # other model inputs, unguided (e.g. `low_res` for the SR model)
            callback: Callable | None = None, disable: bool = False,
+           select: Callable | None = None,  # query-guided search: `sample_ddpm`'s select(i, x0) -> rows (ddpm only)
            **overrides) -> Tensor:  # `SamplingSpec` fields (scale=, sampler=, steps=, ...), sampler options (eta=), noise_sampler=
     "Sample images (B, C, H, W) in [-1, 1] (float32) from `model`, guided by `y` (and `attr`)."
     noise_sampler = overrides.pop('noise_sampler', None)
@@ -251,16 +286,24 @@ def sample(model: nn.Module,  # eps model called as model(x, t, y=..., attr=...,
     else:
         param = next(model.parameters(), None)
         x = noise_from(generator)(torch.empty(tuple(shape_or_noise), device=param.device if param is not None else default_device()))
-    dev, noise = x.device, noise_sampler or noise_from(generator)
+    dev, base = x.device, noise_sampler or noise_from(generator)
+    noise = base
     if spec.temperature != 1: x, noise = x * spec.temperature, (lambda v, base=noise: spec.temperature * base(v))
     sched = sampling_schedule(spec.sampler, spec.steps, schedule)
     B = x.shape[0]
     cond = {'y': _as_batch(y, B, dev, 'y'), 'attr': _as_batch(attr, B, dev, 'attr'), **(model_kwargs or {})}
     cond = {k: v for k, v in cond.items() if v is not None}  # absent conditions are not passed at all
     scales = {'y': spec.scale} if spec.attr_scale is None else {'y': spec.scale, 'attr': spec.attr_scale}
-    den = CFGDenoiser(model, scales, dtype=autocast_dtype(dev, spec.precision))
+    net = model
+    if spec.cads and 'y' in cond:   # one fresh noise direction per image and step, from the image's own noise stream
+        cond['cads_noise'] = base(torch.empty(B, len(sched), cond['y'].shape[1], device=dev)) / math.sqrt(cond['y'].shape[1])
+        net = CADS(model, sched.timesteps, spec.cads)
+    den = CFGDenoiser(net, scales, dtype=autocast_dtype(dev, spec.precision))
+    if select is not None and spec.sampler != 'ddpm':
+        raise ValueError(f"select= needs an ancestral sampler (sampler='ddpm'), not {spec.sampler!r}: particles kept twice must draw new noise")
+    extra = {} if select is None else {'select': select}
     was_training = model.training
     model.eval()
     try: return SAMPLERS[spec.sampler](den, x, sched, cond, callback, disable, generator, clip_x0=spec.clip_x0,
-                                       noise_sampler=noise, **spec.opts)
+                                       noise_sampler=noise, **spec.opts, **extra)
     finally: model.train(was_training)

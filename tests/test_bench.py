@@ -69,3 +69,25 @@ def test_superres_quick(lfw, tmp_path, capsys):
     assert all(v > 0 for v in r['sr_seconds_per16'].values()) and (tmp_path/'out'/'grid.png').stat().st_size > 1000
     out = capsys.readouterr().out
     assert '| real | bicubic from 32 px |' in out and 'SR adds' in out
+
+
+def test_queries_quick(lfw, tmp_path, capsys):
+    "bench/queries.py trains a miniature model, then runs every strategy at a budget next to plain sampling, the baseline and real photos."
+    r = _load('queries').main(['--quick', '--lfw', lfw, '--out', str(tmp_path/'out'), '--cache', str(tmp_path/'cache')])
+    rows = list(r['table'].index)
+    assert rows[:3] == ['linear decoder (ridge)', 'plain (0 queries)', 'best, 4 queries'] and rows[-1] == 'different people'
+    t = r['table']
+    assert t.loc['plain (0 queries)', 'queries'] == 0 and (t.loc[[b.label for b in r['rows'][1:]], 'queries'] == 4).all()
+    assert (t.loc[[b.label for b in r['rows']], 'seconds'] > 0).all() and 'sar@0.001' in t
+    assert (tmp_path/'out'/'curve.png').stat().st_size > 5000 and (tmp_path/'out'/'grid.png').stat().st_size > 1000
+    js = json.loads((tmp_path/'out'/'queries.json').read_text())
+    assert set(js['scores']) == set(rows) and 'queried: dlib_resnet_v1' in js['setup']
+    assert '| best, 4 queries |' in capsys.readouterr().out
+
+
+def test_cads_quick(lfw, tmp_path, capsys):
+    "bench/cads.py samples with and without CADS at the same seeds and judges both next to the baseline."
+    r = _load('cads').main(['--quick', '--lfw', lfw, '--out', str(tmp_path/'out'), '--cache', str(tmp_path/'cache')])
+    assert r['labels'] == ['s = 2', 's = 2, CADS 0.25'] and list(r['table'].index[:3]) == ['linear decoder (ridge)', *r['labels']]
+    assert (r['table'].loc[r['labels'], 'seconds'] > 0).all() and (r['table'].loc[r['labels'], 'queries'] == 0).all()
+    assert '| s = 2, CADS 0.25 |' in capsys.readouterr().out

@@ -187,11 +187,14 @@ def test_eval_refuses_a_bundle_that_cannot_say_whom_it_saw(scripts, tmp_path):
 
 def test_demo_tiny(scripts, tmp_path):
     r = run(scripts, 'demo', '--out', tmp_path/'d', '--images', '40', '--test', '3', '--show', '2', '--samples', '1', '--steps', '2',
-            '--minutes', '0.02', '--preset', 'cpu', '--cache', tmp_path/'cache', '--quiet')
+            '--minutes', '0.02', '--preset', 'cpu', '--cache', tmp_path/'cache', '--queries', '4', '--strategy', 'beam', '--quiet')
     assert r.returncode == 0, r.stderr[-3000:]
     assert '| another photo, same person |' in r.stdout                      # the report is printed
     js = json.loads((tmp_path/'d'/'report.json').read_text())
-    assert list(js['scores'])[:5] == ['linear decoder (ridge, the baseline)'] + [f'ID3PM s = {s}' for s in range(4)]
+    assert list(js['scores'])[:6] == ['linear decoder (ridge, the baseline)'] + [f'ID3PM s = {s}' for s in range(4)] + ['ID3PM s = 3, 4 queries (beam)']
+    assert js['scores']['ID3PM s = 3, 4 queries (beam)']['queries'] == 4 and js['queried'] == js['recognizer']
+    r = run(scripts, 'demo', '--out', tmp_path/'d2', '--judge', 'dlib', '--quiet')   # a judge that was trained on: refused before any work
+    assert r.returncode == 2 and 'the attack was trained on' in r.stderr, r.stderr[-2000:]
     assert {'cos', 'sar', 'found', 'fd'} <= set(js['scores']['ID3PM s = 3']) and js['judge'].startswith('facenet')
     assert (tmp_path/'d'/'grid.png').stat().st_size > 1000 and (tmp_path/'d'/'samples.png').stat().st_size > 1000
 

@@ -1,0 +1,104 @@
+"""Queries to the black box, side by side: strategies x budgets on the demo's held-out people, in one run.
+
+The demo's model inverts dlib; the attack may query dlib (images in, ID vectors out) and spends a budget of queries per
+returned image. Every strategy of `id3pm_nb.queries` runs at every budget on the same held-out LFW people, next to
+plain sampling (0 queries), the linear decoder (ridge from ID vector to pixels) and real photos. FaceNet judges: it
+was never trained on and never queried. Columns: FaceNet cosine to the target photo (95% bootstrap interval over
+people), success attack rate at FaceNet's FMR 1e-2 and 1e-3 thresholds (from real LFW impostor pairs), faces found by
+its detector, ID diversity among a person's images, FD (Frechet distance of FaceNet features to real held-out faces),
+dlib's own cosine (what the search optimised), queries and seconds per returned image.
+
+    python bench/queries.py                                   # the demo's bundle (id3pm_demo/bundle), s = 3
+    python bench/queries.py --budgets 4,16,64 --strategies best,beam --scale 2
+    python bench/queries.py --quick                           # a miniature of every step (the test suite runs it)
+
+It writes queries.md, queries.json and curve.png (identity against queries per strategy) into --out. The bundle comes
+from --bundle; without one, the demo trains it (`id3pm_demo`'s preset and split, cached in --out).
+"""
+import argparse, dataclasses, json, sys, time
+from pathlib import Path
+
+import numpy as np
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--bundle', default=None, help='a bundle trained by the demo (default: id3pm_demo/bundle, else train one)')
+    p.add_argument('--strategies', default='best,beam,feedback,feedback+beam', help='id3pm_nb.queries.STRATEGIES to compare')
+    p.add_argument('--budgets', default='4,16', help='queries per returned image (0, plain sampling, is always a row)')
+    p.add_argument('--scale', type=float, default=3.0, help='guidance scale')
+    p.add_argument('--cads', type=float, default=0., help='CADS noise scale for every row (0: off)')
+    p.add_argument('--people', type=int, default=64, help='held-out people to invert')
+    p.add_argument('--samples', type=int, default=4, help='returned images per person')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--out', default='bench/out/queries')
+    p.add_argument('--lfw', default=None, help='LFW folder (default $ID3PM_LFW)')
+    p.add_argument('--cache', default=None, help='prepare cache folder (default: the id3pm_nb cache)')
+    p.add_argument('--device', default=None)
+    p.add_argument('--quick', action='store_true', help='a tiny model, data and budget: checks that every step runs')
+    return p.parse_args(argv)
+
+
+def log(msg): print(f"[queries {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run(a) -> dict:
+    from id3pm_nb.core import atomic_write, default_device, seed_everything
+    from id3pm_nb.attack import attack, attack_table, budgets as make_budgets
+    from id3pm_nb.demo import demo_data, demo_preset, demo_key, demo_train, heldout_people, holdout_split, labeled_grid, linear_baseline
+    from id3pm_nb.evaluate import check_judge, lfw_judge
+    from id3pm_nb.lfw import find_lfw
+    from id3pm_nb.pipeline import ID3PM
+    from id3pm_nb.report import markdown_table, query_curve
+    from id3pm_nb.queries import STRATEGIES
+    strategies = [s.strip() for s in a.strategies.split(',') if s.strip()]
+    bad = [s for s in strategies if s not in STRATEGIES]
+    if bad: raise SystemExit(f"--strategies: unknown {bad}; choose from {list(STRATEGIES)}")
+    budgets = sorted({int(b) for b in a.budgets.split(',') if int(b) > 0})
+    dev, out, root = default_device(a.device), Path(a.out), find_lfw(a.lfw, download=False)
+    out.mkdir(parents=True, exist_ok=True); seed_everything(a.seed)
+    if a.quick:
+        from id3pm_nb.demo import DemoPreset
+        pre = DemoPreset('quick', {'preset': 'tiny', 'ch': 16, 'head_ch': 16, 'patch': 2, 'attn_res': (8,), 'prior_rank': 8},
+                         32, 150, 8, 2e-3, 0.05, precision='bf16')
+        a.people, a.samples, budgets = min(a.people, 3), 2, budgets[:1] or [2]
+    else: pre = demo_preset('cpu')
+    P = demo_data(root, pre, a.seed, a.cache, log=log, progress=False)
+    split = holdout_split(P.identities, a.people, seed=a.seed)
+    bundle = Path(a.bundle) if a.bundle else Path('id3pm_demo/bundle')
+    if a.quick or not (bundle/'bundle.json').is_file():
+        key = demo_key(pre, a.people, a.seed, P.fingerprint, P.ids.shape[1])
+        bundle = demo_train(P, split, pre, out/'runs'/key, out/'bundle', dev, log, progress=False)
+    pipe = ID3PM.from_bundle(bundle, device=dev)
+    judge = lfw_judge('facenet', root, cache=a.cache, per_fold=3 if a.quick else 30)
+    check_judge(judge, pipe.fingerprint, pipe.recognizer.fingerprint)
+    held = heldout_people(P, split, pre.size, judge, pipe.recognizer, log=log)
+    ids = np.asarray(P.ids)[held.first]
+    spec = pipe.spec.replace(scale=a.scale, cads=a.cads, **({'steps': 3} if a.quick else {}))
+    rows = make_budgets(strategies, budgets)
+    samples, costs = {}, {}
+    for b in rows: samples[b.label], costs[b.label] = attack(pipe, ids, b, a.samples, spec, a.seed, out/'runs', log)
+    linear = linear_baseline(P, split, pre.size)(ids)[:, None]
+    table = attack_table(held.scores({'linear decoder (ridge)': linear, **samples}), costs)
+    md = markdown_table(table, 'FaceNet', 'dlib')
+    n_show = min(6, len(held.names)); big = np.asarray(P.crops[max(P.sizes)])
+    shown = [b.label for b in rows if b.queries in (0, budgets[-1])]
+    grid = labeled_grid([[big[held.first[i]], linear[i, 0]] + [samples[k][i, 0] for k in shown] for i in range(n_show)],
+                        ['real', 'linear'] + [k.split(',')[0].split(' (')[0] for k in shown], held.names[:n_show], size=max(P.sizes))
+    from PIL import Image
+    with atomic_write(out/'grid.png') as f: Image.fromarray(grid).save(f, format='PNG')
+    query_curve(table, [(b.label, b.strategy, b.queries) for b in rows], out/'curve.png', 'linear decoder (ridge)', 'FaceNet')
+    head = (f"{len(held.names)} held-out LFW people x {a.samples} images, s = {a.scale:g}, {spec.sampler} {spec.steps} steps, "
+            f"temperature {spec.temperature:g}{f', CADS {a.cads:g}' if a.cads else ''}; queried: {pipe.recognizer.fingerprint}; "
+            f"judge {judge}; bundle {bundle} ({pipe.bundle.info['training']['iterations']} iterations)")
+    (out/'queries.md').write_text(f"# bench/queries.py\n\n{head}\n\n{md}\n\n![identity against queries](curve.png)\n")
+    with atomic_write(out/'queries.json', 'w') as f:
+        json.dump(dict(setup=head, scores=json.loads(table.to_json(orient='index'))), f, indent=1)
+    print(head); print(md)
+    return dict(table=table, rows=rows, out=out)
+
+
+def main(argv=None): return run(parse(argv))
+
+
+if __name__ == '__main__': main()
