@@ -27,7 +27,7 @@ def parse(argv=None):
     p.add_argument('--strategies', default='best,beam,feedback,feedback+beam', help='id3pm_nb.queries.STRATEGIES to compare')
     p.add_argument('--budgets', default='4,16', help='queries per returned image (0, plain sampling, is always a row)')
     p.add_argument('--scale', type=float, default=3.0, help='guidance scale')
-    p.add_argument('--cads', type=float, default=0., help='CADS noise scale for every row (0: off)')
+    p.add_argument('--cads', type=float, default=0., help='CADS noise scale for every row, plain included (0: plain rows without; query rows then use QuerySpec.cads)')
     p.add_argument('--people', type=int, default=64, help='held-out people to invert')
     p.add_argument('--samples', type=int, default=4, help='returned images per person')
     p.add_argument('--seed', type=int, default=0)
@@ -84,7 +84,7 @@ def run(a) -> dict:
     n_show = min(6, len(held.names)); big = np.asarray(P.crops[max(P.sizes)])
     shown = [b.label for b in rows if b.queries in (0, budgets[-1])]
     grid = labeled_grid([[big[held.first[i]], linear[i, 0]] + [samples[k][i, 0] for k in shown] for i in range(n_show)],
-                        ['real', 'linear'] + [k.split(',')[0].split(' (')[0] for k in shown], held.names[:n_show], size=max(P.sizes))
+                        ['real', 'linear'] + [k.split(',')[0].split(' (')[0].replace('feedback', 'fb') for k in shown], held.names[:n_show], size=max(P.sizes))
     from PIL import Image
     with atomic_write(out/'grid.png') as f: Image.fromarray(grid).save(f, format='PNG')
     query_curve(table, [(b.label, b.strategy, b.queries) for b in rows], out/'curve.png', 'linear decoder (ridge)', 'FaceNet')

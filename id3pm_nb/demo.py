@@ -333,6 +333,7 @@ class DemoRun:
         object.__setattr__(self, 'scales', tuple(float(s) for s in self.scales))
         object.__setattr__(self, 'queries', tuple(int(q) for q in self.queries if int(q) != 0))
         budgets([self.strategy], self.queries)                           # a clear error for an unknown strategy or a budget < 0
+        check_judge(self.judge, 'dlib', 'dlib' if self.queries else None)  # the demo trains on dlib and queries it: refuse now
 
 def demo_data(root: Path, preset: DemoPreset, seed: int, cache=None, sr: SRPreset | None = None, log=print, progress: bool = True):
     "LFW (all of it, or a seeded subset of `preset.n_images`) prepared with dlib at the preset's sizes (and the SR stage's)."

@@ -229,12 +229,12 @@ def row_seeds(ids: np.ndarray,  # (N, D) the targets' unit ID vectors
 ID3PM.spec = SamplingSpec(scale=3.0, temperature=DEFAULT_TEMPERATURE, precision='auto')
 
 def _sample_base(self: ID3PM, y: torch.Tensor, seeds: np.ndarray, spec: SamplingSpec, progress: bool,
-                 attr: torch.Tensor | None = None, select=None) -> torch.Tensor:
+                 attr: torch.Tensor | None = None, callback=None) -> torch.Tensor:
     "One batch of base-model samples `(B, 3, S, S)` in [-1, 1] for ID vectors `y` `(B, D)` and per-row seeds."
     S, noise = self.image_size, RowNoise(seeds)
     x = noise(torch.empty(len(seeds), self.model.cfg.in_ch, S, S)).to(self.device)
     return sample(self.model, x, y.to(self.device), spec=spec, attr=attr, schedule=self.bundle.schedule,
-                  disable=not progress, noise_sampler=noise, select=select)
+                  disable=not progress, noise_sampler=noise, callback=callback)
 
 def _sample(self: ID3PM,
             ids,                       # (N, D) ID vectors (checked and normalised)
@@ -309,9 +309,12 @@ def _search(self: ID3PM, ids: np.ndarray, n: int, spec: SamplingSpec, seed: int,
     if attr is not None: raise ValueError("queries= with attr= is not supported: sample attribute-conditioned faces with queries=0")
     bb = as_black_box(self.recognizer if qs.black_box is None else qs.black_box, dim=self.dim)
     if bb.dim != self.dim: raise ValueError(f"the black box {bb.name} answers {bb.dim}-D vectors, but the model inverts {self.dim}-D ones")
+    if 'beam' in qs.strategy and spec.sampler != 'ddpm':
+        raise ValueError(f"strategy {qs.strategy!r} needs the ancestral sampler (sampler='ddpm'), not {spec.sampler!r}: "
+                         "particles kept twice must draw fresh noise; use strategy 'best' or 'feedback' with this sampler")
     seeds = row_seeds(ids, n * qs.budget, seed).reshape(len(ids) * n, qs.budget)   # candidate j of image i: its own noise
     spec = spec if spec.cads else spec.replace(cads=qs.cads)                        # varied candidates, unless spec says
-    draw = lambda conds, sd, select: self._sample_base(torch.from_numpy(conds), sd, spec, False, None, select)
+    draw = lambda conds, sd, callback: self._sample_base(torch.from_numpy(conds), sd, spec, False, None, callback)
     steps = len(sampling_schedule(spec.sampler, spec.steps, self.bundle.schedule))
     return query_search(draw, np.repeat(ids, n, 0), seeds, bb, qs, steps, bs, standardised(self.model))
 ID3PM._search = _search

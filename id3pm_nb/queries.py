@@ -139,13 +139,13 @@ def checkpoints(steps: int, n: int) -> list[int]:
 def beam(draw, score, conds, seeds, bb: BlackBox, width: int, keep: int, at: Sequence[int], failed, trace: list | None = None) -> Pool:
     "Query-guided denoising: `width` particles per group; at iterations `at` the black box scores their predicted x0, and every slot continues from one of the `keep` best."
     G, K = len(conds), width
-    def select(i: int, x0: Tensor):
-        if i not in at: return None
-        cos = ask(bb, x0, score, failed).cos                                       # (G, K)
-        if trace is not None: trace.append((f'step {i}', cos.max(1)))
+    def select(step: dict):                                                        # the sampler's callback: rows to go on with
+        if step['i'] not in at: return None
+        cos = ask(bb, step['denoised'], score, failed).cos                         # (G, K)
+        if trace is not None: trace.append((f"step {step['i']}", cos.max(1)))
         top = np.argsort(-cos, 1, kind='stable')[:, :keep]                         # (G, keep)
         rows = np.arange(G)[:, None] * K + top[:, np.arange(K) % keep]              # slot j goes on from the (j mod keep)-th best
-        return torch.from_numpy(rows.reshape(-1)).to(x0.device)
+        return torch.from_numpy(rows.reshape(-1)).to(step['x'].device)
     return ask(bb, draw(np.repeat(conds, K, 0), seeds[:, :K].reshape(-1), select), score, failed)
 
 # %% ../nbs/05a_queries.ipynb #c45607f8
@@ -211,7 +211,7 @@ def _rows_per_group(spec: QuerySpec, steps: int) -> int:
     return max(k if spec.strategy == 'feedback' else _beam_plan(k, spec.width, steps)[0] for k in rounds if k)
 
 
-def query_search(draw: Callable,          # draw(conds (B, D) float32, seeds (B,) int, select) -> (B, 3, S, S) in [-1, 1]
+def query_search(draw: Callable,          # draw(conds (B, D) float32, seeds (B,) int, callback) -> (B, 3, S, S) in [-1, 1]
                  targets: np.ndarray,     # (G, D) unit ID vectors, one per returned image
                  seeds: np.ndarray,       # (G, >= budget) ints: candidate j of group g draws its noise from seeds[g, j]
                  bb: BlackBox,            # the black box to query

@@ -257,7 +257,9 @@ def query_curve(table: pd.DataFrame,      # scores table (`evaluate.scores_table
                     color=f'C{k}')
     if baseline is not None and baseline in table.index:
         ax.axhline(table.loc[baseline, 'cos'], color='grey', ls='--', label=baseline)
+    budgets = sorted({b for _, _, b in rows})
     ax.set_xscale('symlog', linthresh=1); ax.set_xlabel('queries to the black box per returned image')
+    ax.set_xticks(budgets, [str(b) for b in budgets]); ax.set_xlim(-0.3, 1.4 * max(budgets))
     ax.set_ylabel(f'{judge} cosine to the target photo'); ax.legend(fontsize=8); ax.grid(alpha=.3)
     if path is None: return fig
     fig.savefig(path, dpi=100, bbox_inches='tight'); plt.close(fig)

@@ -137,20 +137,19 @@ def sample_ddpm(model: nn.Module,  # eps model (e.g. a CFGDenoiser), called as m
                 x: Tensor,  # starting noise x_T (B, C, H, W)
                 sched: Schedule,  # (respaced) schedule to walk from its last step to 0
                 extra_args: dict | None = None,  # conditions, passed to the model as keyword arguments
-                callback: Callable | None = None,  # called with {'i', 't', 'x', 'denoised'} before each step
+                callback: Callable | None = None,  # called with {'i', 't', 'x', 'denoised'} before each step; may return rows (below)
                 disable: bool = False,  # no progress bar
                 generator: torch.Generator | None = None,  # source of the per-step noise
                 clip_x0: bool = False,  # clip the predicted x0 to [-1, 1]
                 variance: str = 'fixed_small',  # without a learned variance: 'fixed_small' (beta~) or 'fixed_large' (beta)
-                noise_sampler: Callable | None = None,  # noise_sampler(x) -> N(0, I) like x
-                select: Callable | None = None) -> Tensor:  # select(i, x0) -> (B,) rows to go on with, or None (see below)
+                noise_sampler: Callable | None = None) -> Tensor:  # noise_sampler(x) -> N(0, I) like x
     "Ancestral sampling (DDPM / improved DDPM) over `sched`; returns x0 (B, C, H, W) in float32."
     if variance not in ('fixed_small', 'fixed_large'): raise ValueError(f"variance={variance!r}: use 'fixed_small' or 'fixed_large'")
     extra_args, noise = extra_args or {}, noise_sampler or noise_from(generator)
     x = x.float()
     for i, k in _steps(sched, disable):
-        x0, _, v = _predict(model, x, sched, i, k, extra_args, callback, clip_x0)
-        rows = select(i, x0) if select is not None else None
+        x0, _, v = _predict(model, x, sched, i, k, extra_args, None, clip_x0)
+        rows = callback({'i': i, 't': int(sched.timesteps[k]), 'x': x, 'denoised': x0}) if callback else None
         if rows is not None: x, x0, v = x[rows], x0[rows], (None if v is None else v[rows])
         mean, _, logvar = q_posterior(x0, x, k, sched)
         if v is not None: logvar = learned_log_variance(v, k, sched)
@@ -255,7 +254,7 @@ class SamplingSpec:
     def opts(self) -> dict: return dict(self.options)
 
 # what `sample` passes to every sampler itself; the rest of a sampler's signature are its options
-_SAMPLER_ARGS = {'model', 'x', 'sched', 'extra_args', 'callback', 'disable', 'generator', 'clip_x0', 'noise_sampler', 'select'}
+_SAMPLER_ARGS = {'model', 'x', 'sched', 'extra_args', 'callback', 'disable', 'generator', 'clip_x0', 'noise_sampler'}
 
 # %% ../nbs/05_sampling.ipynb #37d611e0
 def _as_batch(v: Tensor | None, B: int, device: torch.device, name: str) -> Tensor | None:
@@ -267,6 +266,14 @@ def _as_batch(v: Tensor | None, B: int, device: torch.device, name: str) -> Tens
     return v
 
 # %% ../nbs/05_sampling.ipynb #6493d5c5
+def _reports_only(callback: Callable, sampler: str) -> Callable:
+    "`callback` for a sampler that cannot drop or copy rows: it must return None."
+    def f(info: dict):
+        if callback(info) is not None:
+            raise ValueError(f"the callback returned rows to go on with: that needs the ancestral sampler (sampler='ddpm'), "
+                             f"not {sampler!r}, since copied rows must draw fresh noise")
+    return f
+
 def sample(model: nn.Module,  # eps model called as model(x, t, y=..., attr=..., **model_kwargs)
            shape_or_noise: Sequence[int] | Tensor,  # (B, C, H, W), or the starting noise itself
            y: Tensor | None = None,  # ID vector(s): (D,) or (B, D); None samples unconditionally
@@ -276,8 +283,8 @@ def sample(model: nn.Module,  # eps model called as model(x, t, y=..., attr=...,
            schedule: str | Schedule = 'cosine',  # the schedule the model was trained with (a name: T = 1000)
            generator: torch.Generator | None = None,  # for the starting noise and per-step noise
            model_kwargs: dict | None = None,  # other model inputs, unguided (e.g. `low_res` for the SR model)
-           callback: Callable | None = None, disable: bool = False,
-           select: Callable | None = None,  # query-guided search: `sample_ddpm`'s select(i, x0) -> rows (ddpm only)
+           callback: Callable | None = None,  # the sampler's callback; one that returns rows needs sampler='ddpm'
+           disable: bool = False,
            **overrides) -> Tensor:  # `SamplingSpec` fields (scale=, sampler=, steps=, ...), sampler options (eta=), noise_sampler=
     "Sample images (B, C, H, W) in [-1, 1] (float32) from `model`, guided by `y` (and `attr`)."
     noise_sampler = overrides.pop('noise_sampler', None)
@@ -299,11 +306,9 @@ def sample(model: nn.Module,  # eps model called as model(x, t, y=..., attr=...,
         cond['cads_noise'] = base(torch.empty(B, len(sched), cond['y'].shape[1], device=dev)) / math.sqrt(cond['y'].shape[1])
         net = CADS(model, sched.timesteps, spec.cads)
     den = CFGDenoiser(net, scales, dtype=autocast_dtype(dev, spec.precision))
-    if select is not None and spec.sampler != 'ddpm':
-        raise ValueError(f"select= needs an ancestral sampler (sampler='ddpm'), not {spec.sampler!r}: particles kept twice must draw new noise")
-    extra = {} if select is None else {'select': select}
+    if callback is not None and spec.sampler != 'ddpm': callback = _reports_only(callback, spec.sampler)
     was_training = model.training
     model.eval()
     try: return SAMPLERS[spec.sampler](den, x, sched, cond, callback, disable, generator, clip_x0=spec.clip_x0,
-                                       noise_sampler=noise, **spec.opts, **extra)
+                                       noise_sampler=noise, **spec.opts)
     finally: model.train(was_training)
