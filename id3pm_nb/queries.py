@@ -151,8 +151,9 @@ def beam(draw, score, conds, seeds, bb: BlackBox, width: int, keep: int, at: Seq
 # %% ../nbs/05a_queries.ipynb #c45607f8
 def steer(cond: np.ndarray, target: np.ndarray, answers: np.ndarray, eta: float, max_angle: float) -> np.ndarray:
     "Feedback in ID space: move each condition by eta (target - unit mean of its answers), kept within `max_angle` of the target."
-    with np.errstate(invalid='ignore'): m = np.nanmean(answers, 1)                 # (G, D); NaN where every answer failed
-    ok = np.isfinite(m).all(1, keepdims=True)
+    fine = np.isfinite(answers).all(-1, keepdims=True)                              # (G, K, 1) the answers to average
+    ok = fine.any(1)                                                                # (G, 1) False where every answer failed
+    m = np.where(fine, answers, 0).sum(1) / np.maximum(fine.sum(1), 1)
     m = np.where(ok, m, target) / np.maximum(np.linalg.norm(np.where(ok, m, target), axis=1, keepdims=True), 1e-12)
     new = cond + eta * (target - m)
     new /= np.linalg.norm(new, axis=1, keepdims=True)
