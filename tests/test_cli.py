@@ -122,14 +122,23 @@ def test_sample(scripts, bundle, prepared, tmp_path):
             '--scale', '0,2', '--steps', '3', '--seed', '5', '--quiet')
     assert r.returncode == 0, r.stderr[-3000:]
     names = sorted(p.name for p in (tmp_path/'s').iterdir())
-    assert names == ['000_' + person.name, '001_' + sorted(os.listdir(person))[0][:-4], 'grid_s0.png', 'grid_s2.png', 'ids.npz']
+    assert names == ['000_' + person.name, '001_' + sorted(os.listdir(person))[0][:-4], 'grid_s0.png', 'grid_s2.png', 'ids.npz', 'settings.json']
     assert len(list((tmp_path/'s'/names[0]).glob('*.png'))) == 4
+    runs = json.loads((tmp_path/'s'/'settings.json').read_text())['runs']             # what each scale was sampled with
+    assert [r['scale'] for r in runs] == [0, 2] and all(r['queries'] == 0 and r['steps'] == 3 for r in runs)
     z = np.load(tmp_path/'s'/'ids.npz')
     assert z['ids'].shape == (2, 128) and str(z['fingerprint']).startswith('dlib_resnet_v1-')
     # the same call again gives the same images (seeded)
     r2 = run(scripts, 'sample', bundle, person, '--out', tmp_path/'t', '--n', '2', '--scale', '2', '--steps', '3', '--seed', '5', '--quiet')
     a, b = (np.asarray(__import__('PIL.Image').Image.open(d/f'000_{person.name}'/'s2_01.png')) for d in (tmp_path/'s', tmp_path/'t'))
     assert r2.returncode == 0 and (a == b).all()
+    # with 4 queries per image to the bundle's recognizer: the cost and the queried recognizer are recorded
+    r3 = run(scripts, 'sample', bundle, person, '--out', tmp_path/'q', '--n', '2', '--scale', '2', '--steps', '3', '--queries', '4', '--quiet')
+    assert r3.returncode == 0, r3.stderr[-3000:]
+    q = json.loads((tmp_path/'q'/'settings.json').read_text())['runs'][0]
+    assert q['queries'] == 4 and q['strategy'] == 'best' and q['queried'].startswith('dlib_resnet_v1-') and len(q['query_scores'][0]) == 2
+    r4 = run(scripts, 'sample', bundle, person, '--out', tmp_path/'bad', '--queries', '-1', '--quiet')
+    assert r4.returncode == 2 and 'queries=-1' in error_line(r4), r4.stderr[-2000:]
 
 
 def test_sample_bad_vectors(scripts, bundle, tmp_path):
