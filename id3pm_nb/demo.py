@@ -306,7 +306,7 @@ def _sr_report(sr: dict, table: pd.DataFrame, judge: str) -> list[str]:
     return ["", f"## Super-resolution: {sr['low']} -> {sr['size']} px", "",
             f"The {sr['preset']} SR stage ({sr['params_m']:.2f}M parameters, refining a Gaussian prior around the bicubic upsample) trained "
             f"{sr['iterations']} iterations ({sr['epochs']} epochs, budget {sr['minutes']:g} min) on the same training people, then upsampled "
-            f"every sample at s = {sr['scale']:g} (temperature {sr['temperature']:g}): {sr['seconds']:.0f} s for {sr['n']} images, "
+            f"every image of the table's last ID3PM row, {sr['row']} (temperature {sr['temperature']:g}): {sr['seconds']:.0f} s for {sr['n']} images, "
             f"{sr['per16']:.1f} s per 16. Judged at {sr['size']} px, next to the bicubic upsampling of the same samples:", "",
             markdown_table(table, judge, 'dlib'), "",
             f"Sharpness (variance of the Laplacian of grey levels; real {sr['size']} px crops of these people: {sr['real_sharpness']:.4f}): {sharp}.",
@@ -364,7 +364,7 @@ def demo_grids(prepared, held: HeldOut, linear: np.ndarray, images: dict, sr_ima
     big, labels = np.asarray(prepared.crops[show]), list(images)
     plain = [k for k in labels if ', ' not in k]
     grid = labeled_grid([[big[held.first[i]], linear[i, 0]] + [images[k][i, 0] for k in labels] + ([sr_images[i, 0]] if sr_images is not None else [])
-                         for i in rows], ['real', 'linear'] + [_column(k) for k in labels] + ([f'{_column(plain[-1])} SR'] if sr_images is not None else []),
+                         for i in rows], ['real', 'linear'] + [_column(k) for k in labels] + ([f'{_column(labels[-1])} SR'] if sr_images is not None else []),
                         held.names[:n_show], size=show)
     out = {}
     for name, k in (('samples.png', plain[-1]), ('samples_queries.png', labels[-1] if labels[-1] != plain[-1] else None)):
@@ -388,7 +388,7 @@ def report_info(pipe: ID3PM, preset: DemoPreset, run: DemoRun, prepared, split: 
         si = pipe.bundle.sr.info
         info['sr'] = dict(preset=si['meta'].get('preset'), low=si['low_res_size'], size=sr['size'], minutes=float(run.sr_minutes),
                           params_m=num_params(pipe.sr_model) / 1e6, iterations=si.get('training', {}).get('iterations'),
-                          epochs=si['meta'].get('fit', {}).get('epochs'), scale=run.scales[-1], temperature=si.get('temperature'),
+                          epochs=si['meta'].get('fit', {}).get('epochs'), row=sr['row'], temperature=si.get('temperature'),
                           n=int(np.prod(sr['images'].shape[:2])), seconds=sr['seconds'], per16=sr['per16'],
                           real_sharpness=float(sharpness(img2tensor(np.asarray(prepared.crops[sr['size']])[held.first])).mean()))
     return info
@@ -424,7 +424,8 @@ def run_demo(out: str | os.PathLike = 'id3pm_demo',  # output folder: grid.png, 
     baseline = 'linear decoder (ridge, the baseline)'
     table = attack_table(held.scores({baseline: linear, **images}), costs)
     top = f'ID3PM s = {run.scales[-1]:g}'
-    sr = sr_scores(pipe, held, images[top], ids, run.seed, not quiet) if srp else None
+    last = list(images)[-1]                                                 # the attack's final images: the most queries
+    sr = dict(sr_scores(pipe, held, images[last], ids, run.seed, not quiet), row=last) if srp else None
     from PIL import Image
     for name, im in demo_grids(prepared, held, linear, images, sr['images'] if sr else None, run.n_show).items():
         with atomic_write(out/name) as f: Image.fromarray(im).save(f, format='PNG')
