@@ -16,10 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _heldout import held_out   # noqa: E402  the demo's held-out people, shared with bench/queries.py
+
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--bundle', default='id3pm_demo/bundle', help='a bundle trained by the demo (default: id3pm_demo/bundle)')
+    p.add_argument('--bundle', default=None, help='a bundle trained by the demo (default: id3pm_demo/bundle, else train one)')
     p.add_argument('--scales', default='2,3,5', help='guidance scales')
     p.add_argument('--cads', default='0.25,0.5', help='CADS noise scales compared with plain guidance (0)')
     p.add_argument('--people', type=int, default=64, help='held-out people to invert')
@@ -38,38 +41,20 @@ def log(msg): print(f"[cads {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr
 
 def run(a) -> dict:
     from id3pm_nb.attack import Budget, attack, attack_table
-    from id3pm_nb.core import atomic_write, default_device, seed_everything
-    from id3pm_nb.demo import DemoPreset, demo_data, demo_key, demo_preset, demo_train, heldout_people, holdout_split, linear_baseline
-    from id3pm_nb.evaluate import check_judge, lfw_judge
-    from id3pm_nb.lfw import find_lfw
-    from id3pm_nb.pipeline import ID3PM
+    from id3pm_nb.core import atomic_write
+    from id3pm_nb.demo import linear_baseline
     from id3pm_nb.report import markdown_table
     scales, noises = [float(s) for s in a.scales.split(',')], [0.] + [float(c) for c in a.cads.split(',') if float(c) > 0]
-    dev, out, root = default_device(a.device), Path(a.out), find_lfw(a.lfw, download=False)
-    out.mkdir(parents=True, exist_ok=True); seed_everything(a.seed)
-    if a.quick:
-        pre = DemoPreset('quick', {'preset': 'tiny', 'ch': 16, 'head_ch': 16, 'patch': 2, 'attn_res': (8,), 'prior_rank': 8},
-                         32, 150, 8, 2e-3, 0.05, precision='bf16')
-        a.people, a.samples, scales, noises = min(a.people, 3), 2, scales[:1], noises[:2]
-    else: pre = demo_preset('cpu')
-    P = demo_data(root, pre, a.seed, a.cache, log=log, progress=False)
-    split = holdout_split(P.identities, a.people, seed=a.seed)
-    bundle = Path(a.bundle)
-    if a.quick or not (bundle/'bundle.json').is_file():
-        key = demo_key(pre, a.people, a.seed, P.fingerprint, P.ids.shape[1])
-        bundle = demo_train(P, split, pre, out/'runs'/key, out/'bundle', dev, log, progress=False)
-    pipe = ID3PM.from_bundle(bundle, device=dev)
-    judge = lfw_judge('facenet', root, cache=a.cache, per_fold=3 if a.quick else 30)
-    check_judge(judge, pipe.fingerprint)
-    held = heldout_people(P, split, pre.size, judge, pipe.recognizer, log=log)
-    ids = np.asarray(P.ids)[held.first]
+    if a.quick: a.samples, scales, noises = 2, scales[:1], noises[:2]
+    h = held_out(a, log, queried=False)
+    out, P, split, pipe, judge, held, ids, bundle = h.out, h.P, h.split, h.pipe, h.judge, h.held, h.ids, h.bundle
     spec = pipe.spec.replace(**({'steps': 3} if a.quick else {}))
     images, costs = {}, {}
     for s in scales:
         for c in noises:
             label = f's = {s:g}' + (f', CADS {c:g}' if c else '')
             images[label], costs[label] = attack(pipe, ids, Budget(), a.samples, spec.replace(scale=s, cads=c), a.seed, out/'runs', log)
-    linear = linear_baseline(P, split, pre.size)(ids)[:, None]
+    linear = linear_baseline(P, split, h.pre.size)(ids)[:, None]
     table = attack_table(held.scores({'linear decoder (ridge)': linear, **images}), costs)
     md = markdown_table(table, 'FaceNet', 'dlib')
     head = (f"{len(held.names)} held-out LFW people x {a.samples} samples, {spec.sampler} {spec.steps} steps, temperature "

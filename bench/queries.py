@@ -20,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _heldout import held_out   # noqa: E402  the demo's held-out people, shared with bench/cads.py
+
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,42 +46,23 @@ def log(msg): print(f"[queries {time.strftime('%H:%M:%S')}] {msg}", file=sys.std
 
 
 def run(a) -> dict:
-    from id3pm_nb.core import atomic_write, default_device, seed_everything
+    from id3pm_nb.core import atomic_write
     from id3pm_nb.attack import attack, attack_table, budgets as make_budgets
-    from id3pm_nb.demo import demo_data, demo_preset, demo_key, demo_train, heldout_people, holdout_split, labeled_grid, linear_baseline
-    from id3pm_nb.evaluate import check_judge, lfw_judge
-    from id3pm_nb.lfw import find_lfw
-    from id3pm_nb.pipeline import ID3PM
+    from id3pm_nb.demo import labeled_grid, linear_baseline
     from id3pm_nb.report import markdown_table, query_curve
     from id3pm_nb.queries import STRATEGIES
     strategies = [s.strip() for s in a.strategies.split(',') if s.strip()]
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad: raise SystemExit(f"--strategies: unknown {bad}; choose from {list(STRATEGIES)}")
     budgets = sorted({int(b) for b in a.budgets.split(',') if int(b) > 0})
-    dev, out, root = default_device(a.device), Path(a.out), find_lfw(a.lfw, download=False)
-    out.mkdir(parents=True, exist_ok=True); seed_everything(a.seed)
-    if a.quick:
-        from id3pm_nb.demo import DemoPreset
-        pre = DemoPreset('quick', {'preset': 'tiny', 'ch': 16, 'head_ch': 16, 'patch': 2, 'attn_res': (8,), 'prior_rank': 8},
-                         32, 150, 8, 2e-3, 0.05, precision='bf16')
-        a.people, a.samples, budgets = min(a.people, 3), 2, budgets[:1] or [2]
-    else: pre = demo_preset('cpu')
-    P = demo_data(root, pre, a.seed, a.cache, log=log, progress=False)
-    split = holdout_split(P.identities, a.people, seed=a.seed)
-    bundle = Path(a.bundle) if a.bundle else Path('id3pm_demo/bundle')
-    if a.quick or not (bundle/'bundle.json').is_file():
-        key = demo_key(pre, a.people, a.seed, P.fingerprint, P.ids.shape[1])
-        bundle = demo_train(P, split, pre, out/'runs'/key, out/'bundle', dev, log, progress=False)
-    pipe = ID3PM.from_bundle(bundle, device=dev)
-    judge = lfw_judge('facenet', root, cache=a.cache, per_fold=3 if a.quick else 30)
-    check_judge(judge, pipe.fingerprint, pipe.recognizer.fingerprint)
-    held = heldout_people(P, split, pre.size, judge, pipe.recognizer, log=log)
-    ids = np.asarray(P.ids)[held.first]
+    if a.quick: a.samples, budgets = 2, budgets[:1] or [2]
+    h = held_out(a, log, queried=True)
+    out, P, split, pipe, judge, held, ids, bundle = h.out, h.P, h.split, h.pipe, h.judge, h.held, h.ids, h.bundle
     spec = pipe.spec.replace(scale=a.scale, cads=a.cads, **({'steps': 3} if a.quick else {}))
     rows = make_budgets(strategies, budgets)
     samples, costs = {}, {}
     for b in rows: samples[b.label], costs[b.label] = attack(pipe, ids, b, a.samples, spec, a.seed, out/'runs', log)
-    linear = linear_baseline(P, split, pre.size)(ids)[:, None]
+    linear = linear_baseline(P, split, h.pre.size)(ids)[:, None]
     table = attack_table(held.scores({'linear decoder (ridge)': linear, **samples}), costs)
     md = markdown_table(table, 'FaceNet', 'dlib')
     n_show = min(6, len(held.names)); big = np.asarray(P.crops[max(P.sizes)])

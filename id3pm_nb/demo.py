@@ -33,10 +33,10 @@ from .attack import Budget, attack, attack_table, budgets
 from .report import markdown_table, query_curve
 
 # %% auto #0
-__all__ = ['DEMO_PRESETS', 'Log', 'DemoPreset', 'demo_preset', 'holdout_split', 'budget_epochs', 'fit_budget', 'fit_and_save',
-           'HeldOut', 'heldout_people', 'linear_baseline', 'labeled_grid', 'demo_key', 'bundle_matches', 'demo_train',
-           'demo_sr_preset', 'sr_split', 'sr_train', 'demo_sr', 'sr_scores', 'write_report', 'DemoRun', 'demo_data',
-           'demo_attack', 'demo_grids', 'report_info', 'run_demo']
+__all__ = ['DEMO_PRESETS', 'DEMO_RECOGNIZER', 'Log', 'DemoPreset', 'demo_preset', 'holdout_split', 'budget_epochs', 'fit_budget',
+           'fit_and_save', 'HeldOut', 'heldout_people', 'linear_baseline', 'labeled_grid', 'demo_key', 'bundle_matches',
+           'demo_train', 'demo_sr_preset', 'sr_split', 'sr_train', 'demo_sr', 'sr_scores', 'write_report', 'DemoRun',
+           'demo_data', 'demo_attack', 'demo_grids', 'report_info', 'run_demo']
 
 # %% ../nbs/11_demo.ipynb #8d736b9e
 class Log:
@@ -313,6 +313,8 @@ def _sr_report(sr: dict, table: pd.DataFrame, judge: str) -> list[str]:
             f"`grid.png`'s last column is the SR stage's {sr['size']} px face from the sample before it (which the grid shows bicubically upsampled)."]
 
 # %% ../nbs/11_demo.ipynb #d0b95d3c
+DEMO_RECOGNIZER = 'dlib'   # the recognizer the demo trains on, and queries
+
 @dataclasses.dataclass(frozen=True)
 class DemoRun:
     "What the demo does with its trained model: whom it holds out and shows, how it samples them, who judges, the SR stage."
@@ -333,14 +335,14 @@ class DemoRun:
         object.__setattr__(self, 'scales', tuple(float(s) for s in self.scales))
         object.__setattr__(self, 'queries', tuple(int(q) for q in self.queries if int(q) != 0))
         budgets([self.strategy], self.queries)                           # a clear error for an unknown strategy or a budget < 0
-        check_judge(self.judge, 'dlib', 'dlib' if self.queries else None)  # the demo trains on dlib and queries it: refuse now
+        check_judge(self.judge, DEMO_RECOGNIZER, DEMO_RECOGNIZER if self.queries else None)  # refused before any work
 
 def demo_data(root: Path, preset: DemoPreset, seed: int, cache=None, sr: SRPreset | None = None, log=print, progress: bool = True):
     "LFW (all of it, or a seeded subset of `preset.n_images`) prepared with dlib at the preset's sizes (and the SR stage's)."
     df = scan(root) if preset.n_images is None else lfw_subset(scan(root), preset.n_images, seed=seed)
     log(f"LFW at {root}: preparing {len(df)} images of {df.identity.nunique()} people with dlib (cached; the first run takes a few minutes)")
     sizes = sorted({preset.size, *preset.sizes, *([sr.size] if sr else [])})
-    return prepare(df, out_dir=cache, recognizer='dlib', sizes=sizes, progress=progress, verbose=False)
+    return prepare(df, out_dir=cache, recognizer=DEMO_RECOGNIZER, sizes=sizes, progress=progress, verbose=False)
 
 # %% ../nbs/11_demo.ipynb #a25b01c8
 def demo_attack(pipe: ID3PM, ids: np.ndarray, run: DemoRun, folder: Path, log=print) -> tuple[dict, dict]:

@@ -313,7 +313,7 @@ def _search(self: ID3PM, ids: np.ndarray, n: int, spec: SamplingSpec, seed: int,
         raise ValueError(f"strategy {qs.strategy!r} needs the ancestral sampler (sampler='ddpm'), not {spec.sampler!r}: "
                          "particles kept twice must draw fresh noise; use strategy 'best' or 'feedback' with this sampler")
     seeds = row_seeds(ids, n * qs.budget, seed).reshape(len(ids) * n, qs.budget)   # candidate j of image i: its own noise
-    spec = spec if spec.cads else spec.replace(cads=qs.cads)                        # varied candidates, unless spec says
+    spec = qs.candidates(spec)                                                      # varied candidates, unless spec says
     draw = lambda conds, sd, callback: self._sample_base(torch.from_numpy(conds), sd, spec, False, None, callback)
     steps = len(sampling_schedule(spec.sampler, spec.steps, self.bundle.schedule))
     return query_search(draw, np.repeat(ids, n, 0), seeds, bb, qs, steps, bs, standardised(self.model))
@@ -373,7 +373,7 @@ def _invert(self: ID3PM,
     settings = dict(n=n, scale=spec.scale, sampler=spec.sampler, steps=spec.steps, seed=seed, sr=bool(sr),
                     temperature=spec.temperature, queries=qs.budget if qs else 0)
     if found is not None: settings.update(strategy=qs.strategy, queried=found.queried, failed=int(found.failed.sum()))
-    cads = spec.cads or (qs.cads if found is not None else 0.)
+    cads = (qs.candidates(spec) if found is not None else spec).cads
     if cads: settings['cads'] = cads
     if attr is not None: settings.update(attr=np.asarray(attr, np.float32).round(4).tolist(), attr_scale=spec.attr_scale)
     cost = np.zeros((len(t), n), int) if found is None else found.queries.reshape(len(t), n)

@@ -88,6 +88,10 @@ class QuerySpec:
         if self.width < 1 or self.keep < 1 or self.rounds < 1: raise ValueError(f"width={self.width}, keep={self.keep}, rounds={self.rounds}: each must be >= 1")
         if self.cads < 0: raise ValueError(f"cads={self.cads}: the CADS noise scale of the candidates is >= 0 (0: off)")
 
+    def candidates(self, spec):
+        "How candidates are sampled: the `sampling.SamplingSpec` `spec`, with CADS at `self.cads` unless `spec` sets its own."
+        return spec if spec.cads else spec.replace(cads=self.cads)
+
 # %% ../nbs/05a_queries.ipynb #4bc8e9b3
 @dataclasses.dataclass
 class Pool:
@@ -170,9 +174,12 @@ def _beam_plan(budget: int, width: int, steps: int) -> tuple[int, list[int]]:
     return max(K, budget // (len(at) + 1)), at
 
 
-def _split(budget: int, rounds: int) -> list[int]:
-    "Queries per round: `budget` spread over `rounds` as evenly as possible."
-    return [budget // rounds + (r < budget % rounds) for r in range(rounds)]
+def _rounds(spec: QuerySpec) -> list[int]:
+    "Queries per round: the whole budget for 'best' and 'beam'; the feedback strategies' spread over `spec.rounds` evenly."
+    Q = spec.budget
+    if spec.strategy in ('best', 'beam'): return [Q]
+    n = min(spec.rounds, Q)
+    return [Q // n + (r < Q % n) for r in range(n)]
 
 
 @dataclasses.dataclass
@@ -190,7 +197,7 @@ def _search(draw, targets, seeds, bb: BlackBox, spec: QuerySpec, steps: int, spa
     "`query_search` for one chunk of groups."
     G, Q, trace, q0, failed = len(targets), spec.budget, [], bb.queries, np.zeros(len(targets), int)
     score = cosine_to(targets, space)
-    rounds = [Q] if spec.strategy in ('best', 'beam') else [k for k in _split(Q, min(spec.rounds, Q)) if k]
+    rounds = _rounds(spec)
     conds, pool, used = targets.astype(np.float32), None, 0
     for r, k in enumerate(rounds):
         s = seeds[:, used:used + k]; used += k
@@ -207,9 +214,8 @@ def _search(draw, targets, seeds, bb: BlackBox, spec: QuerySpec, steps: int, spa
 
 def _rows_per_group(spec: QuerySpec, steps: int) -> int:
     "The most images one group puts into a single `draw` call."
-    if spec.strategy == 'best': return spec.budget
-    rounds = [spec.budget] if spec.strategy == 'beam' else _split(spec.budget, min(spec.rounds, spec.budget))
-    return max(k if spec.strategy == 'feedback' else _beam_plan(k, spec.width, steps)[0] for k in rounds if k)
+    beams = 'beam' in spec.strategy
+    return max(_beam_plan(k, spec.width, steps)[0] if beams else k for k in _rounds(spec))
 
 
 def query_search(draw: Callable,          # draw(conds (B, D) float32, seeds (B,) int, callback) -> (B, 3, S, S) in [-1, 1]

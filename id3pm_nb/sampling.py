@@ -294,8 +294,7 @@ def sample(model: nn.Module,  # eps model called as model(x, t, y=..., attr=...,
         param = next(model.parameters(), None)
         x = noise_from(generator)(torch.empty(tuple(shape_or_noise), device=param.device if param is not None else default_device()))
     dev, base = x.device, noise_sampler or noise_from(generator)
-    noise = base
-    if spec.temperature != 1: x, noise = x * spec.temperature, (lambda v, base=noise: spec.temperature * base(v))
+    x, noise = (x, base) if spec.temperature == 1 else (x * spec.temperature, lambda v: spec.temperature * base(v))
     sched = sampling_schedule(spec.sampler, spec.steps, schedule)
     B = x.shape[0]
     cond = {'y': _as_batch(y, B, dev, 'y'), 'attr': _as_batch(attr, B, dev, 'attr'), **(model_kwargs or {})}
