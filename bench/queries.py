@@ -1,7 +1,8 @@
 """Queries to the black box, side by side: strategies x budgets on the demo's held-out people, in one run.
 
 The demo's model inverts dlib; the attack may query dlib (images in, ID vectors out) and spends a budget of queries per
-returned image. Every strategy of `id3pm_nb.queries` runs at every budget on the same held-out LFW people, next to
+returned image. Every strategy of `id3pm_nb.queries` runs at every budget, with each surrogate step of the returned
+image (`--steps`: 0, none, and 0.5, the default `QuerySpec.step`; no extra query), on the same held-out LFW people, next to
 plain sampling (0 queries), the linear decoder (ridge from ID vector to pixels) and real photos. FaceNet judges: it
 was never trained on and never queried. Columns: FaceNet cosine to the target photo (95% bootstrap interval over
 people), success attack rate at FaceNet's FMR 1e-2 and 1e-3 thresholds (from real LFW impostor pairs), faces found by
@@ -9,7 +10,7 @@ its detector, ID diversity among a person's images, FD (Frechet distance of Face
 dlib's own cosine (what the search optimised), queries and seconds per returned image.
 
     python bench/queries.py                                   # the demo's bundle (id3pm_demo/bundle), s = 3
-    python bench/queries.py --budgets 4,16,64 --strategies best,beam --scale 2
+    python bench/queries.py --budgets 4,16,64 --strategies best,beam --steps 0.5 --scale 2
     python bench/queries.py --quick                           # a miniature of every step (the test suite runs it)
 
 It writes queries.md, queries.json and curve.png (identity against queries per strategy) into --out. The bundle comes
@@ -29,6 +30,7 @@ def parse(argv=None):
     p.add_argument('--bundle', default=None, help='a bundle trained by the demo (default: id3pm_demo/bundle, else train one)')
     p.add_argument('--strategies', default='best,beam,feedback,feedback+beam', help='id3pm_nb.queries.STRATEGIES to compare')
     p.add_argument('--budgets', default='4,16', help='queries per returned image (0, plain sampling, is always a row)')
+    p.add_argument('--steps', default='0,0.5', help='surrogate steps of the returned image (QuerySpec.step; 0: off) per query row')
     p.add_argument('--scale', type=float, default=3.0, help='guidance scale')
     p.add_argument('--cads', type=float, default=0., help='CADS noise scale for every row, plain included (0: plain rows without; query rows then use QuerySpec.cads)')
     p.add_argument('--people', type=int, default=64, help='held-out people to invert')
@@ -50,7 +52,7 @@ def run(a) -> dict:
     from id3pm_nb.attack import attack, attack_table, budgets as make_budgets
     from id3pm_nb.demo import labeled_grid, linear_baseline
     from id3pm_nb.report import markdown_table, query_curve
-    from id3pm_nb.queries import STRATEGIES
+    from id3pm_nb.queries import STRATEGIES, QuerySpec
     strategies = [s.strip() for s in a.strategies.split(',') if s.strip()]
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad: raise SystemExit(f"--strategies: unknown {bad}; choose from {list(STRATEGIES)}")
@@ -59,19 +61,22 @@ def run(a) -> dict:
     h = held_out(a, log, queried=True)
     out, P, split, pipe, judge, held, ids, bundle = h.out, h.P, h.split, h.pipe, h.judge, h.held, h.ids, h.bundle
     spec = pipe.spec.replace(scale=a.scale, cads=a.cads, **({'steps': 3} if a.quick else {}))
-    rows = make_budgets(strategies, budgets)
+    rows = make_budgets(strategies, budgets, [float(v) for v in a.steps.split(',')])
     samples, costs = {}, {}
     for b in rows: samples[b.label], costs[b.label] = attack(pipe, ids, b, a.samples, spec, a.seed, out/'runs', log)
     linear = linear_baseline(P, split, h.pre.size)(ids)[:, None]
     table = attack_table(held.scores({'linear decoder (ridge)': linear, **samples}), costs)
     md = markdown_table(table, 'FaceNet', 'dlib')
     n_show = min(6, len(held.names)); big = np.asarray(P.crops[max(P.sizes)])
-    shown = [b.label for b in rows if b.queries in (0, budgets[-1])]
-    grid = labeled_grid([[big[held.first[i]], linear[i, 0]] + [samples[k][i, 0] for k in shown] for i in range(n_show)],
-                        ['real', 'linear'] + [k.split(',')[0].split(' (')[0].replace('feedback', 'fb') for k in shown], held.names[:n_show], size=max(P.sizes))
+    shown = [b for b in rows if b.queries in (0, budgets[-1]) and b.step in (0, QuerySpec.step)]
+    short = lambda b: 'plain' if not b.queries else b.strategy.replace('feedback', 'fb') + ('' if b.step == QuerySpec.step else f' st{b.step:g}')
+    grid = labeled_grid([[big[held.first[i]], linear[i, 0]] + [samples[b.label][i, 0] for b in shown] for i in range(n_show)],
+                        ['real', 'linear'] + [short(b) for b in shown], held.names[:n_show], size=max(P.sizes),
+                        corner=f'{budgets[-1]} queries')
     from PIL import Image
     with atomic_write(out/'grid.png') as f: Image.fromarray(grid).save(f, format='PNG')
-    query_curve(table, [(b.label, b.strategy, b.queries) for b in rows], out/'curve.png', 'linear decoder (ridge)', 'FaceNet')
+    line = lambda b: b.strategy if not b.queries or b.step == QuerySpec.step else f'{b.strategy}, step {b.step:g}'
+    query_curve(table, [(b.label, line(b), b.queries) for b in rows], out/'curve.png', 'linear decoder (ridge)', 'FaceNet')
     head = (f"{len(held.names)} held-out LFW people x {a.samples} images, s = {a.scale:g}, {spec.sampler} {spec.steps} steps, "
             f"temperature {spec.temperature:g}{f', CADS {a.cads:g}' if a.cads else ''}; queried: {pipe.recognizer.fingerprint}; "
             f"judge {judge}; bundle {bundle} ({pipe.bundle.info['training']['iterations']} iterations)")

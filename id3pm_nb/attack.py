@@ -24,18 +24,22 @@ class Budget(NamedTuple):
     "One row of an attack table: plain sampling (`strategy` None, 0 queries) or `strategy` at `queries` per returned image."
     strategy: str | None = None
     queries: int = 0
+    step: float = QuerySpec.step   # the surrogate step of the returned image (`QuerySpec.step`)
 
     @property
-    def label(self) -> str: return 'plain (0 queries)' if not self.queries else f'{self.strategy}, {self.queries} queries'
+    def label(self) -> str:
+        if not self.queries: return 'plain (0 queries)'
+        return f'{self.strategy}, {self.queries} queries' + ('' if self.step == QuerySpec.step else f', step {self.step:g}')
     @property
-    def spec(self) -> QuerySpec | int: return QuerySpec(self.queries, self.strategy) if self.queries else 0
+    def spec(self) -> QuerySpec | int: return QuerySpec(self.queries, self.strategy, step=self.step) if self.queries else 0
 
-def budgets(strategies: Sequence[str], queries: Sequence[int]) -> list[Budget]:
-    "Plain sampling, then every strategy at every (positive) number of queries per image."
+def budgets(strategies: Sequence[str], queries: Sequence[int], steps: Sequence[float] = (QuerySpec.step,)) -> list[Budget]:
+    "Plain sampling, then every strategy at every (positive) number of queries per image, with each surrogate step."
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad: raise ValueError(f"unknown strategies {bad}: use {list(STRATEGIES)}")
     if any(q < 0 for q in queries): raise ValueError(f"queries={list(queries)}: a budget is 0 (plain) or more queries per image")
-    return [Budget()] + [Budget(s, int(q)) for s in strategies for q in sorted(set(queries)) if q > 0]
+    if any(st < 0 for st in steps): raise ValueError(f"steps={list(steps)}: a surrogate step is >= 0 (0: off)")
+    return [Budget()] + [Budget(s, int(q), float(st)) for s in strategies for q in sorted(set(queries)) if q > 0 for st in steps]
 
 # %% ../nbs/10c_attack.ipynb #20cbd9d6
 def attack(pipe: ID3PM,                   # the trained model (its recognizer is the black box that is queried)

@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import torch
 from fastcore.script import Param, anno_parser, call_parse, store_true
+from PIL import Image
 
 from .core import atomic_write, default_device, seed_everything
 from .dist import broadcast, world
-from .data import get_dls, scan, split_identities
+from .data import BadImageError, get_dls, is_image_file, scan, split_identities
 from .prepare import load_prepared, prepare
 from .lfw import find_lfw
 from .unet import num_params, unet_config
@@ -24,14 +25,14 @@ from .logs import CURVES, TrainLog, plot_runs
 from .checkpoint import CheckpointCallback
 from .train import DiffusionCallback, PreviewCallback, get_learner
 from .superres import attach_sr, check_sr_fits, sr_preset
-from .pipeline import ID3PM
+from .pipeline import ID3PM, Inversion, Targets, concat_targets
 from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_TEMPERATURE
 from .queries import QuerySpec
 from .demo import DemoRun, Log, demo_preset, fit_and_save, run_demo, sr_split, sr_train
 
 # %% auto #0
-__all__ = ['INPUT_ERRORS', 'COMMANDS', 'one_line', 'cli_errors', 'command', 'run_cli', 'prepare_cli', 'train_cli', 'train_sr_cli',
-           'curves_cli', 'sample_cli', 'bundle_names', 'eval_cli', 'demo_cli', 'main']
+__all__ = ['INPUT_ERRORS', 'PARTIAL', 'COMMANDS', 'one_line', 'cli_errors', 'command', 'run_cli', 'prepare_cli', 'train_cli',
+           'train_sr_cli', 'curves_cli', 'target_units', 'sample_cli', 'bundle_names', 'eval_cli', 'demo_cli', 'main']
 
 # %% ../nbs/11a_cli.ipynb #ce2574e0
 INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError, ConnectionError)
@@ -204,6 +205,44 @@ def curves_cli(runs: Param("run folders with training logs (id3pm_train --out, o
         with atomic_write(out) as f: fig.savefig(f, format='png', dpi=110)
         if not quiet: print(out)
 
+# %% ../nbs/11a_cli.ipynb #b7d3c2a9
+PARTIAL = 3   # exit code of a command that skipped some of its inputs and did the rest (status.json says which)
+
+def target_units(targets: Sequence[str]) -> list[str]:
+    "The command line's targets one by one: a folder of identity folders stands for each of its identity folders."
+    units = []
+    for x in targets:
+        p = Path(x).expanduser()
+        files = list(p.iterdir()) if p.is_dir() else []
+        subs = sorted(str(d) for d in files if d.is_dir() and not d.name.startswith('.'))
+        units += subs if subs and not any(f.is_file() and is_image_file(f) for f in files) else [str(x)]
+    return units
+
+def _usable_targets(pipe: ID3PM, targets: Sequence[str], aligned: bool) -> tuple[Targets, list[str], list[dict]]:
+    """The usable targets (one `Targets`), an output folder name for each, and every unit's status; an unusable unit is
+    reported on stderr and skipped (still numbered, so that folders keep their names when it is fixed)."""
+    parts, folders, status, errors = [], [], [], []
+    for k, u in enumerate(target_units(targets)):
+        try: tk = pipe.targets(u, aligned)
+        except (BadImageError, *INPUT_ERRORS) as e:
+            status.append(dict(target=u, status='skipped', reason=one_line(e))); errors.append(e)
+            print(f"id3pm_sample: skipped {u}: {one_line(e)}", file=sys.stderr)
+            folders.append(None); continue
+        parts.append(tk); status.append(dict(target=u, status='ok', names=list(tk.names)))
+        folders.extend(f'{len(folders) + r:03d}_{Path(name).stem}' for r, name in enumerate(tk.names))
+    if not parts: raise errors[0]   # nothing usable: the first reason, exit 2
+    return concat_targets(parts), [f for f in folders if f is not None], status
+
+def _subset(t: Targets, rows: list[int]) -> Targets:
+    return Targets(t.ids[rows], [t.names[i] for i in rows], t.fingerprint, None if t.faces is None else t.faces[rows])
+
+def _save_pngs(imgs: np.ndarray, paths: list[Path]):
+    "uint8 images as PNGs, each written whole (an interrupted run leaves no half file behind)."
+    for im, p in zip(imgs, paths):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(p) as f: Image.fromarray(im).save(f, format='PNG')
+
+
 # %% ../nbs/11a_cli.ipynb #e4c8aa91
 @command
 def sample_cli(bundle: str,                 # bundle folder (from id3pm_train or id3pm_demo)
@@ -223,27 +262,38 @@ def sample_cli(bundle: str,                 # bundle folder (from id3pm_train or
                device: str = None,          # default: a GPU when present
                bs: int = 64,
                quiet: store_true = False):
-    "Generate N faces per target identity with a trained bundle; writes PNGs, a grid per scale and the ID vectors used."
+    """Generate N faces per target identity with a trained bundle; writes PNGs, a grid per scale, the ID vectors used and
+    status.json. A target that cannot be used (unreadable, no face, wrong vectors) is skipped and reported, the others are
+    written, and the exit code is 3 (partial); a rerun into the same OUT makes only the images that are missing."""
     with cli_errors('id3pm_sample'):
-        from PIL import Image
         log, out = Log('id3pm_sample', quiet), Path(out)
         pipe = ID3PM.from_bundle(bundle, device=device)
-        t = pipe.targets(targets if len(targets) > 1 else targets[0], aligned)
+        t, folders, status = _usable_targets(pipe, targets, aligned)
         log(f"{len(t)} target(s) for {pipe}")
         spec = pipe.spec.replace(sampler=sampler, steps=steps, temperature=temperature, **_eta(sampler, eta))
-        qs = QuerySpec(queries, strategy)
-        record = []
+        qs, record = QuerySpec(queries, strategy), []
         for s in _floats(scale, 'scale'):
-            inv = pipe.invert(t, n, s, spec=spec, seed=seed, queries=qs, sr=sr, bs=bs, progress=not quiet)
-            record.append(dict(inv.settings, images_per_target=n, query_scores=None if inv.query_scores is None else inv.query_scores.round(4).tolist()))
-            if queries: log(f"s = {s:g}: {queries} queries per image to {inv.settings['queried']} ({strategy}); {inv.settings['failed']} answers failed")
-            for i, name in enumerate(inv.names):
-                folder = out/f'{i:03d}_{Path(name).stem}'; folder.mkdir(parents=True, exist_ok=True)
-                for j, im in enumerate(inv.images[i]): Image.fromarray(im).save(folder/f's{s:g}_{j:02d}.png')
-            Image.fromarray(inv.grid(max(64, inv.images.shape[2]))).save(out/f'grid_s{s:g}.png')
+            names = lambda i: [out/folders[i]/f's{s:g}_{j:02d}.png' for j in range(n)]
+            todo = [i for i in range(len(t)) if not all(p.is_file() for p in names(i))]   # a rerun makes what is missing
+            if todo:
+                inv = pipe.invert(_subset(t, todo), n, s, spec=spec, seed=seed, queries=qs, sr=sr, bs=bs, progress=not quiet)
+                record.append(dict(inv.settings, images_per_target=n, made_for=inv.names,
+                                   query_scores=None if inv.query_scores is None else inv.query_scores.round(4).tolist()))
+                if queries: log(f"s = {s:g}: {queries} queries per image to {inv.settings['queried']} ({strategy}); {inv.settings['failed']} answers failed")
+                for i, imgs in zip(todo, inv.images): _save_pngs(imgs, names(i))
+            if len(todo) < len(t): log(f"s = {s:g}: {len(t) - len(todo)} target(s) already had their {n} images in {out}")
+            saved = np.stack([[np.asarray(Image.open(p).convert('RGB')) for p in names(i)] for i in range(len(t))])
+            grid = Inversion(saved, t.ids, t.names, {}, t.faces).grid(max(64, saved.shape[2]))
+            with atomic_write(out/f'grid_s{s:g}.png') as f: Image.fromarray(grid).save(f, format='PNG')
         np.savez(out/'ids.npz', ids=t.ids, names=np.array(t.names), fingerprint=t.fingerprint or '')
-        (out/'settings.json').write_text(json.dumps(dict(targets=t.names, runs=record), indent=1, default=str))
+        old = json.loads((out/'settings.json').read_text())['runs'] if (out/'settings.json').is_file() else []
+        (out/'settings.json').write_text(json.dumps(dict(targets=t.names, runs=old + record), indent=1, default=str))
+        (out/'status.json').write_text(json.dumps(status, indent=1))
         print(out)
+        skipped = [u for u in status if u['status'] == 'skipped']
+        if skipped:
+            print(f"id3pm_sample: partial: {len(skipped)} of {len(status)} targets skipped (see {out/'status.json'})", file=sys.stderr)
+            raise SystemExit(PARTIAL)
 
 # %% ../nbs/11a_cli.ipynb #8fd569fd
 def _eval_data(lfw, data: str | None, recs: dict, per_fold: int, exclude, log):

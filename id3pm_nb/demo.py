@@ -25,7 +25,7 @@ from .checkpoint import CheckpointCallback, latest_checkpoint
 from .train import IDPreview, PreviewCallback, get_learner, time_iteration, train
 from .superres import SR_PRESETS, SRPreset, attach_sr, bicubic, sharpness, sr_preset
 from .train_sr import get_sr_learner
-from .pipeline import ID3PM
+from .pipeline import ID3PM, linear_decoder
 from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SamplingSpec
 from .evaluate import Judge, check_judge, inversion_scores, lfw_judge, reference_scores, scores_table
 from .queries import QuerySpec
@@ -288,7 +288,8 @@ def write_report(out: Path, table: pd.DataFrame, info: dict, sr_table: pd.DataFr
     if info.get('queries'):
         md += [f"Rows with queries use the threat model's power to query the black box: each returned image cost that many "
                f"queries to `{info['queried']}`, the recognizer the model inverts (images in, ID vectors out; no gradients), "
-               f"spent by the {info['strategy']} strategy (`id3pm_nb.queries`); {info['judge_name']} was never queried. "
+               f"spent by the {info['strategy']} strategy (`id3pm_nb.queries`), the chosen face then moved by a surrogate step of "
+               f"{info.get('step', 0):g} (the model's linear map from ID vectors to pixels, no query); {info['judge_name']} was never queried. "
                f"The last columns say what each row cost per returned image; `queries.png` plots identity against queries.", ""]
     md += [markdown_table(table, info['judge_name'], 'dlib'), "",
           "`grid.png`: one row per held-out person; columns: the real face, the linear decoder's face, then one image per "
@@ -385,7 +386,8 @@ def report_info(pipe: ID3PM, preset: DemoPreset, run: DemoRun, prepared, split: 
                 judge=held.judge.rec.fingerprint, judge_name=run.judge, threshold=held.judge.threshold, n_impostor=held.judge.n_impostor,
                 n_real=len(held.real), test_people=len(held.names), samples=run.n_samples, sampler=run.spec.sampler, steps=run.spec.steps,
                 sampler_options=dict(temperature=run.spec.temperature, **run.spec.opts), seed=run.seed, scales=list(run.scales), grid_people=held.names[:run.n_show], test_identities=held.names,
-                queries=list(run.queries), strategy=run.strategy, queried=pipe.recognizer.fingerprint if run.queries else None)
+                queries=list(run.queries), strategy=run.strategy, queried=pipe.recognizer.fingerprint if run.queries else None,
+                step=QuerySpec.step if run.queries and linear_decoder(pipe.model) is not None else 0.)
     if sr:
         si = pipe.bundle.sr.info
         info['sr'] = dict(preset=si['meta'].get('preset'), low=si['low_res_size'], size=sr['size'], minutes=float(run.sr_minutes),

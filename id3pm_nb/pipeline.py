@@ -23,7 +23,7 @@ from .bundle import ArtifactError, Bundle, load_bundle
 
 # %% auto #0
 __all__ = ['check_ids', 'check_fingerprint', 'recognizer_spec', 'Targets', 'concat_targets', 'ID3PM', 'row_seeds', 'standardised',
-           'Inversion']
+           'linear_decoder', 'Inversion']
 
 # %% ../nbs/08_pipeline.ipynb #c671e6fb
 def check_ids(ids,                      # (N, D) or (D,) array or tensor
@@ -316,7 +316,7 @@ def _search(self: ID3PM, ids: np.ndarray, n: int, spec: SamplingSpec, seed: int,
     spec = qs.candidates(spec)                                                      # varied candidates, unless spec says
     draw = lambda conds, sd, callback: self._sample_base(torch.from_numpy(conds), sd, spec, False, None, callback)
     steps = len(sampling_schedule(spec.sampler, spec.steps, self.bundle.schedule))
-    return query_search(draw, np.repeat(ids, n, 0), seeds, bb, qs, steps, bs, standardised(self.model))
+    return query_search(draw, np.repeat(ids, n, 0), seeds, bb, qs, steps, bs, standardised(self.model), linear_decoder(self.model))
 ID3PM._search = _search
 
 def standardised(model) -> Callable | None:
@@ -324,6 +324,15 @@ def standardised(model) -> Callable | None:
     if not hasattr(model, 'id_mean') or not model.id_stats_set: return None
     mu, inv = model.id_mean.cpu().numpy(), model.id_inv_std.cpu().numpy()
     return lambda v: (v - mu) * inv
+
+def linear_decoder(model) -> Callable | None:
+    "The model's least-squares map from ID vectors `(B, D)` to images `(B, C, S, S)` (its Gaussian prior's mean; None without one)."
+    prior = getattr(model, 'prior', None)
+    if prior is None or not prior.is_fitted: return None
+    shape = (model.cfg.in_ch, model.cfg.image_size, model.cfg.image_size)
+    def decode(v: np.ndarray) -> torch.Tensor:
+        with torch.no_grad(): return prior.decode(model.normalize_id(torch.as_tensor(v, device=prior.b.device))).view(-1, *shape).cpu()
+    return decode
 
 # %% ../nbs/08_pipeline.ipynb #571bd4bf
 @dataclasses.dataclass
@@ -372,7 +381,9 @@ def _invert(self: ID3PM,
     imgs, found = self._images(t.ids, n, spec, seed, qs, sr, bs, progress, attr)
     settings = dict(n=n, scale=spec.scale, sampler=spec.sampler, steps=spec.steps, seed=seed, sr=bool(sr),
                     temperature=spec.temperature, queries=qs.budget if qs else 0)
-    if found is not None: settings.update(strategy=qs.strategy, queried=found.queried, failed=int(found.failed.sum()))
+    if found is not None:   # the surrogate step is taken only with a linear decoder (a model with a Gaussian prior)
+        settings.update(strategy=qs.strategy, queried=found.queried, failed=int(found.failed.sum()),
+                        step=qs.step if linear_decoder(self.model) is not None else 0.)
     cads = (qs.candidates(spec) if found is not None else spec).cads
     if cads: settings['cads'] = cads
     if attr is not None: settings.update(attr=np.asarray(attr, np.float32).round(4).tolist(), attr_scale=spec.attr_scale)

@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .core import tensor2img
+from .core import img2tensor, tensor2img
 from .fr import Recognizer, load_recognizer
 
 # %% auto #0
 __all__ = ['STRATEGIES', 'BlackBox', 'as_black_box', 'QuerySpec', 'Pool', 'cosine_to', 'ask', 'best_of', 'checkpoints', 'beam',
-           'steer', 'QueryResult', 'query_search', 'query_spec']
+           'steer', 'QueryResult', 'query_search', 'query_spec', 'surrogate_step']
 
 # %% ../nbs/05a_queries.ipynb #4e5a11af
 class BlackBox:
@@ -80,6 +80,8 @@ class QuerySpec:
     rounds: int = 2               # feedback: rounds of sampling, each with budget / rounds queries
     eta: float = 0.5              # feedback: step of the condition towards the target per round
     max_angle: float = 10.        # feedback: trust region, the most the condition may turn away from the target (degrees)
+    step: float = 0.5             # the returned image takes this step along a linear surrogate of the black box's inverse
+                                  # (`surrogate_step`, no query; 0: off, 1: the full step)
     black_box: object = None      # whom to ask: a BlackBox, recognizer name, ONNX path, Recognizer or function; None: the
                                   # recognizer the model inverts
     def __post_init__(self):
@@ -87,6 +89,7 @@ class QuerySpec:
         if self.strategy not in STRATEGIES: raise ValueError(f"strategy={self.strategy!r}: use one of {STRATEGIES}")
         if self.width < 1 or self.keep < 1 or self.rounds < 1: raise ValueError(f"width={self.width}, keep={self.keep}, rounds={self.rounds}: each must be >= 1")
         if self.cads < 0: raise ValueError(f"cads={self.cads}: the CADS noise scale of the candidates is >= 0 (0: off)")
+        if self.step < 0: raise ValueError(f"step={self.step}: the surrogate step is >= 0 (0: off, 1: the full step)")
 
     def candidates(self, spec):
         "How candidates are sampled: the `sampling.SamplingSpec` `spec`, with CADS at `self.cads` unless `spec` sets its own."
@@ -103,10 +106,10 @@ class Pool:
     def __add__(self, o: Pool) -> Pool:
         return Pool(*(np.concatenate([a, b], 1) for a, b in ((self.images, o.images), (self.cos, o.cos), (self.answers, o.answers))))
 
-    def best(self) -> tuple[np.ndarray, np.ndarray]:
-        "Per group, the candidate the black box finds closest to the target: images (G, S, S, 3), cosines (G,) (NaN: all failed)."
+    def best(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        "Per group, the candidate the black box finds closest to the target: images (G, S, S, 3), cosines (G,) (NaN: all failed), answers (G, D)."
         j = self.cos.argmax(1); r = np.arange(len(j))
-        return self.images[r, j], np.where(np.isfinite(self.cos[r, j]), self.cos[r, j], np.nan)
+        return self.images[r, j], np.where(np.isfinite(self.cos[r, j]), self.cos[r, j], np.nan), self.answers[r, j]
 
 
 def cosine_to(targets: np.ndarray, space: Callable | None = None) -> Callable:
@@ -186,14 +189,14 @@ def _rounds(spec: QuerySpec) -> list[int]:
 class QueryResult:
     "Per returned image: the image, the black box's cosine to its target, the queries it cost and how many answers failed."
     images: np.ndarray    # (G, S, S, 3) uint8
-    scores: np.ndarray    # (G,) black-box cosine of the returned image (NaN when every answer failed)
+    scores: np.ndarray    # (G,) black-box cosine of the chosen candidate, before the surrogate step (NaN when every answer failed)
     queries: np.ndarray   # (G,) int
     failed: np.ndarray    # (G,) int
     trace: list = dataclasses.field(default_factory=list)   # (stage, (G,) best cosine there) per query stage
     queried: str = ''     # the black box's name (a recognizer's fingerprint)
 
 
-def _search(draw, targets, seeds, bb: BlackBox, spec: QuerySpec, steps: int, space=None) -> QueryResult:
+def _search(draw, targets, seeds, bb: BlackBox, spec: QuerySpec, steps: int, space=None, decode=None) -> QueryResult:
     "`query_search` for one chunk of groups."
     G, Q, trace, q0, failed = len(targets), spec.budget, [], bb.queries, np.zeros(len(targets), int)
     score = cosine_to(targets, space)
@@ -208,7 +211,8 @@ def _search(draw, targets, seeds, bb: BlackBox, spec: QuerySpec, steps: int, spa
         pool = p if pool is None else pool + p
         trace.append((f'round {r + 1}' if len(rounds) > 1 else 'final', pool.cos.max(1)))
         if r < len(rounds) - 1: conds = steer(conds, targets, p.answers, spec.eta, spec.max_angle)
-    img, score = pool.best()
+    img, score, answer = pool.best()
+    if spec.step and decode is not None: img = surrogate_step(img, targets, answer, decode, spec.step)
     return QueryResult(img, score, np.full(G, (bb.queries - q0) // G), failed, trace, bb.name)
 
 
@@ -225,12 +229,13 @@ def query_search(draw: Callable,          # draw(conds (B, D) float32, seeds (B,
                  spec: QuerySpec,         # budget and strategy
                  steps: int,              # the sampler's iterations (where a beam can query)
                  bs: int = 64,            # images per `draw` call (whole groups: at least one group's)
-                 space: Callable | None = None) -> QueryResult:  # compare answers and targets as space(v) (e.g. standardised)
+                 space: Callable | None = None,   # compare answers and targets as space(v) (e.g. standardised)
+                 decode: Callable | None = None) -> QueryResult:  # the surrogate of `spec.step` (see `surrogate_step`); None: no step
     "One image per target, chosen (and steered) with `spec.budget` queries to `bb` per image."
     if spec.budget < 1: raise ValueError(f"queries={spec.budget}: a search needs a budget of at least 1 query per image")
     if seeds.shape[1] < spec.budget: raise ValueError(f"{seeds.shape[1]} seeds per image for a budget of {spec.budget}")
     g = max(1, bs // _rows_per_group(spec, steps))
-    parts = [_search(draw, targets[i:i + g], seeds[i:i + g], bb, spec, steps, space) for i in range(0, len(targets), g)]
+    parts = [_search(draw, targets[i:i + g], seeds[i:i + g], bb, spec, steps, space, decode) for i in range(0, len(targets), g)]
     cat = lambda k: np.concatenate([getattr(p, k) for p in parts])
     trace = [(stage, np.concatenate([p.trace[j][1] for p in parts])) for j, (stage, _) in enumerate(parts[0].trace)]
     return QueryResult(cat('images'), cat('scores'), cat('queries'), cat('failed'), trace, bb.name)
@@ -240,3 +245,16 @@ def query_spec(queries) -> QuerySpec | None:
     "A `QuerySpec` from a budget (int: the default strategy) or a `QuerySpec`; None for plain sampling (a budget of 0)."
     qs = queries if isinstance(queries, QuerySpec) else QuerySpec(budget=int(queries))
     return qs if qs.budget else None
+
+# %% ../nbs/05a_queries.ipynb #0a594233
+def surrogate_step(images: np.ndarray,    # (G, S, S, 3) uint8 returned images
+                   targets: np.ndarray,   # (G, D) the ID vectors they invert
+                   answers: np.ndarray,   # (G, D) the black box's answers for them (NaN rows: failed)
+                   decode: Callable,      # decode(v (B, D) float32) -> (B, 3, S, S) images in [-1, 1] (a linear decoder)
+                   step: float) -> np.ndarray:
+    "Each image moved by `step (decode(target) - decode(answer))`, clipped to [-1, 1]: uint8 `(G, S, S, 3)`."
+    ok = np.isfinite(answers).all(1, keepdims=True)
+    t = np.asarray(targets, np.float32)
+    d = decode(t) - decode(np.where(ok, answers, t).astype(np.float32))
+    return tensor2img((img2tensor(images) + step * torch.as_tensor(d).float().cpu()).clamp(-1, 1))
+

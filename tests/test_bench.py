@@ -72,10 +72,10 @@ def test_superres_quick(lfw, tmp_path, capsys):
 
 
 def test_queries_quick(lfw, tmp_path, capsys):
-    "bench/queries.py trains a miniature model, then runs every strategy at a budget next to plain sampling, the baseline and real photos."
+    "bench/queries.py trains a miniature model, then runs every strategy at a budget (with and without the surrogate step) next to plain sampling, the baseline and real photos."
     r = _load('queries').main(['--quick', '--lfw', lfw, '--out', str(tmp_path/'out'), '--cache', str(tmp_path/'cache')])
     rows = list(r['table'].index)
-    assert rows[:3] == ['linear decoder (ridge)', 'plain (0 queries)', 'best, 4 queries'] and rows[-1] == 'different people'
+    assert rows[:4] == ['linear decoder (ridge)', 'plain (0 queries)', 'best, 4 queries, step 0', 'best, 4 queries'] and rows[-1] == 'different people'
     t = r['table']
     assert t.loc['plain (0 queries)', 'queries'] == 0 and (t.loc[[b.label for b in r['rows'][1:]], 'queries'] == 4).all()
     assert (t.loc[[b.label for b in r['rows']], 'seconds'] > 0).all() and 'sar@0.001' in t

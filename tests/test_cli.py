@@ -122,7 +122,7 @@ def test_sample(scripts, bundle, prepared, tmp_path):
             '--scale', '0,2', '--steps', '3', '--seed', '5', '--quiet')
     assert r.returncode == 0, r.stderr[-3000:]
     names = sorted(p.name for p in (tmp_path/'s').iterdir())
-    assert names == ['000_' + person.name, '001_' + sorted(os.listdir(person))[0][:-4], 'grid_s0.png', 'grid_s2.png', 'ids.npz', 'settings.json']
+    assert names == ['000_' + person.name, '001_' + sorted(os.listdir(person))[0][:-4], 'grid_s0.png', 'grid_s2.png', 'ids.npz', 'settings.json', 'status.json']
     assert len(list((tmp_path/'s'/names[0]).glob('*.png'))) == 4
     runs = json.loads((tmp_path/'s'/'settings.json').read_text())['runs']             # what each scale was sampled with
     assert [r['scale'] for r in runs] == [0, 2] and all(r['queries'] == 0 and r['steps'] == 3 for r in runs)
@@ -139,6 +139,17 @@ def test_sample(scripts, bundle, prepared, tmp_path):
     assert q['queries'] == 4 and q['strategy'] == 'best' and q['queried'].startswith('dlib_resnet_v1-') and len(q['query_scores'][0]) == 2
     r4 = run(scripts, 'sample', bundle, person, '--out', tmp_path/'bad', '--queries', '-1', '--quiet')
     assert r4.returncode == 2 and 'queries=-1' in error_line(r4), r4.stderr[-2000:]
+
+
+def test_sample_keeps_going(scripts, bundle, prepared, tmp_path):
+    "One unusable target among good ones is skipped and reported, the others are written, and the exit code is 3 (partial)."
+    person = sorted(prepared[1].iterdir())[0]
+    np.save(tmp_path/'bad.npy', np.ones((2, 512), np.float32))
+    r = run(scripts, 'sample', bundle, person, tmp_path/'bad.npy', '--out', tmp_path/'s', '--n', '1', '--steps', '2', '--quiet')
+    assert r.returncode == 3 and 'skipped' in r.stderr and 'bad.npy' in r.stderr, r.stderr[-2000:]
+    st = json.loads((tmp_path/'s'/'status.json').read_text())
+    assert [u['status'] for u in st] == ['ok', 'skipped'] and 'shape (2, 512)' in st[1]['reason']
+    assert len(list((tmp_path/'s'/f'000_{person.name}').glob('*.png'))) == 1 and r.stdout.strip() == str(tmp_path/'s')
 
 
 def test_sample_bad_vectors(scripts, bundle, tmp_path):

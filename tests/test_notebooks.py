@@ -79,3 +79,14 @@ def test_outputs_go_only_into_the_code_that_ran(tmp_path):
     got = json.loads(path.read_text())
     assert got['cells'][1]['outputs'][0]['data']['text/plain'] == ['2'] and got['cells'][0]['source'] == ['# t']
     assert got['metadata'][R.META_KEY]['code'] == R.code_fingerprint(got) and got['metadata'][R.META_KEY]['bundle'] is None
+
+
+def test_index_is_the_readme():
+    "`nbdev_readme` renders `readme_nb` into README.md: that notebook must be the README's own copy (tools/readme_index.py)."
+    _s = importlib.util.spec_from_file_location('readme_index', ROOT/'tools'/'readme_index.py')
+    T = importlib.util.module_from_spec(_s); _s.loader.exec_module(T)
+    assert 'readme_nb = index.ipynb' in (ROOT/'settings.ini').read_text()
+    assert T.main(['--check']) == 0, 'nbs/index.ipynb is not README.md: run python tools/readme_index.py'
+    nb = json.loads((ROOT/'nbs'/'index.ipynb').read_text())
+    assert all(c['cell_type'] == 'markdown' for c in nb['cells'])          # nothing that nbdev_readme would execute or add
+    assert ''.join(''.join(c['source']) + '\n' for c in nb['cells']).split() == (ROOT/'README.md').read_text().split()
