@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 
 from .core import resolve_path
-from .data import scan_lfw
+from .data import LFW_DIRS, scan_lfw
 
 # %% auto #0
-__all__ = ['download_lfw', 'find_lfw', 'lfw_subset', 'LfwPair', 'read_lfw_pairs', 'lfw_images', 'lfw_pair_subset']
+__all__ = ['download_lfw', 'find_lfw', 'lfw_folder', 'lfw_subset', 'LfwPair', 'read_lfw_pairs', 'lfw_images', 'lfw_pair_subset']
 
 # %% ../nbs/02c_lfw.ipynb #41c4d16a
 def download_lfw(data_home: str | os.PathLike | None = None,  # scikit-learn's data home; None: its default (~/scikit_learn_data)
@@ -40,6 +40,12 @@ def find_lfw(path: str | os.PathLike | None = None, download: bool = True) -> Pa
     except (ConnectionError, OSError) as e:
         raise ConnectionError("no LFW given and scikit-learn could not download it: pass --lfw PATH or set ID3PM_LFW "
                               f"to a local copy ({e})") from None
+
+# %% ../nbs/02c_lfw.ipynb #cdcf4762
+def lfw_folder(path: str | os.PathLike | None = None, download: bool = True) -> Path:
+    "The folder holding LFW's `<Name>/` identity folders, under `find_lfw(path, download)`."
+    root = find_lfw(path, download)
+    return next((root/d for d in LFW_DIRS if (root/d).is_dir()), root)
 
 # %% ../nbs/02c_lfw.ipynb #e86b7378
 def lfw_subset(df: pd.DataFrame, n_images: int, per_person: int = 3, seed: int = 0) -> pd.DataFrame:

@@ -246,7 +246,7 @@ def query_spec(queries) -> QuerySpec | None:
     qs = queries if isinstance(queries, QuerySpec) else QuerySpec(budget=int(queries))
     return qs if qs.budget else None
 
-# %% ../nbs/05a_queries.ipynb #0a594233
+# %% ../nbs/05a_queries.ipynb #b4eff98c
 def surrogate_step(images: np.ndarray,    # (G, S, S, 3) uint8 returned images
                    targets: np.ndarray,   # (G, D) the ID vectors they invert
                    answers: np.ndarray,   # (G, D) the black box's answers for them (NaN rows: failed)

@@ -90,3 +90,16 @@ def test_index_is_the_readme():
     nb = json.loads((ROOT/'nbs'/'index.ipynb').read_text())
     assert all(c['cell_type'] == 'markdown' for c in nb['cells'])          # nothing that nbdev_readme would execute or add
     assert ''.join(''.join(c['source']) + '\n' for c in nb['cells']).split() == (ROOT/'README.md').read_text().split()
+
+
+def test_no_environment_lookup_that_can_raise():
+    "A notebook reads settings with `os.environ.get` or helpers such as `find_lfw()`: `os.environ[...]` stops a fresh runtime with a KeyError."
+    import re
+    bad = []
+    for p in sorted((ROOT/'nbs').rglob('*.ipynb')):
+        for c in json.loads(p.read_text())['cells']:
+            for line in ''.join(c['source']).splitlines():
+                for m in re.finditer(r"os\.environ\[[^\]]+\]", line):
+                    if re.match(r"\s*=(?!=)", line[m.end():]) or line[:m.start()].rstrip().endswith('del'): continue   # set or deleted
+                    bad.append(f"{p.relative_to(ROOT)}: {line.strip()}")
+    assert not bad, bad
