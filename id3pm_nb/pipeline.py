@@ -11,13 +11,15 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 import torch
+from fastcore.basics import patch
 
 from .core import default_device, image_grid, img2tensor, show_images, tensor2img
 from .fr import ARCFACE_PACKS, Recognizer, load_recognizer
 from .detect import get_detector
 from .data import IMG_EXTS, BadImageError, face_crops, is_image_file, read_image
 from .prepare import Prepared
-from .sampling import DEFAULT_TEMPERATURE, RowNoise, SamplingSpec, sample, sampling_schedule
+from .sampling import DEFAULT_TEMPERATURE, RowNoise, SamplingSpec, sampling_schedule
+from .sampling import sample as sample_model   # `ID3PM.sample` is the pipeline's own
 from .queries import QueryResult, QuerySpec, as_black_box, query_search, query_spec
 from .bundle import ArtifactError, Bundle, load_bundle
 
@@ -112,8 +114,8 @@ class ID3PM:
     def __repr__(self): return f"ID3PM({self.image_size}px, id_dim={self.dim}, recognizer={self.fingerprint!r}, sr={self.sr_model is not None}, device={self.device})"
 
 # %% ../nbs/08_pipeline.ipynb #b1ead583
-@property
-def _recognizer(self: ID3PM) -> Recognizer:
+@patch(as_prop=True)
+def recognizer(self: ID3PM) -> Recognizer:
     "The recognizer the bundle was trained on (loaded once, fingerprint checked)."
     if self._rec is None:
         if self._rec_spec is None and not self.fingerprint: raise ValueError("this bundle records no recognizer fingerprint: pass recognizer=... to ID3PM")
@@ -122,19 +124,18 @@ def _recognizer(self: ID3PM) -> Recognizer:
         if rec.dim != self.dim: raise ValueError(f"recognizer {rec.fingerprint} gives {rec.dim}-D vectors, the model takes {self.dim}-D")
         self._rec = rec
     return self._rec
-ID3PM.recognizer = _recognizer
 
-@property
-def _detector(self: ID3PM):
+@patch(as_prop=True)
+def detector(self: ID3PM):
     if self._det is None: self._det = get_detector(self._det_spec)
     return self._det
-ID3PM.detector = _detector
 
 # %% ../nbs/08_pipeline.ipynb #87392642
 def _is_images(x) -> bool:
     "Does array `x` look like uint8 image(s) rather than ID vectors?"
     return isinstance(x, np.ndarray) and x.ndim in (3, 4) and x.shape[-1] == 3 and x.dtype == np.uint8
 
+@patch
 def _embed_photos(self: ID3PM, imgs: list, names: list, aligned: bool) -> Targets:
     "Targets of uint8 photos (detected, aligned and embedded) or of already-aligned crops (`aligned`)."
     S = self.image_size
@@ -147,13 +148,13 @@ def _embed_photos(self: ID3PM, imgs: list, names: list, aligned: bool) -> Target
         except BadImageError as e: raise BadImageError(e.status, f"{name}: {e.reason}") from None
         faces.append(crops[S]); rcrops.append(rc)
     return Targets(self.recognizer.embed(np.stack(rcrops), progress=False), list(names), self.fingerprint, np.stack(faces))
-ID3PM._embed_photos = _embed_photos
 
 def _read_photo(p: Path) -> np.ndarray:
     try: return read_image(p)[0]
     except BadImageError as e: raise BadImageError(e.status, f"{p}: {e.reason}") from None
 
 # %% ../nbs/08_pipeline.ipynb #52029643
+@patch
 def _identity(self: ID3PM, folder: Path, aligned: bool) -> Targets:
     "One identity from the images directly in `folder`: the normalised mean of their ID vectors."
     files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
@@ -167,6 +168,7 @@ def _identity(self: ID3PM, folder: Path, aligned: bool) -> Targets:
     m = np.mean([t.ids[0] for t in parts], 0)
     return Targets((m / np.linalg.norm(m))[None].astype(np.float32), [folder.name], self.fingerprint, parts[0].faces)
 
+@patch
 def _from_path(self: ID3PM, p: Path, aligned: bool) -> Targets:
     "Targets from a photo, an identity folder, a folder of identity folders, or a .npy / .npz file of ID vectors."
     if not p.exists(): raise FileNotFoundError(f"target {p} does not exist")
@@ -184,6 +186,7 @@ def _from_path(self: ID3PM, p: Path, aligned: bool) -> Targets:
     if not is_image_file(p): raise ValueError(f"target {p} is neither an image ({' '.join(IMG_EXTS)}), a folder, nor a .npy/.npz file of ID vectors")
     return self._embed_photos([_read_photo(p)], [p.name], aligned)
 
+@patch
 def _from_dict(self: ID3PM, d: dict, what: str = 'the dict') -> Targets:
     ids = check_ids(d['ids'], self.dim, f"ID vectors in {what}")
     fp = d.get('fingerprint'); fp = str(fp) if fp is not None else None
@@ -191,31 +194,57 @@ def _from_dict(self: ID3PM, d: dict, what: str = 'the dict') -> Targets:
     names = [str(n) for n in d['names']] if d.get('names') is not None else [f'id{i}' for i in range(len(ids))]
     if len(names) != len(ids): raise ValueError(f"{what}: {len(names)} names for {len(ids)} ID vectors")
     return Targets(ids, names, fp)
-ID3PM._identity, ID3PM._from_path, ID3PM._from_dict = _identity, _from_path, _from_dict
 
 # %% ../nbs/08_pipeline.ipynb #38077adb
-def _targets(self: ID3PM,
-             x,                            # photos, folders, vectors, Prepared, dict, or a list of these
-             aligned: bool = False,        # photos are already FFHQ-aligned crops (embed at fixed landmarks)
-             fingerprint: str | None = None,  # the recognizer of raw vectors, when known (checked)
-            ) -> Targets:
+def _from_prepared(self: ID3PM, x: Prepared, aligned: bool, fingerprint) -> Targets:
+    "A prepare cache: its ID vectors, names and the crops at the size nearest the model's."
+    S = min(x.sizes, key=lambda s: abs(s - self.image_size)) if x.sizes else None
+    return Targets(np.asarray(x.ids), list(x.identities), x.fingerprint, np.asarray(x.crops[S]) if S else None)
+
+def _from_images(self: ID3PM, x: np.ndarray, aligned: bool, fingerprint) -> Targets:
+    "uint8 photos `(H, W, 3)` or `(N, H, W, 3)`, named image0, image1, ..."
+    imgs = list(x if x.ndim == 4 else x[None])
+    return self._embed_photos(imgs, [f'image{i}' for i in range(len(imgs))], aligned)
+
+def _from_list(self: ID3PM, x: Sequence, aligned: bool, fingerprint) -> Targets:
+    "A list of targets of any kind, one after the other (single photos named by their place in the list)."
+    t = concat_targets([self.targets(e, aligned, fingerprint) for e in x])
+    if all(_is_images(e) and e.ndim == 3 for e in x): t.names = [f'image{i}' for i in range(len(t))]
+    return t
+
+def _not_images(self: ID3PM, x: np.ndarray, aligned: bool, fingerprint) -> Targets:
+    raise ValueError(f"images must be uint8 RGB arrays (H, W, 3) or (N, H, W, 3), got {x.dtype} {x.shape}")
+
+def _from_vectors(self: ID3PM, x, aligned: bool, fingerprint) -> Targets:
+    "ID vectors `(D,)` or `(N, D)` (numpy, torch or lists), named id0, id1, ..."
+    ids = check_ids(x, self.dim)
+    return Targets(ids, [f'id{i}' for i in range(len(ids))])
+
+def _is_list(x) -> bool: return isinstance(x, (list, tuple)) and len(x) > 0 and not isinstance(x[0], (int, float, np.number))
+
+# What a target can be, and how it becomes `Targets`, tried in order; anything else is taken for ID vectors.
+_TARGET_KINDS = (
+    (lambda x: isinstance(x, Targets), lambda self, x, aligned, fingerprint: x),
+    (lambda x: isinstance(x, Prepared), _from_prepared),
+    (lambda x: isinstance(x, dict), lambda self, x, aligned, fingerprint: self._from_dict(x)),
+    (lambda x: isinstance(x, (str, os.PathLike)), lambda self, x, aligned, fingerprint: self._from_path(Path(x).expanduser(), aligned)),
+    (_is_images, _from_images),
+    (_is_list, _from_list),
+    (lambda x: isinstance(x, np.ndarray) and x.ndim >= 3, _not_images),
+)
+
+@patch
+def targets(self: ID3PM,
+            x,                            # photos, folders, vectors, Prepared, dict, or a list of these
+            aligned: bool = False,        # photos are already FFHQ-aligned crops (embed at fixed landmarks)
+            fingerprint: str | None = None,  # the recognizer of raw vectors, when known (checked)
+           ) -> Targets:
     "Turn whatever identifies the targets (photos, identity folders, ID vectors, a Prepared cache) into `Targets`."
-    if isinstance(x, Targets): t = x
-    elif isinstance(x, Prepared):
-        S = min(x.sizes, key=lambda s: abs(s - self.image_size)) if x.sizes else None
-        t = Targets(np.asarray(x.ids), list(x.identities), x.fingerprint, np.asarray(x.crops[S]) if S else None)
-    elif isinstance(x, dict): t = self._from_dict(x)
-    elif isinstance(x, (str, os.PathLike)): t = self._from_path(Path(x).expanduser(), aligned)
-    elif _is_images(x): t = self._embed_photos(list(x if x.ndim == 4 else x[None]), [f'image{i}' for i in range(len(x) if x.ndim == 4 else 1)], aligned)
-    elif isinstance(x, (list, tuple)) and len(x) and not isinstance(x[0], (int, float, np.number)):
-        t = concat_targets([self.targets(e, aligned, fingerprint) for e in x])
-        if all(_is_images(e) and e.ndim == 3 for e in x): t.names = [f'image{i}' for i in range(len(t))]
-    elif isinstance(x, np.ndarray) and x.ndim >= 3: raise ValueError(f"images must be uint8 RGB arrays (H, W, 3) or (N, H, W, 3), got {x.dtype} {x.shape}")
-    else: t = Targets(check_ids(x, self.dim), [f'id{i}' for i in range(len(np.atleast_2d(np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x))))])
+    make = next((f for is_kind, f in _TARGET_KINDS if is_kind(x)), _from_vectors)
+    t = make(self, x, aligned, fingerprint)
     check_fingerprint(fingerprint, self.fingerprint)
     check_fingerprint(t.fingerprint, self.fingerprint)
     return dataclasses.replace(t, ids=check_ids(t.ids, self.dim), fingerprint=t.fingerprint or fingerprint)
-ID3PM.targets = _targets
 
 # %% ../nbs/08_pipeline.ipynb #4ffb940a
 def row_seeds(ids: np.ndarray,  # (N, D) the targets' unit ID vectors
@@ -228,15 +257,17 @@ def row_seeds(ids: np.ndarray,  # (N, D) the targets' unit ID vectors
 # the pipeline's default way to sample: guidance 3, reduced temperature, bf16 autocast on a GPU
 ID3PM.spec = SamplingSpec(scale=3.0, temperature=DEFAULT_TEMPERATURE, precision='auto')
 
+@patch
 def _sample_base(self: ID3PM, y: torch.Tensor, seeds: np.ndarray, spec: SamplingSpec, progress: bool,
                  attr: torch.Tensor | None = None, callback=None) -> torch.Tensor:
     "One batch of base-model samples `(B, 3, S, S)` in [-1, 1] for ID vectors `y` `(B, D)` and per-row seeds."
     S, noise = self.image_size, RowNoise(seeds)
     x = noise(torch.empty(len(seeds), self.model.cfg.in_ch, S, S)).to(self.device)
-    return sample(self.model, x, y.to(self.device), spec=spec, attr=attr, schedule=self.bundle.schedule,
+    return sample_model(self.model, x, y.to(self.device), spec=spec, attr=attr, schedule=self.bundle.schedule,
                   disable=not progress, noise_sampler=noise, callback=callback)
 
-def _sample(self: ID3PM,
+@patch
+def sample(self: ID3PM,
             ids,                       # (N, D) ID vectors (checked and normalised)
             n: int = 4,                # images per ID vector
             scale: float | None = None,  # guidance scale s (0: unconditional, 1: conditional, > 1: stronger identity); default the spec's
@@ -253,6 +284,7 @@ def _sample(self: ID3PM,
     spec = (spec or self.spec).replace(**overrides, **({} if scale is None else {'scale': scale}))
     return self._images(check_ids(ids, self.dim), n, spec, seed, query_spec(queries), sr, bs, progress, attr)[0]
 
+@patch
 def _images(self: ID3PM, ids: np.ndarray, n: int, spec: SamplingSpec, seed: int, qs: QuerySpec | None, sr, bs: int,
             progress: bool, attr=None) -> tuple[np.ndarray, QueryResult | None]:
     "Images `(N, n, H, W, 3)` of unit `ids` (plain samples, or each chosen with `qs.budget` queries) and the search's record."
@@ -270,8 +302,7 @@ def _images(self: ID3PM, ids: np.ndarray, n: int, spec: SamplingSpec, seed: int,
     if not sr: return imgs, found
     return self.upsample(imgs, ids, seed, bs, spec.precision, progress, **(sr if isinstance(sr, dict) else {})), found
 
-ID3PM._sample_base, ID3PM.sample, ID3PM._images = _sample_base, _sample, _images
-
+@patch
 def _attr_rows(self: ID3PM, attr, N: int, n: int) -> torch.Tensor | None:
     "Attribute vectors `(N*n, A)` for `n` samples of `N` targets from one `(A,)` or per-target `(N, A)` array, or a clear error."
     if attr is None: return None
@@ -281,10 +312,10 @@ def _attr_rows(self: ID3PM, attr, N: int, n: int) -> torch.Tensor | None:
     if a.ndim == 1: a = a.expand(N, -1)
     if a.shape != (N, A): raise ValueError(f"attr has shape {tuple(torch.as_tensor(np.asarray(attr)).shape)}: pass ({A},) or one per target ({N}, {A})")
     return a.repeat_interleave(n, 0)
-ID3PM._attr_rows = _attr_rows
 
 # %% ../nbs/08_pipeline.ipynb #ef684f58
-def _upsample(self: ID3PM,
+@patch
+def upsample(self: ID3PM,
               images: np.ndarray,  # (N, n, s, s, 3) uint8 base samples, n per ID vector (s: the SR stage's low-res side)
               ids,                 # (N, D) the ID vectors they were sampled from
               seed: int = 0,       # the seed they were sampled with: each (target, sample) gets its own SR noise from it
@@ -300,9 +331,9 @@ def _upsample(self: ID3PM,
     out = [tensor2img(upsample(self.bundle.sr, img2tensor(flat[i:i+bs]).to(self.device), y[i:i+bs].to(self.device) if self.sr_model.cfg.id_dim else None,
                                noise_sampler=RowNoise(seeds[i:i+bs]), precision=precision, disable=not progress, **kw)) for i in range(0, N * n, bs)]
     return np.concatenate(out).reshape(N, n, *out[0].shape[1:])
-ID3PM.upsample = _upsample
 
 # %% ../nbs/08_pipeline.ipynb #095f676b
+@patch
 def _search(self: ID3PM, ids: np.ndarray, n: int, spec: SamplingSpec, seed: int, qs: QuerySpec, bs: int = 64,
             attr=None) -> QueryResult:
     "`n` images per unit ID vector, each chosen with `qs.budget` queries to the black box (the model's recognizer by default)."
@@ -317,7 +348,6 @@ def _search(self: ID3PM, ids: np.ndarray, n: int, spec: SamplingSpec, seed: int,
     draw = lambda conds, sd, callback: self._sample_base(torch.from_numpy(conds), sd, spec, False, None, callback)
     steps = len(sampling_schedule(spec.sampler, spec.steps, self.bundle.schedule))
     return query_search(draw, np.repeat(ids, n, 0), seeds, bb, qs, steps, bs, standardised(self.model), linear_decoder(self.model))
-ID3PM._search = _search
 
 def standardised(model) -> Callable | None:
     "The model's standardised ID space as a map of numpy vectors (None for a model without ID standardisation)."
@@ -361,7 +391,8 @@ class Inversion:
         return show_images(self.grid(size)[None], nrow=1, size=kw.pop('figsize', 4), **kw)
 
 # %% ../nbs/08_pipeline.ipynb #635c7c86
-def _invert(self: ID3PM,
+@patch
+def invert(self: ID3PM,
             targets,                   # photos, identity folders, ID vectors, a Prepared cache, a dict, or a list of these
             n: int = 4,                # images per target
             scale: float | None = None,  # guidance scale s (default: the spec's)
@@ -390,13 +421,12 @@ def _invert(self: ID3PM,
     cost = np.zeros((len(t), n), int) if found is None else found.queries.reshape(len(t), n)
     score = None if found is None else found.scores.reshape(len(t), n)
     return Inversion(imgs, t.ids, t.names, settings, t.faces, t.fingerprint, cost, score)
-ID3PM.invert = _invert
 
 # %% ../nbs/08_pipeline.ipynb #9e774ce9
-def _generator(self: ID3PM, scale: float = 3.0, **kw):
+@patch
+def generator(self: ID3PM, scale: float = 3.0, **kw):
     "A function `generate(ids, seed=0, guidance=None) -> uint8 (N, H, W, 3)`: one image per ID vector (guidance None -> `scale`)."
     def generate(ids, seed: int = 0, guidance: float | None = None, **extra):
         return self.sample(ids, 1, scale if guidance is None else guidance, seed=seed, **{'progress': False, **kw, **extra})[:, 0]
     generate.trained_on = self.bundle.trained_on   # whom the model saw (None: unknown): evaluations leave them out
     return generate
-ID3PM.generator = _generator

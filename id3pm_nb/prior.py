@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 from torch import nn, Tensor
 
 # %% auto #0
@@ -106,8 +107,9 @@ class GaussianPrior(nn.Module):
     def extra_repr(self) -> str: return f"d={self.d}, id_dim={self.id_dim}, rank={self.rank}, fitted={self.is_fitted}"
 
 # %% ../nbs/02a_prior.ipynb #624e9f7f
+@patch
 @torch.no_grad()
-def _fit(self: GaussianPrior,
+def fit(self: GaussianPrior,
          x: Tensor,                 # (N, C, H, W) training faces in [-1, 1]
          z: Tensor,                 # (N, D) their standardised ID vectors
          alphas_cumprod: Tensor,    # (T,) ᾱ of the training schedule
@@ -127,16 +129,17 @@ def _fit(self: GaussianPrior,
     for name, v in dict(W=W, b=b, U_cond=Uc, lam_cond=lc, U_null=Un, lam_null=ln, sigma2=torch.tensor([sc, sn]), alphas_cumprod=ac).items():
         getattr(self, name).copy_(v)
     return self
-GaussianPrior.fit = _fit
 
 # %% ../nbs/02a_prior.ipynb #3d93fdf6
+@patch
 def _abar(self: GaussianPrior, t: Tensor) -> Tensor:
     "ᾱ `(B, 1)` at timesteps `t` (rounded to the training schedule's integer steps)."
     if not self.is_fitted: raise RuntimeError("this GaussianPrior is not fitted: call fit(faces, z, alphas_cumprod) (get_learner does)")
     T = len(self.alphas_cumprod)
     return self.alphas_cumprod[t.round().long().clamp(0, T - 1)][:, None].float()
 
-def _forward(self: GaussianPrior, x_t: Tensor, t: Tensor, z: Tensor | None = None) -> tuple[Tensor, Tensor]:
+@patch
+def forward(self: GaussianPrior, x_t: Tensor, t: Tensor, z: Tensor | None = None) -> tuple[Tensor, Tensor]:
     "The Gaussian's (x0, eps) `(B, C, H, W)` for `x_t` at timesteps `t` `(B,)`; rows with z = 0 (or z None) are null."
     B = x_t.shape[0]
     if x_t[0].numel() != self.d: raise ValueError(f"x_t has shape {tuple(x_t.shape)}: this prior was fitted on images of {self.d} values (C·H·W)")
@@ -150,8 +153,7 @@ def _forward(self: GaussianPrior, x_t: Tensor, t: Tensor, z: Tensor | None = Non
             if rows.any(): x0[rows], eps[rows] = gaussian_denoise(x[rows], ab[rows], mean, U, lam, s2)
     return x0.view_as(x_t), eps.view_as(x_t)
 
-def _decode(self: GaussianPrior, z: Tensor) -> Tensor:
+@patch
+def decode(self: GaussianPrior, z: Tensor) -> Tensor:
     "The linear decoder `b + z W` `(B, d)` (flattened images; the baseline inversion)."
     return self.b + z.float() @ self.W
-
-GaussianPrior._abar, GaussianPrior.forward, GaussianPrior.decode = _abar, _forward, _decode

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses, math
 
 import torch
+from fastcore.basics import patch
 import torch.nn.functional as F
 from torch import nn
 
@@ -393,14 +394,14 @@ def perturb_zero_init(m: nn.Module, std: float = 0.02, seed: int = 0) -> nn.Modu
     return m
 
 # %% ../nbs/03_unet.ipynb #2b03413e
-@property
-def _prior_set(self: UNet) -> bool:
+@patch(as_prop=True)
+def prior_set(self: UNet) -> bool:
     "Is the Gaussian prior fitted (always True without one)?"
     return self.prior is None or self.prior.is_fitted
-UNet.prior_set = _prior_set
 
+@patch
 @torch.no_grad()
-def _set_prior(self: UNet,
+def set_prior(self: UNet,
                x: torch.Tensor,             # (N, C, H, W) training faces in [-1, 1] (with their mirror images if training flips)
                ids: torch.Tensor,           # (N, id_dim) their raw ID vectors (standardised here, as in `forward`)
                alphas_cumprod: torch.Tensor, # (T,) ᾱ of the training schedule
@@ -412,7 +413,6 @@ def _set_prior(self: UNet,
     z = lambda v: self.normalize_id(torch.as_tensor(v, dtype=torch.float32, device=self.prior.b.device))
     self.prior.fit(x.to(self.prior.b.device), z(ids), alphas_cumprod, None if valid is None else (valid[0], z(valid[1])))
     return self
-UNet.set_prior = _set_prior
 
 # %% ../nbs/03_unet.ipynb #1abdd45b
 class SRUNet(UNet):
