@@ -39,7 +39,8 @@ def budgets(strategies: Sequence[str], queries: Sequence[int], steps: Sequence[f
     if bad: raise ValueError(f"unknown strategies {bad}: use {list(STRATEGIES)}")
     if any(q < 0 for q in queries): raise ValueError(f"queries={list(queries)}: a budget is 0 (plain) or more queries per image")
     if any(st < 0 for st in steps): raise ValueError(f"steps={list(steps)}: a surrogate step is >= 0 (0: off)")
-    return [Budget()] + [Budget(s, int(q), float(st)) for s in strategies for q in sorted(set(queries)) if q > 0 for st in steps]
+    return [Budget()] + [Budget(s, int(q), float(st))
+                         for s in strategies for q in sorted(set(queries)) if q > 0 for st in steps]
 
 # %% ../nbs/10c_attack.ipynb #20cbd9d6
 def attack(pipe: ID3PM,                   # the trained model (its recognizer is the black box that is queried)

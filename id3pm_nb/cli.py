@@ -222,13 +222,16 @@ def _usable_targets(pipe: ID3PM, targets: Sequence[str], aligned: bool) -> tuple
     """The usable targets (one `Targets`), an output folder name for each, and every unit's status; an unusable unit is
     reported on stderr and skipped (still numbered, so that folders keep their names when it is fixed)."""
     parts, folders, status, errors = [], [], [], []
-    for k, u in enumerate(target_units(targets)):
+    for u in target_units(targets):
         try: tk = pipe.targets(u, aligned)
         except (BadImageError, *INPUT_ERRORS) as e:
-            status.append(dict(target=u, status='skipped', reason=one_line(e))); errors.append(e)
             print(f"id3pm_sample: skipped {u}: {one_line(e)}", file=sys.stderr)
-            folders.append(None); continue
-        parts.append(tk); status.append(dict(target=u, status='ok', names=list(tk.names)))
+            status.append(dict(target=u, status='skipped', reason=one_line(e)))
+            errors.append(e)
+            folders.append(None)
+            continue
+        parts.append(tk)
+        status.append(dict(target=u, status='ok', names=list(tk.names)))
         folders.extend(f'{len(folders) + r:03d}_{Path(name).stem}' for r, name in enumerate(tk.names))
     if not parts: raise errors[0]   # nothing usable: the first reason, exit 2
     return concat_targets(parts), [f for f in folders if f is not None], status
@@ -276,10 +279,12 @@ def sample_cli(bundle: str,                 # bundle folder (from id3pm_train or
             names = lambda i: [out/folders[i]/f's{s:g}_{j:02d}.png' for j in range(n)]
             todo = [i for i in range(len(t)) if not all(p.is_file() for p in names(i))]   # a rerun makes what is missing
             if todo:
-                inv = pipe.invert(_subset(t, todo), n, s, spec=spec, seed=seed, queries=qs, sr=sr, bs=bs, progress=not quiet)
+                inv = pipe.invert(_subset(t, todo), n, s, spec=spec, seed=seed, queries=qs, sr=sr, bs=bs,
+                                  progress=not quiet)
                 record.append(dict(inv.settings, images_per_target=n, made_for=inv.names,
                                    query_scores=None if inv.query_scores is None else inv.query_scores.round(4).tolist()))
-                if queries: log(f"s = {s:g}: {queries} queries per image to {inv.settings['queried']} ({strategy}); {inv.settings['failed']} answers failed")
+                if queries: log(f"s = {s:g}: {queries} queries per image to {inv.settings['queried']} ({strategy}); "
+                                f"{inv.settings['failed']} answers failed")
                 for i, imgs in zip(todo, inv.images): _save_pngs(imgs, names(i))
             if len(todo) < len(t): log(f"s = {s:g}: {len(t) - len(todo)} target(s) already had their {n} images in {out}")
             saved = np.stack([[np.asarray(Image.open(p).convert('RGB')) for p in names(i)] for i in range(len(t))])
@@ -292,7 +297,8 @@ def sample_cli(bundle: str,                 # bundle folder (from id3pm_train or
         print(out)
         skipped = [u for u in status if u['status'] == 'skipped']
         if skipped:
-            print(f"id3pm_sample: partial: {len(skipped)} of {len(status)} targets skipped (see {out/'status.json'})", file=sys.stderr)
+            print(f"id3pm_sample: partial: {len(skipped)} of {len(status)} targets skipped (see {out/'status.json'})",
+                  file=sys.stderr)
             raise SystemExit(PARTIAL)
 
 # %% ../nbs/11a_cli.ipynb #8fd569fd

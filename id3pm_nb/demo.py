@@ -288,8 +288,9 @@ def write_report(out: Path, table: pd.DataFrame, info: dict, sr_table: pd.DataFr
     if info.get('queries'):
         md += [f"Rows with queries use the threat model's power to query the black box: each returned image cost that many "
                f"queries to `{info['queried']}`, the recognizer the model inverts (images in, ID vectors out; no gradients), "
-               f"spent by the {info['strategy']} strategy (`id3pm_nb.queries`), the chosen face then moved by a surrogate step of "
-               f"{info.get('step', 0):g} (the model's linear map from ID vectors to pixels, no query); {info['judge_name']} was never queried. "
+               f"spent by the {info['strategy']} strategy (`id3pm_nb.queries`), the chosen face then moved by a "
+               f"surrogate step of {info.get('step', 0):g} (the model's linear map from ID vectors to pixels, no query); "
+               f"{info['judge_name']} was never queried. "
                f"The last columns say what each row cost per returned image; `queries.png` plots identity against queries.", ""]
     md += [markdown_table(table, info['judge_name'], 'dlib'), "",
           "`grid.png`: one row per held-out person; columns: the real face, the linear decoder's face, then one image per "

@@ -227,7 +227,8 @@ _TARGET_KINDS = (
     (lambda x: isinstance(x, Targets), lambda self, x, aligned, fingerprint: x),
     (lambda x: isinstance(x, Prepared), _from_prepared),
     (lambda x: isinstance(x, dict), lambda self, x, aligned, fingerprint: self._from_dict(x)),
-    (lambda x: isinstance(x, (str, os.PathLike)), lambda self, x, aligned, fingerprint: self._from_path(Path(x).expanduser(), aligned)),
+    (lambda x: isinstance(x, (str, os.PathLike)),
+     lambda self, x, aligned, fingerprint: self._from_path(Path(x).expanduser(), aligned)),
     (_is_images, _from_images),
     (_is_list, _from_list),
     (lambda x: isinstance(x, np.ndarray) and x.ndim >= 3, _not_images),
@@ -347,7 +348,8 @@ def _search(self: ID3PM, ids: np.ndarray, n: int, spec: SamplingSpec, seed: int,
     spec = qs.candidates(spec)                                                      # varied candidates, unless spec says
     draw = lambda conds, sd, callback: self._sample_base(torch.from_numpy(conds), sd, spec, False, None, callback)
     steps = len(sampling_schedule(spec.sampler, spec.steps, self.bundle.schedule))
-    return query_search(draw, np.repeat(ids, n, 0), seeds, bb, qs, steps, bs, standardised(self.model), linear_decoder(self.model))
+    return query_search(draw, np.repeat(ids, n, 0), seeds, bb, qs, steps, bs, standardised(self.model),
+                        linear_decoder(self.model))
 
 def standardised(model) -> Callable | None:
     "The model's standardised ID space as a map of numpy vectors (None for a model without ID standardisation)."
