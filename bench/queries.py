@@ -69,13 +69,13 @@ def run(a) -> dict:
     md = markdown_table(table, 'FaceNet', 'dlib')
     n_show = min(6, len(held.names)); big = np.asarray(P.crops[max(P.sizes)])
     shown = [b for b in rows if b.queries in (0, budgets[-1]) and b.step in (0, QuerySpec.step)]
-    short = lambda b: 'plain' if not b.queries else b.strategy.replace('feedback', 'fb') + ('' if b.step == QuerySpec.step else f' st{b.step:g}')
+    short = lambda b: 'plain' if not b.queries else (b.strategy + b.step_note).replace('feedback', 'fb').replace(', step ', ' st')
     grid = labeled_grid([[big[held.first[i]], linear[i, 0]] + [samples[b.label][i, 0] for b in shown] for i in range(n_show)],
                         ['real', 'linear'] + [short(b) for b in shown], held.names[:n_show], size=max(P.sizes),
                         corner=f'{budgets[-1]} queries')
     from PIL import Image
     with atomic_write(out/'grid.png') as f: Image.fromarray(grid).save(f, format='PNG')
-    line = lambda b: b.strategy if not b.queries or b.step == QuerySpec.step else f'{b.strategy}, step {b.step:g}'
+    line = lambda b: b.strategy and b.strategy + b.step_note
     query_curve(table, [(b.label, line(b), b.queries) for b in rows], out/'curve.png', 'linear decoder (ridge)', 'FaceNet')
     head = (f"{len(held.names)} held-out LFW people x {a.samples} images, s = {a.scale:g}, {spec.sampler} {spec.steps} steps, "
             f"temperature {spec.temperature:g}{f', CADS {a.cads:g}' if a.cads else ''}; queried: {pipe.recognizer.fingerprint}; "

@@ -27,9 +27,9 @@ class Budget(NamedTuple):
     step: float = QuerySpec.step   # the surrogate step of the returned image (`QuerySpec.step`)
 
     @property
-    def label(self) -> str:
-        if not self.queries: return 'plain (0 queries)'
-        return f'{self.strategy}, {self.queries} queries' + ('' if self.step == QuerySpec.step else f', step {self.step:g}')
+    def step_note(self) -> str: return '' if self.step == QuerySpec.step else f', step {self.step:g}'   # only when not the default
+    @property
+    def label(self) -> str: return f'{self.strategy}, {self.queries} queries{self.step_note}' if self.queries else 'plain (0 queries)'
     @property
     def spec(self) -> QuerySpec | int: return QuerySpec(self.queries, self.strategy, step=self.step) if self.queries else 0
 

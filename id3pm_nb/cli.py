@@ -16,7 +16,7 @@ from PIL import Image
 
 from .core import atomic_write, default_device, seed_everything
 from .dist import broadcast, world
-from .data import BadImageError, get_dls, is_image_file, scan, split_identities
+from .data import BadImageError, get_dls, scan, split_identities
 from .prepare import load_prepared, prepare
 from .lfw import find_lfw
 from .unet import num_params, unet_config
@@ -25,7 +25,7 @@ from .logs import CURVES, TrainLog, plot_runs
 from .checkpoint import CheckpointCallback
 from .train import DiffusionCallback, PreviewCallback, get_learner
 from .superres import attach_sr, check_sr_fits, sr_preset
-from .pipeline import ID3PM, Inversion, Targets, concat_targets
+from .pipeline import ID3PM, Inversion, Targets, concat_targets, identity_folders
 from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_TEMPERATURE
 from .queries import QuerySpec
 from .demo import DemoRun, Log, demo_preset, fit_and_save, run_demo, sr_split, sr_train
@@ -213,9 +213,7 @@ def target_units(targets: Sequence[str]) -> list[str]:
     units = []
     for x in targets:
         p = Path(x).expanduser()
-        files = list(p.iterdir()) if p.is_dir() else []
-        subs = sorted(str(d) for d in files if d.is_dir() and not d.name.startswith('.'))
-        units += subs if subs and not any(f.is_file() and is_image_file(f) for f in files) else [str(x)]
+        units += [str(d) for d in identity_folders(p)] if p.is_dir() else [str(x)]
     return units
 
 def _usable_targets(pipe: ID3PM, targets: Sequence[str], aligned: bool) -> tuple[Targets, list[str], list[dict]]:

@@ -24,8 +24,8 @@ from .queries import QueryResult, QuerySpec, as_black_box, query_search, query_s
 from .bundle import ArtifactError, Bundle, load_bundle
 
 # %% auto #0
-__all__ = ['check_ids', 'check_fingerprint', 'recognizer_spec', 'Targets', 'concat_targets', 'ID3PM', 'row_seeds', 'standardised',
-           'linear_decoder', 'Inversion']
+__all__ = ['check_ids', 'check_fingerprint', 'recognizer_spec', 'Targets', 'concat_targets', 'ID3PM', 'identity_folders',
+           'row_seeds', 'standardised', 'linear_decoder', 'Inversion']
 
 # %% ../nbs/08_pipeline.ipynb #c671e6fb
 def check_ids(ids,                      # (N, D) or (D,) array or tensor
@@ -154,6 +154,12 @@ def _read_photo(p: Path) -> np.ndarray:
     except BadImageError as e: raise BadImageError(e.status, f"{p}: {e.reason}") from None
 
 # %% ../nbs/08_pipeline.ipynb #52029643
+def identity_folders(folder: Path) -> list[Path]:
+    "The identities a folder stands for: its sub-folders when it holds no image itself (a folder of identity folders), else itself."
+    files = list(Path(folder).iterdir())
+    subs = sorted(d for d in files if d.is_dir() and not d.name.startswith('.'))
+    return subs if subs and not any(f.is_file() and is_image_file(f) for f in files) else [Path(folder)]
+
 @patch
 def _identity(self: ID3PM, folder: Path, aligned: bool) -> Targets:
     "One identity from the images directly in `folder`: the normalised mean of their ID vectors."
@@ -173,9 +179,7 @@ def _from_path(self: ID3PM, p: Path, aligned: bool) -> Targets:
     "Targets from a photo, an identity folder, a folder of identity folders, or a .npy / .npz file of ID vectors."
     if not p.exists(): raise FileNotFoundError(f"target {p} does not exist")
     if p.is_dir():
-        subs = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith('.'))
-        if any(is_image_file(f) for f in p.iterdir() if f.is_file()) or not subs: return self._identity(p, aligned)
-        return concat_targets([self._identity(d, aligned) for d in subs])
+        return concat_targets([self._identity(d, aligned) for d in identity_folders(p)])
     if p.suffix == '.npy':
         ids = check_ids(np.load(p), self.dim, f"ID vectors in {p}")
         return Targets(ids, [f'{p.stem}[{i}]' for i in range(len(ids))])
@@ -415,8 +419,7 @@ def invert(self: ID3PM,
     settings = dict(n=n, scale=spec.scale, sampler=spec.sampler, steps=spec.steps, seed=seed, sr=bool(sr),
                     temperature=spec.temperature, queries=qs.budget if qs else 0)
     if found is not None:   # the surrogate step is taken only with a linear decoder (a model with a Gaussian prior)
-        settings.update(strategy=qs.strategy, queried=found.queried, failed=int(found.failed.sum()),
-                        step=qs.step if linear_decoder(self.model) is not None else 0.)
+        settings.update(strategy=qs.strategy, queried=found.queried, failed=int(found.failed.sum()), step=found.step)
     cads = (qs.candidates(spec) if found is not None else spec).cads
     if cads: settings['cads'] = cads
     if attr is not None: settings.update(attr=np.asarray(attr, np.float32).round(4).tolist(), attr_scale=spec.attr_scale)

@@ -194,6 +194,7 @@ class QueryResult:
     failed: np.ndarray    # (G,) int
     trace: list = dataclasses.field(default_factory=list)   # (stage, (G,) best cosine there) per query stage
     queried: str = ''     # the black box's name (a recognizer's fingerprint)
+    step: float = 0.      # the surrogate step the returned images took (0: none, e.g. no decoder)
 
 
 def _search(draw, targets, seeds, bb: BlackBox, spec: QuerySpec, steps: int, space=None, decode=None) -> QueryResult:
@@ -212,8 +213,9 @@ def _search(draw, targets, seeds, bb: BlackBox, spec: QuerySpec, steps: int, spa
         trace.append((f'round {r + 1}' if len(rounds) > 1 else 'final', pool.cos.max(1)))
         if r < len(rounds) - 1: conds = steer(conds, targets, p.answers, spec.eta, spec.max_angle)
     img, score, answer = pool.best()
-    if spec.step and decode is not None: img = surrogate_step(img, targets, answer, decode, spec.step)
-    return QueryResult(img, score, np.full(G, (bb.queries - q0) // G), failed, trace, bb.name)
+    step = spec.step if decode is not None else 0.
+    if step: img = surrogate_step(img, targets, answer, decode, step)
+    return QueryResult(img, score, np.full(G, (bb.queries - q0) // G), failed, trace, bb.name, step)
 
 
 def _rows_per_group(spec: QuerySpec, steps: int) -> int:
@@ -238,7 +240,7 @@ def query_search(draw: Callable,          # draw(conds (B, D) float32, seeds (B,
     parts = [_search(draw, targets[i:i + g], seeds[i:i + g], bb, spec, steps, space, decode) for i in range(0, len(targets), g)]
     cat = lambda k: np.concatenate([getattr(p, k) for p in parts])
     trace = [(stage, np.concatenate([p.trace[j][1] for p in parts])) for j, (stage, _) in enumerate(parts[0].trace)]
-    return QueryResult(cat('images'), cat('scores'), cat('queries'), cat('failed'), trace, bb.name)
+    return QueryResult(cat('images'), cat('scores'), cat('queries'), cat('failed'), trace, bb.name, parts[0].step)
 
 
 def query_spec(queries) -> QuerySpec | None:
