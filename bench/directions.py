@@ -96,7 +96,7 @@ def score(pipe, y, d, alphas, a, judge, targets):
     "Samples of every person at every row of `alphas` (A, N): faces found (A,), female and age readings (A, N, n), identity closeness per row."
     from id3pm_nb.directions import closer_to_own, sample_age_gender, sample_edits
     from id3pm_nb.evaluate import faces_found
-    S = sample_edits(pipe, y, d, alphas, a.samples, a.scale, a.seed)            # (A, N, n, s, s, 3)
+    S = sample_edits(pipe, y, d, alphas, a.samples, pipe.spec.replace(scale=a.scale), a.seed)            # (A, N, n, s, s, 3)
     flat = S.reshape(-1, *S.shape[-3:])
     E = judge.images(flat).reshape(*S.shape[:3], -1)
     return faces_found(flat).reshape(S.shape[:3]).mean((1, 2)), *sample_age_gender(S), [closer_to_own(e, targets) for e in E]
@@ -165,7 +165,7 @@ def main(argv=None):
     show, cols = min(N, 8), [-3., -2., -1., 0., 1., 2., 3.]
     names, crops = [n.split('_')[-1][:10] for n in held[:show]], np.asarray(P.crops[max(P.sizes)])[rows[:show]]
     def strip(d, people, labels):
-        S = sample_edits(pipe, y[people], d, np.array(cols), 1, a.scale, a.seed)[:, :, 0]          # (A, k, s, s, 3)
+        S = sample_edits(pipe, y[people], d, np.array(cols), 1, pipe.spec.replace(scale=a.scale), a.seed)[:, :, 0]          # (A, k, s, s, 3)
         return labeled_grid([[crops[i]] + list(S[:, j]) for j, i in enumerate(people)], ['real'] + [f'{c:+g} std' for c in cols], labels, size=64)
     pics = {'gender.png': strip(dirs['female'], list(range(show)), names), 'age.png': strip(dirs['older'], list(range(show)), names)}
     two = list(range(min(2, show)))

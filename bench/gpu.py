@@ -87,13 +87,13 @@ class Packed:
 def sampler_times(pipe, ids: np.ndarray, reps: int = 3) -> dict:
     "Seconds to sample 16 guided (s = 3) images with each sampler at the library's default steps (best of `reps`)."
     import torch
-    from id3pm_nb.sampling import DEFAULT_STEPS
+    from id3pm_nb.sampling import SamplingSpec
     out = {}
-    for name, steps, opts in (('ddpm', DEFAULT_STEPS, {}), ('ddim', 25, {}), ('dpmpp_2m', 15, {}), ('dpmpp_2m', 15, {'eta': 1.})):
+    for name, steps, opts in (('ddpm', SamplingSpec.steps, {}), ('ddim', 25, {}), ('dpmpp_2m', 15, {}), ('dpmpp_2m', 15, {'eta': 1.})):
         ts = []
         for r in range(reps + 1):   # the first call warms up (kernels, autotuning)
             if pipe.device.type == 'cuda': torch.cuda.synchronize()
-            t0 = time.perf_counter(); pipe.sample(ids[:16], 1, 3., sampler=name, steps=steps, seed=r, progress=False, **opts)
+            t0 = time.perf_counter(); pipe.sample(ids[:16], 1, SamplingSpec(3., name, steps).replace(**opts), seed=r, progress=False)
             if pipe.device.type == 'cuda': torch.cuda.synchronize()
             ts.append(time.perf_counter() - t0)
         out[f"{name}{'-sde' if opts else ''} {steps} steps"] = round(min(ts[1:]), 3)
@@ -109,7 +109,7 @@ def run(a) -> dict:
     from id3pm_nb.report import markdown_table
     from id3pm_nb.fr import load_recognizer
     from id3pm_nb.pipeline import ID3PM
-    from id3pm_nb.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS
+    from id3pm_nb.sampling import SamplingSpec
     seed_everything(0)
     dev, out = default_device(a.device), Path(a.out)
     with np.load(a.data, allow_pickle=True) as z: arrays = {k: z[k] for k in z.files}
@@ -134,13 +134,14 @@ def run(a) -> dict:
                    arrays['real'], P.crops[P.size][arrays['first']], (pipe.recognizer, P.ids[arrays['first']]))
     ids = P.ids[held.first]
     scales = [float(s) for s in a.scales.split(',')]
-    samples = {s: pipe.sample(ids, a.samples, s, progress=False, **({'steps': 3} if a.quick else {})) for s in scales}
+    samples = {s: pipe.sample(ids, a.samples, pipe.spec.replace(scale=s, **({'steps': 3} if a.quick else {})), progress=False)
+               for s in scales}
     linear = linear_baseline(P, split, P.size)(ids)[:, None]
     table = held.scores({'linear decoder (ridge)': linear, **{f'{pre.name} s = {s:g}': samples[s] for s in scales}})
     times = sampler_times(pipe, ids, reps=1 if a.quick else 3)
     head = (f"{pre.name}: {sum(p.numel() for p in pipe.model.parameters()) / 1e6:.2f}M params, {its} iterations in {a.minutes:g} min on "
             f"{torch.cuda.get_device_name() if dev.type == 'cuda' else dev}: {img_s:.0f} training images/s; "
-            f"{len(held.names)} held-out people x {a.samples} samples ({DEFAULT_SAMPLER} {DEFAULT_STEPS} steps)")
+            f"{len(held.names)} held-out people x {a.samples} samples ({SamplingSpec.sampler} {SamplingSpec.steps} steps)")
     md = markdown_table(table, 'FaceNet', 'dlib')
     print(head); print(md); print('seconds to sample 16 guided images:', json.dumps(times))
     out.mkdir(parents=True, exist_ok=True)

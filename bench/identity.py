@@ -31,7 +31,7 @@ def parse(argv=None):
     p.add_argument('--people', type=int, default=64, help='held-out people to invert')
     p.add_argument('--samples', type=int, default=4, help='samples per person and scale')
     p.add_argument('--scales', default='0,1,2,3')
-    p.add_argument('--sampler', default=None, help='default: the library default (id3pm_nb.sampling.DEFAULT_SAMPLER)')
+    p.add_argument('--sampler', default=None, help='default: the library default (id3pm_nb.sampling.SamplingSpec)')
     p.add_argument('--steps', type=int, default=None)
     p.add_argument('--eta', type=float, default=None, help='ddim / dpmpp_2m stochasticity')
     p.add_argument('--temperature', type=float, default=None, help='noise scale (default: the library default)')
@@ -67,15 +67,15 @@ def run(a) -> dict:
     from id3pm_nb.evaluate import lfw_judge
     from id3pm_nb.report import markdown_table
     from id3pm_nb.pipeline import ID3PM
-    from id3pm_nb.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_TEMPERATURE
+    from id3pm_nb.sampling import SamplingSpec
     if a.quick: a.people, a.samples, a.scales, a.steps, a.images = min(a.people, 3), 2, '0,2', 3, a.images or 150
     presets = quick_presets() if a.quick else DEMO_PRESETS
     recipes = [r.strip() for r in a.recipes.split(',') if r.strip()]
     bad = [r for r in recipes if r not in presets]
     if bad: raise SystemExit(f"--recipes: unknown {bad}; choose from {list(presets)}")
-    sampler, steps = a.sampler or DEFAULT_SAMPLER, a.steps or DEFAULT_STEPS
-    opts = dict(temperature=DEFAULT_TEMPERATURE if a.temperature is None else a.temperature, **({} if a.eta is None else {'eta': a.eta}))
-    spec = ID3PM.spec.replace(sampler=sampler, steps=steps, **opts)
+    sampler, steps = a.sampler or SamplingSpec.sampler, a.steps or SamplingSpec.steps
+    temperature = SamplingSpec.temperature if a.temperature is None else a.temperature
+    spec = SamplingSpec(sampler=sampler, steps=steps, temperature=temperature).replace(**({} if a.eta is None else {'eta': a.eta}))
     scales = [float(s) for s in a.scales.split(',')]
     dev, out, root = default_device(a.device), Path(a.out), find_lfw(a.lfw, download=False)
     out.mkdir(parents=True, exist_ok=True); seed_everything(a.seed)
@@ -107,7 +107,7 @@ def run(a) -> dict:
         methods.update({f'{r} s = {s:g}': samples[r][s] for s in scales})
     for spec in (a.samplers.split(',') if a.samplers else []):   # the sampler sweep, on the first recipe
         name, st, *eta = spec.split(':')
-        sweep = ID3PM.spec.replace(sampler=name, steps=int(st), temperature=opts['temperature'], **({'eta': float(eta[0])} if eta else {}))
+        sweep = SamplingSpec(sampler=name, steps=int(st), temperature=temperature).replace(**({'eta': float(eta[0])} if eta else {}))
         sw = at_scales(pipes[recipes[0]], sweep)
         methods.update({f'{recipes[0]} {spec} s = {s:g}': sw[s] for s in scales})
     table = held.scores(methods)
@@ -118,7 +118,7 @@ def run(a) -> dict:
                         cols, held.names[:n_show], size=max(P.sizes))
     from PIL import Image
     with atomic_write(out/'grid.png') as f: Image.fromarray(grid).save(f, format='PNG')
-    head = (f"{len(held.names)} held-out LFW people x {a.samples} samples, {sampler} {steps} steps {opts}; "
+    head = (f"{len(held.names)} held-out LFW people x {a.samples} samples, {sampler} {steps} steps, temperature {temperature:g}{'' if a.eta is None else f', eta {a.eta:g}'}; "
             f"judge {judge}; {len(held.real)} real held-out faces for FD; training: "
             + '; '.join(f"{r} {t['params_m']:.2f}M params, {t['iterations']} it. in {t['minutes']:g} min" for r, t in trained.items()))
     (out/'identity.md').write_text(f"# bench/identity.py\n\n{head}\n\n{md}\n")

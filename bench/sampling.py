@@ -25,7 +25,7 @@ from fastcore.script import call_parse, Param, store_true
 
 from id3pm_nb.core import autocast_dtype, default_device
 from id3pm_nb.diffusion import respace
-from id3pm_nb.sampling import NFECounter, sample, sampling_schedule
+from id3pm_nb.sampling import NFECounter, SamplingSpec, sample, sampling_schedule
 from id3pm_nb.unet import UNet, perturb_zero_init, unet_config
 from id3pm_nb.bundle import load_bundle
 
@@ -97,8 +97,9 @@ def run_one(model, sampler: str, steps: int, noise: torch.Tensor, ids: torch.Ten
     with PeakMemory(dev) as mem:
         if dev.type == 'cuda': torch.cuda.synchronize(dev)
         t0, c0 = time.perf_counter(), time.process_time()
-        out = sample(counter, noise, y=ids, scale=scale, sampler=sampler, steps=None, schedule=sched,
-                     generator=torch.Generator(dev).manual_seed(seed), precision=precision, disable=True)  # noise drawn on the device
+        spec = SamplingSpec(scale, sampler, None, temperature=1., precision=precision)   # steps: `sched` is respaced already
+        out = sample(counter, noise, ids, spec, schedule=sched, noise=torch.Generator(dev).manual_seed(seed),
+                     disable=True)  # noise drawn on the device
         if dev.type == 'cuda': torch.cuda.synchronize(dev)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return dict(out=out, nfe=counter.nfe, rows=counter.rows, wall=wall, cpu=cpu, mem=mem.peak)

@@ -139,19 +139,21 @@ def main(argv=None) -> dict:
     ids = np.asarray(P.ids)[held.first]
     low_real, real = np.asarray(P.crops[lo])[held.first][:, None], np.asarray(P.crops[hi])[held.first]
     t0 = time.time()
-    gen = pipe.sample(ids, args.samples, args.scale, seed=args.seed, progress=False)                 # (N, n, lo, lo, 3)
+    gen = pipe.sample(ids, args.samples, pipe.spec.replace(scale=args.scale), seed=args.seed, progress=False)                 # (N, n, lo, lo, 3)
     base_per16 = 16 * (time.time() - t0) / gen[:, :, 0, 0, 0].size
     bic = lambda x: tensor2img(bicubic(img2tensor(x.reshape(-1, *x.shape[2:])), hi)).reshape(*x.shape[:2], hi, hi, 3)
-    temps = [float(t) for t in args.temperatures.split(',')] if args.temperatures else [pipe.bundle.sr.info.get('temperature')]
+    sr_spec = pipe.bundle.sr.spec
+    temps = [float(t) for t in args.temperatures.split(',')] if args.temperatures else [sr_spec.temperature]
     opts = {} if args.steps is None else {'steps': args.steps}
+    spec_at = lambda T: sr_spec.replace(temperature=T, **opts)
     rows = {('real', f'real {hi} px crop'): row(held, real[:, None]), ('real', f'bicubic from {lo} px'): row(held, bic(low_real), real)}
     rows[('generated', f'bicubic, s = {args.scale:g}')] = row(held, bic(gen))
     ref = {'real': rows[('real', f'bicubic from {lo} px')], 'generated': rows[('generated', f'bicubic, s = {args.scale:g}')]}
     sr_imgs, times = {}, {}
     for T in temps:
         name = 'SR stage' + (f', temperature {T:g}' if T is not None else '')
-        sr_real = pipe.upsample(low_real, ids, args.seed, temperature=T, **opts)
-        t0 = time.time(); sr_gen = pipe.upsample(gen, ids, args.seed, temperature=T, **opts); times[T] = 16 * (time.time() - t0) / gen[:, :, 0, 0, 0].size
+        sr_real = pipe.upsample(low_real, ids, spec_at(T), seed=args.seed)
+        t0 = time.time(); sr_gen = pipe.upsample(gen, ids, spec_at(T), seed=args.seed); times[T] = 16 * (time.time() - t0) / gen[:, :, 0, 0, 0].size
         rows[('real', name)] = row(held, sr_real, real, ref['real'])
         rows[('generated', f'{name}, s = {args.scale:g}')] = row(held, sr_gen, ref=ref['generated'])
         sr_imgs[T] = (sr_real, sr_gen)

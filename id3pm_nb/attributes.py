@@ -18,7 +18,7 @@ from .detect import dlib_model, dlib_rect
 from .align import ffhq_kps
 from .prepare import Prepared
 from .data import get_dls
-from .sampling import sample
+from .sampling import SamplingSpec, sample
 
 # %% auto #0
 __all__ = ['POSE_MODEL', 'POSE_POINTS', 'ATTRIBUTES', 'check_faces', 'crop_landmarks', 'head_pose', 'Attributes',
@@ -133,13 +133,13 @@ def attr_dls(prepared: Prepared, attrs: Attributes, size: int = 32, bs: int = 64
 def attribute_sweep(model,                      # a loaded bundle (`bundle.load_bundle`: its schedule is used), or an attribute-conditioned eps model
                     ids,                        # (N, D) ID vectors, one row each
                     attrs,                      # (C, 1+A) attribute vectors, one column each (e.g. from `Attributes.encode`)
-                    scale: float = 3.0,         # ID guidance scale
-                    attr_scale: float = 3.0,    # attribute guidance scale
+                    spec: SamplingSpec = SamplingSpec(sampler='ddim', steps=25, temperature=1., attr_scale=3.),  # ID and
+                                                # attribute guidance 3 by default
                     seed: int = 0,              # row k starts from the noise of seed + k
-                    steps: int = 25, bs: int = 64,
+                    bs: int = 64,
                     schedule=None,              # a bare model's training schedule: a name (T = 1000) or a `Schedule`; a bundle brings its own
-                    **kw) -> np.ndarray:        # more `sampling.sample` options (SamplingSpec fields, e.g. temperature=)
-    "Samples uint8 `(N, C, H, W, 3)`: every ID vector with every attribute vector, one starting noise per row (DDIM, on the model's device)."
+                   ) -> np.ndarray:
+    "Samples uint8 `(N, C, H, W, 3)`: every ID vector with every attribute vector, one starting noise per row (on the model's device)."
     from id3pm_nb.bundle import Bundle
     if isinstance(model, Bundle): model, schedule = model.model, model.schedule
     elif schedule is None: raise ValueError("attribute_sweep needs the schedule the model was trained with: pass the loaded bundle, or schedule= (a name or a Schedule)")
@@ -152,8 +152,8 @@ def attribute_sweep(model,                      # a loaded bundle (`bundle.load_
     noise = torch.stack([torch.randn(cfg.in_ch, S, S, generator=torch.Generator().manual_seed(seed + k)) for k in range(N)])
     x, y, a = noise.repeat_interleave(C, 0), ids.repeat_interleave(C, 0), attrs.repeat(N, 1)   # row-major (N*C, ...)
     dev = next(model.parameters()).device
-    out = [sample(model, x[i:i+bs].to(dev), y[i:i+bs], scale=scale, attr=a[i:i+bs], attr_scale=attr_scale, sampler='ddim',
-                  steps=steps, schedule=schedule, disable=True, **kw) for i in range(0, N * C, bs)]
+    out = [sample(model, x[i:i+bs].to(dev), y[i:i+bs], spec, attr=a[i:i+bs], schedule=schedule, disable=True)
+           for i in range(0, N * C, bs)]
     return tensor2img(torch.cat(out).cpu()).reshape(N, C, S, S, 3)
 
 def sweep_scores(imgs: np.ndarray,       # (N, C, H, W, 3) from `attribute_sweep`

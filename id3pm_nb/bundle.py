@@ -15,11 +15,13 @@ from torch import Tensor, nn
 from .core import atomic_write, file_hash, load_config, save_config
 from .unet import UNetConfig, build_unet
 from .diffusion import Schedule, get_schedule
+from .sampling import SamplingSpec
 from .dist import unwrap
 
 # %% auto #0
 __all__ = ['BUNDLE_FORMAT', 'UNKNOWN_IDENTITIES', 'ArtifactError', 'write_folder', 'read_manifest', 'read_json', 'read_tensors',
-           'write_tensors', 'load_weights', 'truncate', 'bundle_schedule', 'Bundle', 'save_bundle', 'load_bundle']
+           'write_tensors', 'load_weights', 'truncate', 'bundle_schedule', 'Bundle', 'bundle_spec', 'save_bundle',
+           'load_bundle']
 
 # %% ../nbs/06_bundle.ipynb #f51c7071
 class ArtifactError(ValueError):
@@ -144,6 +146,10 @@ class Bundle:
         "The schedule to sample on: the training schedule, truncated at `max_t` for an SR stage that has one."
         return bundle_schedule(self.info)
     @property
+    def spec(self) -> SamplingSpec:
+        "How this stage is meant to be sampled (`bundle_spec`): what `ID3PM` and `superres.upsample` use unless told otherwise."
+        return bundle_spec(self.info)
+    @property
     def fingerprint(self) -> str | None: return self.info.get('recognizer')
     @property
     def trained_on(self) -> frozenset | None:
@@ -155,6 +161,14 @@ class Bundle:
         i = self.info
         return (f"Bundle({self.path}, {i['kind']} {i['image_size']}px, id_dim={i['id_dim']}, {i['schedule']}/{i['T']}, "
                 f"recognizer={i.get('recognizer')}, sr={'yes' if self.sr else 'no'})")
+
+def bundle_spec(info: dict) -> SamplingSpec:
+    """The `SamplingSpec` a `bundle.json` records; bundles written before it was recorded get the table's defaults, an SR
+    stage guidance 1 and the temperature it records."""
+    s = info.get('sampling')
+    if s is not None: return s if isinstance(s, SamplingSpec) else SamplingSpec(**s)
+    if info.get('kind') == 'sr': return SamplingSpec(scale=1., temperature=info.get('temperature') or SamplingSpec.temperature)
+    return SamplingSpec()
 
 def _seen_people(info: dict) -> frozenset | None:
     "The people one stage's `bundle.json` says it trained or validated on (older bundles: `meta.train_identities`); None when unknown."
@@ -192,7 +206,8 @@ def _bundle_source(obj) -> tuple[nn.Module, dict]:
     if isinstance(obj, nn.Module): return unwrap(obj), {'kind': 'sr' if unwrap(obj).cfg.cond_img_ch else 'base'}
     raise TypeError(f"save_bundle needs a DiffusionLearner, a UNet or a Bundle, not {type(obj).__name__}")
 
-_SETTINGS = ('schedule', 'T', 'p_uncond', 'kind', 'aug_max', 'noise_level', 'max_t', 'prior_var', 'temperature')  # `meta` keys that are settings
+_SETTINGS = ('schedule', 'T', 'p_uncond', 'kind', 'aug_max', 'noise_level', 'max_t', 'prior_var', 'temperature',
+             'sampling')  # `meta` keys that are settings
 
 # %% ../nbs/06_bundle.ipynb #38aadd93
 def save_bundle(folder: str | os.PathLike,  # destination (replaced atomically if it exists)
@@ -213,6 +228,7 @@ def save_bundle(folder: str | os.PathLike,  # destination (replaced atomically i
                 attr_dim=cfg.attr_dim, image_size=cfg.image_size, low_res_size=cfg.low_res_size, meta=meta, sr='sr' if sr is not None else None,
                 identities=_identities(learn_or_model, train_identities, meta.get('train_identities')))
     bundle_schedule(info)  # fail early on a bad schedule or max_t
+    info['sampling'] = bundle_spec(info).asdict()   # how to sample it: given in `meta`, else the defaults (checked)
     if info['identities'] is None:
         raise ValueError("save_bundle cannot tell which people the model was trained on (its data carries no identities): pass "
                          f"train_identities=[names] ([] for a model trained on no real people), or train_identities={UNKNOWN_IDENTITIES!r} "

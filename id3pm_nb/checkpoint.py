@@ -135,8 +135,14 @@ class CheckpointCallback(Callback):
 
     def after_fit(self):
         if not self.learn.lr_finding and self.learn.train_iter != self.last_saved and self.epoch_rng is not None:
-            self.save(finished=self.learn.epoch == self.learn.n_epoch - 1 and self.done == self.n_train)
+            self.save(finished=self.at_end())
         self.pending = None
+
+    def at_end(self) -> bool:
+        "Has the fit reached its end: its last epoch's last batch, or the iteration where a `stop_at` callback ends it?"
+        learn, stop = self.learn, getattr(self.learn, 'stop_at', None)   # `train.StopAt` cuts the last epoch short
+        planned = stop is not None and learn.train_iter >= stop.n_iter
+        return learn.epoch == learn.n_epoch - 1 and (self.done == self.n_train or planned)
 
     def save(self, finished: bool = False) -> Path | None:
         "Write a checkpoint of the current state (rank 0 writes; all ranks must call it)."

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #0e45e69a
 from __future__ import annotations
-import contextlib, dataclasses, hashlib, json, os, random, tempfile
+import contextlib, dataclasses, hashlib, json, os, random, sys, tempfile, time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -13,8 +13,8 @@ import torch
 
 # %% auto #0
 __all__ = ['default_device', 'autocast_dtype', 'autocast', 'l2_normalize', 'seed_everything', 'img2tensor', 'tensor2img',
-           'cache_dir', 'resolve_path', 'demo_bundle', 'atomic_write', 'file_hash', 'short_hash', 'to_json',
-           'save_config', 'load_config', 'image_grid', 'show_images']
+           'cache_dir', 'resolve_path', 'default_bundle_dir', 'demo_bundle', 'atomic_write', 'file_hash', 'short_hash',
+           'to_json', 'save_config', 'load_config', 'image_grid', 'show_images', 'Log']
 
 # %% ../nbs/00_core.ipynb #d9411469
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -89,10 +89,14 @@ def resolve_path(path: str | os.PathLike | None, env: str, what: str = 'data') -
     return p
 
 # %% ../nbs/00_core.ipynb #3af7a78f
+def default_bundle_dir() -> Path:
+    "Where the training tutorial saves the bundle it trained, and where the notebooks look when `$ID3PM_BUNDLE` is unset."
+    return Path(os.environ.get('ID3PM_CACHE') or Path.home()/'.cache'/'id3pm_nb').expanduser()/'bundle'
+
 def demo_bundle(env: str = 'ID3PM_BUNDLE') -> Path | None:
-    "The trained bundle folder the notebooks show results from (`$ID3PM_BUNDLE`), or None when the variable is unset."
+    "The trained bundle folder the notebooks show results from: `$ID3PM_BUNDLE`, else `default_bundle_dir()` if it holds one, else None."
     path = os.environ.get(env)
-    if not path: return None
+    if not path: return default_bundle_dir() if (default_bundle_dir()/'bundle.json').is_file() else None
     p = Path(path).expanduser()
     if not (p/'bundle.json').is_file():
         raise FileNotFoundError(f"{env}={p} is not a bundle folder (no bundle.json): make one with id3pm_demo "
@@ -187,3 +191,12 @@ def show_images(imgs: np.ndarray | torch.Tensor, nrow: int = 8, titles: list | N
     if suptitle: fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/00_core.ipynb #8d736b9e
+class Log:
+    "Timestamped progress lines on stderr, silenced by `quiet`."
+    def __init__(self, prog: str, quiet: bool = False): self.prog, self.quiet, self.t0 = prog, quiet, time.time()
+    def __call__(self, msg: str):
+        if self.quiet: return
+        m, s = divmod(int(time.time() - self.t0), 60)
+        print(f"[{self.prog} {m:02d}:{s:02d}] {msg}", file=sys.stderr, flush=True)

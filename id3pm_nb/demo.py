@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import atomic_write, default_device, file_hash, image_grid, img2tensor, seed_everything, short_hash, tensor2img, to_json
+from .core import Log, atomic_write, default_device, file_hash, image_grid, img2tensor, seed_everything, short_hash, tensor2img, to_json
 from .dist import broadcast, world
 from .prior import LinearDecoder
 from .data import Splits, get_dls, scan, split_identities
@@ -22,30 +22,22 @@ from .unet import UNetConfig, num_params, unet_config
 from .bundle import save_bundle
 from .logs import TrainLog
 from .checkpoint import CheckpointCallback, latest_checkpoint
-from .train import IDPreview, PreviewCallback, get_learner, time_iteration, train
+from .train import IDPreview, PreviewCallback, get_learner, train
+from .budget import budget_plan
 from .superres import SR_PRESETS, SRPreset, attach_sr, bicubic, sharpness, sr_preset
 from .train_sr import get_sr_learner
 from .pipeline import ID3PM, linear_decoder
-from .sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SamplingSpec
+from .sampling import SamplingSpec
 from .evaluate import Judge, check_judge, inversion_scores, lfw_judge, reference_scores, scores_table
 from .queries import QuerySpec
 from .attack import Budget, attack, attack_table, budgets
 from .report import markdown_table, query_curve
 
 # %% auto #0
-__all__ = ['DEMO_PRESETS', 'DEMO_RECOGNIZER', 'Log', 'DemoPreset', 'demo_preset', 'holdout_split', 'budget_epochs', 'fit_budget',
-           'fit_and_save', 'HeldOut', 'heldout_people', 'linear_baseline', 'labeled_grid', 'demo_key', 'bundle_matches',
-           'demo_train', 'demo_sr_preset', 'sr_split', 'sr_train', 'demo_sr', 'sr_scores', 'write_report', 'DemoRun',
-           'demo_data', 'demo_attack', 'demo_grids', 'report_info', 'run_demo']
-
-# %% ../nbs/11_demo.ipynb #8d736b9e
-class Log:
-    "Timestamped progress lines on stderr, silenced by `quiet`."
-    def __init__(self, prog: str, quiet: bool = False): self.prog, self.quiet, self.t0 = prog, quiet, time.time()
-    def __call__(self, msg: str):
-        if self.quiet: return
-        m, s = divmod(int(time.time() - self.t0), 60)
-        print(f"[{self.prog} {m:02d}:{s:02d}] {msg}", file=sys.stderr, flush=True)
+__all__ = ['DEMO_PRESETS', 'DEMO_RECOGNIZER', 'DemoPreset', 'demo_preset', 'holdout_split', 'fit_budget', 'fit_and_save',
+           'HeldOut', 'heldout_people', 'linear_baseline', 'labeled_grid', 'demo_key', 'bundle_matches', 'demo_train',
+           'demo_sr_preset', 'sr_split', 'sr_train', 'demo_sr', 'sr_scores', 'write_report', 'DemoRun', 'demo_data',
+           'demo_attack', 'demo_grids', 'report_info', 'run_demo']
 
 # %% ../nbs/11_demo.ipynb #6192b50b
 @dataclasses.dataclass
@@ -92,30 +84,23 @@ def holdout_split(identities, n_test: int, min_images: int = 2, valid_pct: float
     s = split_identities(ids[rest], valid_pct=valid_pct, test_pct=0., seed=seed)
     return Splits(rest[s.train], rest[s.valid], np.flatnonzero(np.isin(ids, test)))
 
-# %% ../nbs/11_demo.ipynb #12c42571
-def budget_epochs(learn, minutes: float, margin: float = 0.8, sec_per_iter: float | None = None) -> int:
-    "Epochs of `learn.dls` that fit in `minutes` (at least 1), from the measured seconds per iteration."
-    spi = sec_per_iter or time_iteration(learn)
-    per_epoch = (len(learn.dls.train) + len(learn.dls.valid) * 2 / 3) * spi   # a validation batch: the loss forward + IDGain's on ~half of it (~1/2 step; 2/3 leaves slack)
-    return max(1, int(minutes * 60 * margin / per_epoch))
-
 # %% ../nbs/11_demo.ipynb #56353345
 def fit_budget(learn, minutes: float | None = None, epochs: int | None = None, lr: float | None = None, log=print) -> dict:
-    "Resume the run in the learner's checkpoint folder, or plan `epochs` (or the epochs that fit `minutes`) and train."
+    "Resume the run in the learner's checkpoint folder, or train `epochs` epochs, or the iterations that fit `minutes`."
     ck = getattr(learn, 'checkpoint', None)
     last = latest_checkpoint(ck.folder) if ck is not None else None
     if last is not None:
         log(f"resuming from {last}")
-        train(learn, 0, resume=True)
+        train(learn, resume=True)                                # the recorded plan: same iterations, same schedule
         return dict(resumed=str(last), epochs=learn.n_epoch, iterations=learn.train_iter)
-    if epochs is None:
-        if minutes is None: raise ValueError("give a number of epochs or a time budget in minutes")
-        sec_per_iter = broadcast(time_iteration(learn) if world()[0] == 0 else None)
-        epochs = broadcast(budget_epochs(learn, minutes, sec_per_iter=sec_per_iter))
-        log(f"{sec_per_iter:.3f}s per iteration -> {epochs} epochs of {len(learn.dls.train)} iterations fit in {minutes:g} min")
+    if epochs is None and minutes is None: raise ValueError("give a number of epochs or a time budget in minutes")
+    plan = None if epochs is not None else broadcast(budget_plan(learn, minutes) if world()[0] == 0 else None)
+    if plan is not None: log(str(plan))
     t0 = time.time()
-    train(learn, epochs, lr)
-    return dict(resumed=None, epochs=epochs, iterations=learn.train_iter, seconds=round(time.time() - t0, 1))
+    if plan is None: train(learn, epochs, lr)
+    else: train(learn, lr_max=lr, n_iter=plan.n_iter, valid_batches=plan.valid_batches)
+    info = dict(resumed=None, epochs=learn.n_epoch, iterations=learn.train_iter, seconds=round(time.time() - t0, 1))
+    return info if plan is None else dict(info, plan=dataclasses.asdict(plan))
 
 # %% ../nbs/11_demo.ipynb #cd7d7d92
 def fit_and_save(learn, bundle_dir: Path, meta: dict, minutes: float | None = None, epochs: int | None = None,
@@ -145,8 +130,11 @@ class HeldOut:
 
     def scores(self, methods: dict) -> pd.DataFrame:
         "The table: one row per method (label -> uint8 images (N, n, S, S, 3) made from the targets' ID vectors), then the references."
-        rows = {k: inversion_scores(self.judge, v, self.targets, self.real, self.inverted) for k, v in methods.items()}
-        return scores_table({**rows, **reference_scores(self.judge, self.crops, self.targets, self.second_vecs, self.real, self.inverted)})
+        rows = {k: inversion_scores(self.judge, v, self.targets, self.real, self.inverted, self.names)
+                for k, v in methods.items()}
+        refs = reference_scores(self.judge, self.crops, self.targets, self.second_vecs, self.real, self.inverted,
+                                self.names)                     # intervals over people, as `id3pm_eval`'s
+        return scores_table({**rows, **refs})
 
 def heldout_people(prepared, split: Splits, size: int, judge: Judge, rec=None, per_person: int = 8, log=print) -> HeldOut:
     "The held-out people of `split.test` whose first two photos the judge can embed, and the realism reference set."
@@ -203,7 +191,7 @@ def demo_train(prepared, split: Splits, preset: DemoPreset, run_dir: Path, bundl
     "Train the preset's model on `split.train` within `preset.minutes` (resuming `run_dir`'s checkpoints; its name is the run key); export the bundle."
     if bundle_matches(bundle_dir, run_dir.name): log(f"reusing the trained model in {bundle_dir}"); return bundle_dir
     dls = get_dls(prepared, preset.size, preset.bs, split=split, device=device)
-    preview = IDPreview.from_dls(dls, n=8, sampler=DEFAULT_SAMPLER, steps=DEFAULT_STEPS, scale=3.)
+    preview = IDPreview.from_dls(dls, n=8, sampler=SamplingSpec.sampler, steps=SamplingSpec.steps, scale=SamplingSpec.scale)
     learn = get_learner(dls, preset.unet(prepared.ids.shape[1]), lr=preset.lr, min_snr=preset.min_snr, precision=preset.precision,
                         cbs=[CheckpointCallback(run_dir/'ckpt', every=200), TrainLog(run_dir),   # log.csv, steps.csv, tb/ beside the checkpoints
                              PreviewCallback(run_dir/'previews', preview, every=None)])
@@ -233,7 +221,7 @@ def sr_split(prepared, people=None, valid_pct: float = 0.05, seed: int = 0) -> S
 
 def sr_train(prepared, split: Splits, preset: SRPreset, run_dir: Path, epochs: int | None = None, device=None, seed: int = 0,
              log=print, progress: bool = True, cbs: list | None = None) -> Path:
-    "Train `preset`'s SR stage on `split` for `epochs` (or the epochs that fit `preset.minutes`), resuming `run_dir/ckpt`; export `run_dir/bundle`."
+    "Train `preset`'s SR stage on `split` for `epochs` (or the iterations that fit `preset.minutes`), resuming `run_dir/ckpt`; export `run_dir/bundle`."
     dls = get_dls(prepared, preset.size, preset.bs, split=split, device=device)
     cbs = cbs if cbs is not None else [CheckpointCallback(run_dir/'ckpt', every=200), PreviewCallback(run_dir/'previews', every=None)]
     learn = get_sr_learner(dls, preset.unet(prepared.ids.shape[1]), cbs=cbs, aug_max=preset.aug_max, noise_level=preset.noise_level,
@@ -256,11 +244,12 @@ def demo_sr(prepared, split: Splits, preset: SRPreset, run_dir: Path, bundle_dir
 def sr_scores(pipe: ID3PM, held: HeldOut, samples: np.ndarray, ids: np.ndarray, seed: int = 0, progress: bool = True) -> dict:
     "The bundle's SR stage on base samples `(N, n, s, s, 3)` of the held-out people's `ids`, judged next to their bicubic upsampling."
     t0 = time.time()
-    hi = pipe.upsample(samples, ids, seed, progress=progress)
+    hi = pipe.upsample(samples, ids, seed=seed, progress=progress)
     seconds, (N, n, S) = time.time() - t0, hi.shape[:3]
     bic = tensor2img(bicubic(img2tensor(samples.reshape(N * n, *samples.shape[2:])), S)).reshape(hi.shape)
     rows = {f'bicubic, {S} px': bic, f'SR stage, {S} px': hi}
-    table = scores_table({k: inversion_scores(held.judge, v, held.targets, inverted=held.inverted) for k, v in rows.items()})
+    table = scores_table({k: inversion_scores(held.judge, v, held.targets, inverted=held.inverted, people=held.names)
+                          for k, v in rows.items()})
     table['sharpness'] = [float(sharpness(img2tensor(v.reshape(N * n, S, S, 3))).mean()) for v in rows.values()]
     return dict(images=hi, table=table, seconds=seconds, per16=16 * seconds / (N * n), size=S)
 
@@ -324,7 +313,7 @@ class DemoRun:
     n_show: int = 6                   # of them, shown in the grid
     scales: tuple = (0., 1., 2., 3.)  # guidance scales
     n_samples: int = 4                # samples per person and scale
-    spec: SamplingSpec = ID3PM.spec   # how to sample (its scale is replaced by each of `scales`); default the pipeline's
+    spec: SamplingSpec = SamplingSpec()   # how to sample (its scale is replaced by each of `scales`); default the table's
     queries: tuple = (4, 16)          # query budgets per returned image at the top scale (the model's recognizer answers)
     strategy: str = QuerySpec.strategy  # how the queries are spent (`queries.STRATEGIES`)
     judge: str = 'facenet'            # the recognizer that scores the samples; it was never trained on nor queried

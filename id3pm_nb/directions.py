@@ -15,6 +15,7 @@ import torch
 from .core import l2_normalize, tensor2img
 from .fr import best_threshold, cosine
 from .align import load_rgb
+from .sampling import SamplingSpec
 from .pipeline import check_ids, row_seeds
 
 # %% auto #0
@@ -346,19 +347,23 @@ def retrieval_generator(bank_ids, bank_imgs):
 def _seeded(pipe,                  # an `ID3PM` pipeline
             ids,                   # (M, D) ID vectors
             seeds: np.ndarray,     # (M,) the noise of row i comes from seeds[i] alone
-            scale: float = 3.0, steps: int | None = None, bs: int = 64, **overrides) -> np.ndarray:
-    "uint8 samples `(M, H, W, 3)` of `pipe`, one per ID vector, with the pipeline's spec (`ID3PM.spec`) unless `overrides` say otherwise."
-    spec = pipe.spec.replace(scale=scale, **({'steps': steps} if steps else {}), **overrides)
+            spec: SamplingSpec | None = None,  # how to sample; None: the bundle's (`ID3PM.spec`)
+            bs: int = 64) -> np.ndarray:
+    "uint8 samples `(M, H, W, 3)` of `pipe`, one per ID vector, each row's noise from its seed alone."
+    spec = spec or pipe.spec
     y, seeds = torch.from_numpy(check_ids(np.asarray(_as_tensor(ids).cpu()), pipe.dim)), np.asarray(seeds)
     return np.concatenate([tensor2img(pipe._sample_base(y[i:i + bs], seeds[i:i + bs], spec, False).cpu()) for i in range(0, len(y), bs)])
 
-def edit_generator(pipe, scale: float = 3.0, **opts) -> Callable:
-    "`generate(ids, seed=0, guidance=None, steps=None, queries=0)` over an `ID3PM` pipeline whose noise comes from `seed` alone: an edit changes only the ID vector."
+def edit_generator(pipe, spec: SamplingSpec | None = None) -> Callable:  # spec None: the bundle's (`ID3PM.spec`)
+    """`generate(ids, seed=0, guidance=None, steps=None, queries=0)` over an `ID3PM` pipeline whose noise comes from
+    `seed` alone: an edit changes only the ID vector. `guidance` and `steps` are the explorer's knobs on `spec`."""
+    spec = spec or pipe.spec
     def generate(ids, seed: int = 0, guidance: float | None = None, steps: int | None = None, queries: int = 0):
-        s = scale if guidance is None else guidance
-        if not queries: return _seeded(pipe, ids, np.full(len(ids), seed), s, steps, **opts)
-        spec = pipe.spec.replace(scale=s, **({'steps': steps} if steps else {}), **opts)   # each image chosen among its candidates
-        return pipe.sample(np.asarray(_as_tensor(ids).cpu()), 1, spec=spec, seed=seed, queries=queries, progress=False)[:, 0]
+        knobs = {k: v for k, v in dict(scale=guidance, steps=steps).items() if v is not None}
+        sp = spec.replace(**knobs) if knobs else spec
+        if not queries: return _seeded(pipe, ids, np.full(len(ids), seed), sp)
+        ids = np.asarray(_as_tensor(ids).cpu())   # each image chosen among its candidates
+        return pipe.sample(ids, 1, sp, seed=seed, queries=queries, progress=False)[:, 0]
     return generate
 
 def sample_edits(pipe,                   # an `ID3PM` pipeline
@@ -366,11 +371,12 @@ def sample_edits(pipe,                   # an `ID3PM` pipeline
                  d: Direction,           # the direction to move along (see `move`)
                  alphas,                 # (A,) alphas, or (A, N) one per person
                  n: int = 4,             # samples per person and alpha
-                 scale: float = 3.0, seed: int = 0, **opts) -> np.ndarray:
+                 spec: SamplingSpec | None = None,  # how to sample; None: the bundle's (`ID3PM.spec`)
+                 seed: int = 0) -> np.ndarray:
     "uint8 samples `(A, N, n, H, W, 3)` of every person moved by every alpha; a (person, sample) pair has the same noise at every alpha."
     y = np.asarray(ids, np.float32); A = len(np.asarray(alphas))
     E = np.asarray(move(y, d, alphas), np.float32)                          # (A, N, D)
-    S = _seeded(pipe, np.repeat(E.reshape(-1, E.shape[-1]), n, 0), np.tile(row_seeds(y, n, seed), A), scale, **opts)
+    S = _seeded(pipe, np.repeat(E.reshape(-1, E.shape[-1]), n, 0), np.tile(row_seeds(y, n, seed), A), spec)
     return S.reshape(A, len(y), n, *S.shape[1:])
 
 # %% ../nbs/09_directions.ipynb #d2f4857a

@@ -21,9 +21,10 @@ from .metrics import (accept_rates, cluster_ci, fmr_threshold, fmr_thresholds, f
                               impostor_scores, kfold_accuracy_centered, kfold_correct, pair_scores, pixel_diversity, ssim_diversity)
 
 # %% auto #0
-__all__ = ['ALIGNMENTS', 'upscaled', 'embed_aligned', 'EvalProtocol', 'flip_embed', 'generate_samples', 'EvalResult',
-           'real_baseline', 'alignment_note', 'evaluate_generator', 'faces_found', 'Judge', 'lfw_judge', 'check_judge',
-           'judged_scores', 'inversion_scores', 'reference_scores', 'scores_table']
+__all__ = ['ALIGNMENTS', 'upscaled', 'embed_aligned', 'faces_found', 'EvalProtocol', 'flip_embed', 'generate_samples',
+           'embed_samples', 'identity_scores', 'EvalResult', 'real_baseline', 'alignment_note', 'evaluate_generator',
+           'Judge', 'data_judge', 'lfw_judge', 'check_judge', 'judged_scores', 'inversion_scores', 'reference_scores',
+           'scores_table']
 
 # %% ../nbs/10a_evaluate.ipynb #59eef913
 ALIGNMENTS = ('detect', 'fixed')
@@ -48,6 +49,15 @@ def embed_aligned(rec,                   # a `fr.Recognizer`
         faces = rec.detector.detect(big); found[i] = bool(faces)
         crops.append(rec.crop(big, faces[0].kps if faces else ffhq_kps(big.shape[0])))      # the largest face, as for photos
     return rec.embed(crops, bs=bs, progress=False), found
+
+# %% ../nbs/10a_evaluate.ipynb #cb8d4df1
+def faces_found(imgs: np.ndarray,          # (N, H, W, 3) uint8 images
+                detector='mtcnn',          # a `detect.get_detector` name or a detector object
+                size: int = 128,           # images are upscaled (bicubic) to this side first
+               ) -> np.ndarray:
+    "Per image: does `detector` find a face in it? (`(N,)` bool)"
+    det = get_detector(detector) if isinstance(detector, str) else detector
+    return np.array([len(det.detect(upscaled(im, size))) > 0 for im in check_images(imgs)], bool)
 
 # %% ../nbs/10a_evaluate.ipynb #e002a1d4
 @dataclass(frozen=True)
@@ -93,6 +103,34 @@ def generate_samples(generate: Callable,             # generate(ids (B, D) float
         out.append(np.concatenate(parts))
     return np.stack(out)
 
+# %% ../nbs/10a_evaluate.ipynb #5b2d9f04
+def embed_samples(rec,                    # a `fr.Recognizer`
+                  samples: np.ndarray,    # (N, n, S, S, 3) uint8: n FFHQ-aligned images for each of N targets
+                  align: str = 'detect',  # 'detect' or 'fixed' (see `embed_aligned`)
+                  bs: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    "ID vectors `(N, n, D)` of each target's images, embedded target by target, and `(N, n)`: was the face detected?"
+    N, n = samples.shape[:2]
+    flat = check_images(samples.reshape(N * n, *samples.shape[2:]))
+    E, found = embed_aligned(rec, flat, align, bs=bs)
+    if align == 'fixed':                                          # the fixed landmarks skip detection: ask the detector
+        found = faces_found(flat, rec.detector)
+    return E.reshape(N, n, -1), found.reshape(N, n)
+
+def identity_scores(cos: np.ndarray,       # (N, n): cosine of each of n images to its target's photo, for N targets
+                    thresholds: dict,      # FMR -> the judge's threshold there (accept when cos > threshold; NaN: none)
+                    people=None,           # (N,) each target's person, the bootstrap's unit (None: each target its own)
+                    seed: int = 0) -> dict:
+    "Mean cosine and success attack rate at each threshold, with 95% intervals over people: the one scoring of attacks."
+    cos = np.asarray(cos, np.float64)
+    if cos.ndim != 2: raise ValueError(f"cos shaped {cos.shape}: give (targets, images per target)")
+    units = np.arange(len(cos)) if people is None else np.asarray(people)
+    if units.shape != (len(cos),): raise ValueError(f"{len(cos)} targets' scores but people shaped {units.shape}")
+    units = np.broadcast_to(units[:, None], cos.shape)
+    mean, lo, hi = cluster_ci(cos, units, seed=seed)
+    sar, sar_ci = accept_rates(cos, units, thresholds, seed)
+    return dict(cos=mean, cos_ci=[lo, hi], cos_std=float(cos.std()), sar=sar, sar_ci=sar_ci)
+
+
 # %% ../nbs/10a_evaluate.ipynb #c8b0c7a7
 @dataclass
 class EvalResult:
@@ -129,27 +167,28 @@ def _real_side(data: EvalData, recs: dict, protocol: EvalProtocol) -> tuple[dict
 def _attack_side(rec, data: EvalData, fr: str, imgs: np.ndarray, src: np.ndarray, thr, flips, align: str = 'detect') -> tuple[dict, np.ndarray, dict]:
     "Metrics of generated images `imgs` `(S, n_src, H, W, 3)` under one recognizer; also the sample embeddings and ROC score sets."
     (a, b, same, folds), E, (t, imp, _) = _pair_columns(data), data.emb[fr], thr
-    emb = [embed_aligned(rec, x, align) for x in imgs]
-    Gs, found = np.stack([e for e, _ in emb]), np.stack([f for _, f in emb])         # (S, n_src, D), (S, n_src)
-    cos = np.stack([cosine(g, E[src]) for g in Gs])                                   # (S, n_src): type I scores
-    k = np.searchsorted(src, a[same])                                                  # sample row of each genuine pair
-    att2 = np.stack([cosine(g[k], E[b[same]]) for g in Gs])                           # (S, n_genuine): type II scores
-    people1, people2 = np.broadcast_to(data.identities[src], cos.shape), np.broadcast_to(data.identities[a[same]], att2.shape)
-    G0 = np.full_like(E, np.nan); G0[src] = Gs[0]
-    mean, lo, hi = cluster_ci(cos, people1)
-    m = dict(cos_mean=mean, cos_std=float(cos.std()), cos_ci=[lo, hi], found=float(found.mean()))
-    for kind, att, people in (('type1', cos, people1), ('type2', att2, people2)):
+    G, found = embed_samples(rec, imgs.swapaxes(0, 1), align)            # (n_src, S, D): target by target, as the demo
+    k = np.searchsorted(src, a[same])                                      # source row of each genuine pair
+    cos = cosine(G, np.broadcast_to(E[src][:, None], G.shape))             # (n_src, S): type I scores
+    att2 = cosine(G[k], np.broadcast_to(E[b[same]][:, None], G[k].shape))  # (n_genuine, S): type II scores
+    scored = {'type1': identity_scores(cos, t, data.identities[src]),
+              'type2': identity_scores(att2, t, data.identities[a[same]])}
+    G0 = np.full_like(E, np.nan)
+    G0[src] = G[:, 0]
+    one = scored['type1']
+    m = dict(cos_mean=one['cos'], cos_std=one['cos_std'], cos_ci=one['cos_ci'], found=float(found.mean()))
+    for kind, sc in scored.items():
         s = pair_scores(E, a, b, same, G0, kind)
         m[f'acc_{kind}'], m[f'acc_{kind}_std'] = kfold_accuracy(s, same, folds)
         m[f'acc_{kind}_ci'] = list(cluster_ci(kfold_correct(s, same, folds), data.identities[a])[1:])
-        m[f'sar_{kind}'], m[f'sar_{kind}_ci'] = accept_rates(att, people, t)
+        m[f'sar_{kind}'], m[f'sar_{kind}_ci'] = sc['sar'], sc['sar_ci']
     if flips:
         F = flips[fr]; flipped = flip_embed(rec, imgs[0], align=align)
         for kind in ('type1', 'type2'):
             first, second = F[a].copy(), F[b].copy(); first[same] = flipped[k]
             if kind == 'type1': second[same] = F[a[same]]
             m[f'paper_acc_{kind}'], m[f'paper_acc_{kind}_std'] = kfold_accuracy_centered(first, second, same, folds)
-    return m, Gs, {'type I': (cos.ravel(), imp), 'type II': (att2.ravel(), imp)}
+    return m, G.swapaxes(0, 1), {'type I': (cos.ravel(), imp), 'type II': (att2.ravel(), imp)}
 
 # %% ../nbs/10a_evaluate.ipynb #55bd5ad9
 def real_baseline(data: EvalData, recognizers, protocol: EvalProtocol = EvalProtocol()) -> dict:
@@ -203,15 +242,6 @@ def evaluate_generator(generate: Callable,           # generate(ids, seed=, guid
                    alignment=alignment_note(recs, protocol.align), source=data.source, real=real, runs=runs)
     return EvalResult(summary, pd.concat(rows, ignore_index=True), curves)
 
-# %% ../nbs/10a_evaluate.ipynb #cb8d4df1
-def faces_found(imgs: np.ndarray,          # (N, H, W, 3) uint8 images
-                detector='mtcnn',          # a `detect.get_detector` name or a detector object
-                size: int = 128,           # images are upscaled (bicubic) to this side first
-               ) -> np.ndarray:
-    "Per image: does `detector` find a face in it? (`(N,)` bool)"
-    det = get_detector(detector) if isinstance(detector, str) else detector
-    return np.array([len(det.detect(upscaled(im, size))) > 0 for im in check_images(imgs)], bool)
-
 # %% ../nbs/10a_evaluate.ipynb #45c587ca
 @dataclass
 class Judge:
@@ -240,16 +270,34 @@ class Judge:
             if p in pos: out[i] = prep.ids[pos[p]]
         return out
 
+    @property
+    def thresholds(self) -> dict:
+        "FMR -> threshold: the judge's operating point, then the stricter one if any (what `identity_scores` takes)."
+        return {self.fmr: self.threshold, **({self.strict[0]: self.strict[1]} if self.strict is not None else {})}
+
     def embed(self, imgs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        "ID vectors `(N, D)` of FFHQ-aligned images (generated, or aligned real crops) through the judge's path, and whether its detector finds each face."
-        E, found = embed_aligned(self.rec, imgs, self.align)
-        return E, (found if self.align == 'detect' else faces_found(imgs, self.detector))
+        "ID vectors `(N, D)` of FFHQ-aligned images through the judge's path (`embed_samples`) and `(N,)`: face found?"
+        E, found = embed_samples(self.rec, check_images(imgs)[:, None], self.align)
+        return E[:, 0], found[:, 0]
 
     def images(self, imgs: np.ndarray) -> np.ndarray:
         "ID vectors `(N, D)` of FFHQ-aligned images through the judge's path (`embed`)."
         return self.embed(imgs)[0]
 
 # %% ../nbs/10a_evaluate.ipynb #5375743b
+def data_judge(rec,                                   # name / path / Recognizer whose vectors are `data.emb[fr]`
+               data: EvalData,                        # the real side whose different-person pairs set the thresholds
+               fr: str,                               # the recognizer's key in `data.emb`
+               fmr: float = 1e-2,
+               strict: float | None = 1e-3,           # a second, stricter FMR whose SAR is reported too (None: none)
+               cache: str | os.PathLike | None = None,  # `prepare.prepare` cache root for `Judge.photos`
+               align: str = 'detect') -> Judge:       # how it embeds aligned images (`embed_samples`)
+    "A `Judge` with `evaluate_generator`'s thresholds for `fr`: `fmr_threshold` on different-person pairs of `data`."
+    imp = impostor_scores(data.emb[fr], data.identities)
+    second = (strict, fmr_threshold(imp, strict)) if strict is not None and strict != fmr else None
+    cache = None if cache is None else str(cache)
+    return Judge(load_recognizer(rec), fmr_threshold(imp, fmr), fmr, len(imp), cache, align, second)
+
 def lfw_judge(recognizer='facenet',          # name / path / Recognizer
               root: str | os.PathLike | None = None,  # LFW folder with pairs.txt (None: $ID3PM_LFW)
               fmr: float = 1e-2,
@@ -260,9 +308,7 @@ def lfw_judge(recognizer='facenet',          # name / path / Recognizer
     "A `Judge` whose threshold is set at `fmr` on all different-person pairs among LFW `pairs.txt` images (the judge's path)."
     rec = load_recognizer(recognizer)
     data = lfw_eval_data(root, {'judge': rec}, per_fold, size=32, out_dir=cache)
-    imp = impostor_scores(data.emb['judge'], data.identities)
-    second = (strict, fmr_threshold(imp, strict)) if strict is not None and strict != fmr else None
-    return Judge(rec, fmr_threshold(imp, fmr), fmr, len(imp), None if cache is None else str(cache), align, second)
+    return data_judge(rec, data, 'judge', fmr, strict, cache, align)
 
 # %% ../nbs/10a_evaluate.ipynb #c59a3f18
 def check_judge(judge,                      # a `Judge`, a `fr.Recognizer` or a fingerprint
@@ -276,17 +322,16 @@ def check_judge(judge,                      # a `Judge`, a `fr.Recognizer` or a 
                              "judge with a recognizer that was never trained on nor queried (e.g. --judge facenet for a dlib model)")
 
 # %% ../nbs/10a_evaluate.ipynb #37b58fcb
-def judged_scores(judge: Judge, cos: np.ndarray, seed: int = 0) -> dict:
-    "Mean cosine and accept rate of `cos` `(N, n)` (n scores for each of N targets) under `judge`, each with its 95% interval over targets."
-    cos = np.asarray(cos, np.float64)
-    targets = np.broadcast_to(np.arange(len(cos))[:, None], cos.shape)
-    mean, lo, hi = cluster_ci(cos, targets, seed=seed)
-    rate, ci = accept_rates(cos, targets, {judge.fmr: judge.threshold}, seed)
-    out = dict(cos=mean, cos_lo=lo, cos_hi=hi, sar=rate[str(judge.fmr)], sar_lo=ci[str(judge.fmr)][0], sar_hi=ci[str(judge.fmr)][1])
-    if judge.strict is not None:                                   # the stricter operating point: key 'sar@<fmr>'
-        f, t = judge.strict
-        rate, ci = accept_rates(cos, targets, {f: t}, seed)
-        out.update({f'sar@{f:g}': rate[str(f)], f'sar@{f:g}_lo': ci[str(f)][0], f'sar@{f:g}_hi': ci[str(f)][1]})
+def judged_scores(judge: Judge,
+                  cos: np.ndarray,   # (N, n): n scores for each of N targets
+                  seed: int = 0,
+                  people=None) -> dict:   # (N,) the targets' people, the bootstrap's unit (None: each target its own)
+    "`identity_scores` of `cos` at the judge's thresholds as a row of the demo's table (cos, sar, sar@<fmr>, _lo, _hi)."
+    s = identity_scores(cos, judge.thresholds, people, seed)
+    out = dict(cos=s['cos'], cos_lo=s['cos_ci'][0], cos_hi=s['cos_ci'][1])
+    for i, f in enumerate(judge.thresholds):                       # the stricter operating point: key 'sar@<fmr>'
+        key = 'sar' if i == 0 else f'sar@{f:g}'
+        out.update({key: s['sar'][str(f)], f'{key}_lo': s['sar_ci'][str(f)][0], f'{key}_hi': s['sar_ci'][str(f)][1]})
     return out
 
 # %% ../nbs/10a_evaluate.ipynb #7721375f
@@ -295,18 +340,19 @@ def inversion_scores(judge: Judge,
                      targets: np.ndarray,           # (N, D) the judge's vectors of the targets' photos (`Judge.photos`)
                      real: np.ndarray | None = None,  # (M, D) judge vectors of real held-out faces at the same resolution (for FD)
                      inverted: tuple | None = None,   # (recognizer, (N, D) its target vectors): cosine under the inverted recognizer too
+                     people=None,                     # (N,) the targets' people, the bootstrap's unit (None: targets)
                      seed: int = 0) -> dict:
-    "Identity (cos and SAR with 95% intervals over targets), face detection, ID diversity and realism (FD) of one method's images."
+    "Identity (`identity_scores` at the judge's thresholds), faces found, ID diversity and realism (FD) of one method."
     N, n = samples.shape[:2]
     if len(targets) != N: raise ValueError(f"{N} targets' samples but {len(targets)} target vectors")
-    flat = samples.reshape(N * n, *samples.shape[2:])
-    E, found = judge.embed(flat); E = E.reshape(N, n, -1)
-    out = dict(judged_scores(judge, cosine(E, np.broadcast_to(np.asarray(targets)[:, None], E.shape)), seed), found=float(found.mean()),
+    E, found = embed_samples(judge.rec, samples, judge.align)                     # (N, n, D), (N, n)
+    cos = cosine(E, np.broadcast_to(np.asarray(targets)[:, None], E.shape))
+    out = dict(judged_scores(judge, cos, seed, people), found=float(found.mean()),
                div=float(np.mean([id_diversity(e) for e in E])) if n > 1 else float('nan'),
                fd=frechet_distance(real, E[:, 0]) if real is not None else float('nan'))
     if inverted is not None:
         rec, vectors = inverted
-        Ei = rec.embed_images(flat, progress=False).reshape(N, n, -1)
+        Ei = rec.embed_images(samples.reshape(N * n, *samples.shape[2:]), progress=False).reshape(N, n, -1)
         out['cos_inverted'] = float(cosine(Ei, np.broadcast_to(np.asarray(vectors)[:, None], Ei.shape)).mean())
     return out
 
@@ -315,12 +361,14 @@ def reference_scores(judge: Judge,
                      targets: np.ndarray,   # (N, D) judge vectors of the targets' photos
                      second: np.ndarray,    # (N, D) judge vectors of a second photo of each target
                      real: np.ndarray,      # (M, D) judge vectors of other real held-out faces (the FD reference)
-                     inverted: tuple | None = None) -> dict:
+                     inverted: tuple | None = None,
+                     people=None) -> dict:  # (N,) the targets' people, the bootstrap's unit (None: each target its own)
     "The rows real photos give: the target's own crop (what a perfect generator at this resolution scores), another photo, other people."
     targets = np.asarray(targets, np.float32)
-    return {f'real face at {crops.shape[1]} px (the target photo, aligned)': inversion_scores(judge, crops[:, None], targets, real, inverted),
-            'another photo, same person': judged_scores(judge, cosine(second, targets)[:, None]),
-            'different people': judged_scores(judge, cosine(np.roll(targets, 1, 0), targets)[:, None])}   # each against the next one's photo
+    own = inversion_scores(judge, crops[:, None], targets, real, inverted, people)  # "different people": vs the next
+    return {f'real face at {crops.shape[1]} px (the target photo, aligned)': own,
+            'another photo, same person': judged_scores(judge, cosine(second, targets)[:, None], people=people),
+            'different people': judged_scores(judge, cosine(np.roll(targets, 1, 0), targets)[:, None], people=people)}
 
 def scores_table(rows: dict) -> pd.DataFrame:
     "A table (one row per method) of `inversion_scores` / `reference_scores` results."

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from .core import l2_normalize
-from .sampling import DEFAULT_STEPS
+from .sampling import SamplingSpec
 from .directions import Direction, check_images, move, slerp
 
 # %% auto #0
@@ -61,7 +61,7 @@ def explorer(generate: Callable,     # generate(ids, guidance=, seed=, steps=, q
              recognizer=None,        # a `fr.Recognizer`: adds an upload button whose photo is embedded
              alpha_max: float = 3.,  # alpha slider range is [-alpha_max, alpha_max] standard deviations of the data
              guidance: float = 3.,   # initial guidance scale
-             steps: int = DEFAULT_STEPS,  # initial sampler steps
+             steps: int = SamplingSpec.steps,  # initial sampler steps
              width: int = 256,       # displayed image width in px
              faces: dict | None = None):  # name -> uint8 real face shown beside the sample (optional)
     "An ipywidgets panel over `explore`: identity (or upload), interpolation towards a second one, direction, alpha, guidance, seed, steps."

@@ -18,7 +18,7 @@ from .fr import ARCFACE_PACKS, Recognizer, load_recognizer
 from .detect import get_detector
 from .data import IMG_EXTS, BadImageError, face_crops, is_image_file, read_image
 from .prepare import Prepared
-from .sampling import DEFAULT_TEMPERATURE, RowNoise, SamplingSpec, sampling_schedule
+from .sampling import RowNoise, SamplingSpec, sampling_schedule
 from .sampling import sample as sample_model   # `ID3PM.sample` is the pipeline's own
 from .queries import QueryResult, QuerySpec, as_black_box, query_search, query_spec
 from .bundle import ArtifactError, Bundle, load_bundle
@@ -259,8 +259,10 @@ def row_seeds(ids: np.ndarray,  # (N, D) the targets' unit ID vectors
     h = lambda v, j: int.from_bytes(hashlib.sha256(np.round(v, 5).astype(np.float32).tobytes() + f'{seed}/{j}'.encode()).digest()[:7], 'little')
     return np.array([h(v, j) for v in np.asarray(ids) for j in range(n)], np.int64)
 
-# the pipeline's default way to sample: guidance 3, reduced temperature, bf16 autocast on a GPU
-ID3PM.spec = SamplingSpec(scale=3.0, temperature=DEFAULT_TEMPERATURE, precision='auto')
+@patch(as_prop=True)
+def spec(self: ID3PM) -> SamplingSpec:
+    "How this model is sampled unless a call says otherwise: the spec its bundle records (`Bundle.spec`)."
+    return self.bundle.spec
 
 @patch
 def _sample_base(self: ID3PM, y: torch.Tensor, seeds: np.ndarray, spec: SamplingSpec, progress: bool,
@@ -268,26 +270,24 @@ def _sample_base(self: ID3PM, y: torch.Tensor, seeds: np.ndarray, spec: Sampling
     "One batch of base-model samples `(B, 3, S, S)` in [-1, 1] for ID vectors `y` `(B, D)` and per-row seeds."
     S, noise = self.image_size, RowNoise(seeds)
     x = noise(torch.empty(len(seeds), self.model.cfg.in_ch, S, S)).to(self.device)
-    return sample_model(self.model, x, y.to(self.device), spec=spec, attr=attr, schedule=self.bundle.schedule,
-                  disable=not progress, noise_sampler=noise, callback=callback)
+    return sample_model(self.model, x, y.to(self.device), spec, attr=attr, schedule=self.bundle.schedule, noise=noise,
+                        callback=callback, disable=not progress)
 
 @patch
 def sample(self: ID3PM,
-            ids,                       # (N, D) ID vectors (checked and normalised)
-            n: int = 4,                # images per ID vector
-            scale: float | None = None,  # guidance scale s (0: unconditional, 1: conditional, > 1: stronger identity); default the spec's
-            *,
-            spec: SamplingSpec | None = None,  # how to sample (default `ID3PM.spec`); keywords below override single fields
-            seed: int = 0,             # one seed for the call; every (target, sample) gets its own noise from it
-            queries: int | QuerySpec = 0,  # queries to the black box per image (0: none), or a `QuerySpec` (strategy, black box)
-            sr: bool | dict = False,   # also run the bundle's SR stage; a dict gives its `upsample` options, e.g. dict(steps=25)
-            bs: int = 64,              # images per batch
-            progress: bool = True,
-            attr=None,                 # attribute vector (A,) for all, or (N, A) one per ID vector (models trained with attributes)
-            **overrides) -> np.ndarray:  # `SamplingSpec` fields (sampler=, steps=, temperature=, precision=, attr_scale=) or sampler options (eta=)
+           ids,                       # (N, D) ID vectors (checked and normalised)
+           n: int = 4,                # images per ID vector
+           spec: SamplingSpec | None = None,  # how to sample (scale, sampler, steps, ...); None: the bundle's, `ID3PM.spec`
+           *,
+           seed: int = 0,             # one seed for the call; every (target, sample) gets its own noise from it
+           queries: int | QuerySpec = 0,  # queries to the black box per image (0: none), or a `QuerySpec` (strategy, black box)
+           sr: bool | SamplingSpec = False,  # also run the bundle's SR stage (True: with its own spec; or the spec to use)
+           bs: int = 64,              # images per batch
+           progress: bool = True,
+           attr=None,                 # attribute vector (A,) for all, or (N, A) one per ID vector (models trained with attributes)
+          ) -> np.ndarray:
     "`n` uint8 images `(N, n, H, W, 3)` per ID vector of `ids`, deterministic under `seed`."
-    spec = (spec or self.spec).replace(**overrides, **({} if scale is None else {'scale': scale}))
-    return self._images(check_ids(ids, self.dim), n, spec, seed, query_spec(queries), sr, bs, progress, attr)[0]
+    return self._images(check_ids(ids, self.dim), n, spec or self.spec, seed, query_spec(queries), sr, bs, progress, attr)[0]
 
 @patch
 def _images(self: ID3PM, ids: np.ndarray, n: int, spec: SamplingSpec, seed: int, qs: QuerySpec | None, sr, bs: int,
@@ -304,8 +304,8 @@ def _images(self: ID3PM, ids: np.ndarray, n: int, spec: SamplingSpec, seed: int,
     else:
         found = self._search(ids, n, spec, seed, qs, bs, attr)
         imgs = found.images.reshape(N, n, *found.images.shape[1:])
-    if not sr: return imgs, found
-    return self.upsample(imgs, ids, seed, bs, spec.precision, progress, **(sr if isinstance(sr, dict) else {})), found
+    if sr is False: return imgs, found
+    return self.upsample(imgs, ids, None if sr is True else sr, seed=seed, bs=bs, progress=progress), found
 
 @patch
 def _attr_rows(self: ID3PM, attr, N: int, n: int) -> torch.Tensor | None:
@@ -321,20 +321,22 @@ def _attr_rows(self: ID3PM, attr, N: int, n: int) -> torch.Tensor | None:
 # %% ../nbs/08_pipeline.ipynb #ef684f58
 @patch
 def upsample(self: ID3PM,
-              images: np.ndarray,  # (N, n, s, s, 3) uint8 base samples, n per ID vector (s: the SR stage's low-res side)
-              ids,                 # (N, D) the ID vectors they were sampled from
-              seed: int = 0,       # the seed they were sampled with: each (target, sample) gets its own SR noise from it
-              bs: int = 64, precision: str = 'auto', progress: bool = False,
-              **kw) -> np.ndarray: # `superres.upsample` options: steps, sampler, temperature, noise_level, scale, ...
+             images: np.ndarray,  # (N, n, s, s, 3) uint8 base samples, n per ID vector (s: the SR stage's low-res side)
+             ids,                 # (N, D) the ID vectors they were sampled from
+             spec: SamplingSpec | None = None,  # how to sample the SR stage; None: the spec its bundle records
+             *,
+             seed: int = 0,       # the seed they were sampled with: each (target, sample) gets its own SR noise from it
+             bs: int = 64, progress: bool = False) -> np.ndarray:
     "Super-resolve base samples with the bundle's SR stage: uint8 `(N, n, S, S, 3)`, one noise stream per image."
     from id3pm_nb.superres import upsample
     if self.sr_model is None: raise ValueError(f"the bundle {self.bundle.path} has no super-resolution stage: add one with id3pm_train_sr --attach")
-    ids = check_ids(ids, self.dim); N, n = images.shape[:2]
+    ids, (N, n) = check_ids(ids, self.dim), images.shape[:2]
     if images.dtype != np.uint8 or images.ndim != 5 or N != len(ids):
         raise ValueError(f"images are {images.dtype} {images.shape}: pass uint8 samples (N, n, H, W, 3) of the N = {len(ids)} ID vectors")
-    flat, y, seeds = images.reshape(N * n, *images.shape[2:]), torch.from_numpy(np.repeat(ids, n, 0)), row_seeds(ids, n, seed) + 10**6
-    out = [tensor2img(upsample(self.bundle.sr, img2tensor(flat[i:i+bs]).to(self.device), y[i:i+bs].to(self.device) if self.sr_model.cfg.id_dim else None,
-                               noise_sampler=RowNoise(seeds[i:i+bs]), precision=precision, disable=not progress, **kw)) for i in range(0, N * n, bs)]
+    flat, y = images.reshape(N * n, *images.shape[2:]), torch.from_numpy(np.repeat(ids, n, 0)).to(self.device)
+    seeds, use_y = row_seeds(ids, n, seed) + 10**6, bool(self.sr_model.cfg.id_dim)
+    out = [tensor2img(upsample(self.bundle.sr, img2tensor(flat[i:i+bs]).to(self.device), y[i:i+bs] if use_y else None,
+                               spec, noise=RowNoise(seeds[i:i+bs]), disable=not progress)) for i in range(0, N * n, bs)]
     return np.concatenate(out).reshape(N, n, *out[0].shape[1:])
 
 # %% ../nbs/08_pipeline.ipynb #095f676b
@@ -399,29 +401,26 @@ class Inversion:
 # %% ../nbs/08_pipeline.ipynb #635c7c86
 @patch
 def invert(self: ID3PM,
-            targets,                   # photos, identity folders, ID vectors, a Prepared cache, a dict, or a list of these
-            n: int = 4,                # images per target
-            scale: float | None = None,  # guidance scale s (default: the spec's)
-            *,
-            spec: SamplingSpec | None = None,  # how to sample (default `ID3PM.spec`)
-            seed: int = 0,
-            queries: int | QuerySpec = 0,  # queries to the black box per returned image (0: none), or a `QuerySpec`
-            sr: bool | dict = False,   # run the super-resolution stage (a dict: its `upsample` options)
-            aligned: bool = False,     # photos are already FFHQ-aligned crops
-            fingerprint: str | None = None,  # recognizer of raw ID vectors, when known
-            attr=None,                 # attribute vector(s) (A,) or (N, A), for bundles trained with attributes
-            **kw) -> Inversion:        # more `ID3PM.sample` options: spec fields (sampler=, steps=, attr_scale=, ...), bs, progress, eta
-    "Generate `n` faces per target identity from the bundle's model; deterministic under `seed`."
-    t, qs = self.targets(targets, aligned, fingerprint), query_spec(queries)
-    bs, progress = kw.pop('bs', 64), kw.pop('progress', True)
-    spec = (spec or self.spec).replace(**kw, **({} if scale is None else {'scale': scale}))
+           targets,                   # photos, identity folders, ID vectors, a Prepared cache, a dict, `Targets`, or a list
+           n: int = 4,                # images per target
+           spec: SamplingSpec | None = None,  # how to sample (scale, sampler, steps, ...); None: the bundle's, `ID3PM.spec`
+           *,
+           seed: int = 0,
+           queries: int | QuerySpec = 0,  # queries to the black box per returned image (0: none), or a `QuerySpec`
+           sr: bool | SamplingSpec = False,  # run the super-resolution stage (True: with its own spec; or the spec to use)
+           attr=None,                 # attribute vector(s) (A,) or (N, A), for bundles trained with attributes
+           bs: int = 64,              # images per batch
+           progress: bool = True) -> Inversion:
+    """Generate `n` faces per target identity from the bundle's model; deterministic under `seed`. Photos are detected
+    and aligned; for aligned crops or raw vectors of a known recognizer, pass `self.targets(x, aligned=, fingerprint=)`."""
+    t, qs, spec = self.targets(targets), query_spec(queries), spec or self.spec
     imgs, found = self._images(t.ids, n, spec, seed, qs, sr, bs, progress, attr)
-    settings = dict(n=n, scale=spec.scale, sampler=spec.sampler, steps=spec.steps, seed=seed, sr=bool(sr),
-                    temperature=spec.temperature, queries=qs.budget if qs else 0)
+    used = qs.candidates(spec) if found is not None else spec   # what reached the sampler (`QuerySpec.candidates`)
+    settings = dict(n=n, scale=spec.scale, sampler=spec.sampler, steps=spec.steps, seed=seed, sr=sr is not False,
+                    temperature=spec.temperature, queries=qs.budget if qs else 0, spec=used.asdict())
     if found is not None:   # the surrogate step is taken only with a linear decoder (a model with a Gaussian prior)
         settings.update(strategy=qs.strategy, queried=found.queried, failed=int(found.failed.sum()), step=found.step)
-    cads = (qs.candidates(spec) if found is not None else spec).cads
-    if cads: settings['cads'] = cads
+    if used.cads: settings['cads'] = used.cads
     if attr is not None: settings.update(attr=np.asarray(attr, np.float32).round(4).tolist(), attr_scale=spec.attr_scale)
     cost = np.zeros((len(t), n), int) if found is None else found.queries.reshape(len(t), n)
     score = None if found is None else found.scores.reshape(len(t), n)
@@ -429,9 +428,13 @@ def invert(self: ID3PM,
 
 # %% ../nbs/08_pipeline.ipynb #9e774ce9
 @patch
-def generator(self: ID3PM, scale: float = 3.0, **kw):
-    "A function `generate(ids, seed=0, guidance=None) -> uint8 (N, H, W, 3)`: one image per ID vector (guidance None -> `scale`)."
-    def generate(ids, seed: int = 0, guidance: float | None = None, **extra):
-        return self.sample(ids, 1, scale if guidance is None else guidance, seed=seed, **{'progress': False, **kw, **extra})[:, 0]
+def generator(self: ID3PM,
+              spec: SamplingSpec | None = None,  # how to sample; None: the bundle's (`ID3PM.spec`)
+              queries: int | QuerySpec = 0):     # queries to the black box per image (0: none)
+    "A function `generate(ids, seed=0, guidance=None) -> uint8 (N, H, W, 3)`: one image per ID vector (guidance: the scale)."
+    spec = spec or self.spec
+    def generate(ids, seed: int = 0, guidance: float | None = None):
+        sp = spec if guidance is None else dataclasses.replace(spec, scale=float(guidance))   # the evaluation's sweep
+        return self.sample(ids, 1, sp, seed=seed, queries=queries, progress=False)[:, 0]
     generate.trained_on = self.bundle.trained_on   # whom the model saw (None: unknown): evaluations leave them out
     return generate

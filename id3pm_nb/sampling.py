@@ -15,9 +15,8 @@ from .core import default_device, autocast_dtype
 from .diffusion import Schedule, get_schedule, respace, predict_x0, predict_eps, q_posterior, learned_log_variance
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'DEFAULT_SAMPLER', 'DEFAULT_STEPS', 'DEFAULT_TEMPERATURE', 'NFECounter', 'CFGDenoiser', 'CADS',
-           'noise_from', 'RowNoise', 'sample_ddpm', 'sample_ddim', 'sample_dpmpp_2m', 'sampling_schedule',
-           'SamplingSpec', 'sample']
+__all__ = ['SAMPLERS', 'NFECounter', 'CFGDenoiser', 'CADS', 'noise_from', 'RowNoise', 'sample_ddpm', 'sample_ddim',
+           'sample_dpmpp_2m', 'sampling_schedule', 'SamplingSpec', 'noise_source', 'sample']
 
 # %% ../nbs/05_sampling.ipynb #801f286f
 class NFECounter(nn.Module):
@@ -202,16 +201,9 @@ def sample_dpmpp_2m(model: nn.Module, x: Tensor, sched: Schedule, extra_args: di
 # %% ../nbs/05_sampling.ipynb #913e203b
 SAMPLERS = {'ddpm': sample_ddpm, 'ddim': sample_ddim, 'dpmpp_2m': sample_dpmpp_2m}
 _SPACING = {'ddpm': '{}', 'ddim': 'trailing{}', 'dpmpp_2m': 'trailing{}'}
-# The defaults of every entry point (`sample`, `ID3PM.sample`, the commands, the demo), chosen by measurement
-# (`bench/identity.py`, figures in `11_demo`): ancestral sampling in few steps carried the most identity of a small
-# model, at the best realism, per network evaluation; deterministic samplers carry its eps errors to the end.
-DEFAULT_SAMPLER, DEFAULT_STEPS = 'ddpm', 10
-# Reduced-temperature sampling (starting and per-step noise scaled by 0.8) moved the same model's samples nearer the
-# person at a given guidance scale, with fewer artefacts and somewhat less variety; `sample` itself defaults to 1.
-DEFAULT_TEMPERATURE = 0.8
 
-def sampling_schedule(sampler: str = 'ddim',  # a key of SAMPLERS
-                      steps: int | str | Sequence[int] | None = 50,  # int (spaced per sampler), a respace string/list, or None
+def sampling_schedule(sampler: str,  # a key of SAMPLERS
+                      steps: int | str | Sequence[int] | None,  # int (spaced per sampler), a respace string/list, or None
                       schedule: str | Schedule = 'cosine',  # training schedule name, or a Schedule
                       T: int = 1000) -> Schedule:  # training steps (when `schedule` is a name)
     "The respaced schedule `sample` walks for `sampler` and `steps`."
@@ -223,12 +215,16 @@ def sampling_schedule(sampler: str = 'ddim',  # a key of SAMPLERS
 # %% ../nbs/05_sampling.ipynb #950d0e11
 @dataclasses.dataclass(frozen=True)
 class SamplingSpec:
-    "How to sample, as one frozen value passed from the command line through the pipeline to `sample`."
-    scale: float = 1.0                       # guidance scale for y (1: conditional, 0: unconditional, > 1: stronger identity)
-    sampler: str = DEFAULT_SAMPLER           # 'ddpm', 'ddim' or 'dpmpp_2m'
-    steps: int | str | tuple | None = DEFAULT_STEPS  # see `sampling_schedule`
-    temperature: float = 1.0                 # scale of the starting and per-step noise; < 1 trades diversity for fidelity
-    precision: str = 'fp32'                  # 'fp32', 'bf16', 'fp16' or 'auto' (autocast for the network only)
+    """How to sample, as one frozen value passed from the command line through the pipeline to `sample`. Its field
+    defaults are the library's one table of defaults, chosen by measurement (`bench/identity.py`, figures in `11_demo`):
+    ancestral sampling in few steps carried the most identity of a small model at the best realism per network call;
+    temperature 0.8 moved samples nearer the person at a given scale, with fewer artefacts and a little less variety."""
+    scale: float = 3.0               # guidance scale for y (1: conditional, 0: unconditional, > 1: stronger identity)
+    sampler: str = 'ddpm'            # 'ddpm', 'ddim' or 'dpmpp_2m'
+    steps: int | str | tuple | None = 10  # see `sampling_schedule`
+    temperature: float = 0.8         # scale of the starting and per-step noise (1: the model as trained); < 1 trades
+                                     # diversity for fidelity
+    precision: str = 'auto'          # 'fp32', 'bf16', 'fp16' or 'auto' (bf16 autocast for the network on a GPU)
     clip_x0: bool = True                     # clip predicted x0 to [-1, 1]
     attr_scale: float | None = None          # guidance scale for attr; None: attr goes to every branch unguided
     cads: float = 0.                         # condition-annealed sampling: noise scale s of `CADS` (0: off)
@@ -240,9 +236,11 @@ class SamplingSpec:
         if self.precision not in ('auto', 'fp32', 'bf16', 'fp16'): raise ValueError(f"precision={self.precision!r}: use 'auto', 'fp32', 'bf16' or 'fp16'")
         if self.cads < 0: raise ValueError(f"cads={self.cads}: the CADS noise scale is >= 0 (0: off)")
         if isinstance(self.steps, list): object.__setattr__(self, 'steps', tuple(self.steps))
+        object.__setattr__(self, 'options', tuple(tuple(p) for p in self.options))   # JSON lists back to pairs
         known = set(inspect.signature(SAMPLERS[self.sampler]).parameters) - _SAMPLER_ARGS
         bad = [k for k, _ in self.options if k not in known]
-        if bad: raise ValueError(f"{bad} are not options of the {self.sampler!r} sampler: it takes {sorted(known)}, and `SamplingSpec` fields are {[f.name for f in dataclasses.fields(self)]}")
+        if bad: raise ValueError(f"{bad} are not options of the {self.sampler!r} sampler: it takes {sorted(known)}, "
+                                 f"and `SamplingSpec` fields are {[f.name for f in dataclasses.fields(self)]}")
 
     def replace(self, **kw) -> SamplingSpec:
         "A copy with fields changed; other keywords (e.g. `eta=0.5`) become sampler options."
@@ -252,6 +250,10 @@ class SamplingSpec:
 
     @property
     def opts(self) -> dict: return dict(self.options)
+
+    def asdict(self) -> dict:
+        "The spec as plain JSON-able values (what bundles and `id3pm_sample`'s settings.json record); `SamplingSpec(**d)` reads it back."
+        return dataclasses.asdict(self)
 
 # what `sample` passes to every sampler itself; the rest of a sampler's signature are its options
 _SAMPLER_ARGS = {'model', 'x', 'sched', 'extra_args', 'callback', 'disable', 'generator', 'clip_x0', 'noise_sampler'}
@@ -274,40 +276,46 @@ def _reports_only(callback: Callable, sampler: str) -> Callable:
                              f"not {sampler!r}, since copied rows must draw fresh noise")
     return f
 
+def noise_source(noise: torch.Generator | Callable | None) -> Callable[[Tensor], Tensor]:
+    "A noise sampler (x -> N(0, I) like x) from a generator, a noise sampler, or None (torch's global RNG)."
+    return noise if callable(noise) and not isinstance(noise, torch.Generator) else noise_from(noise)
+
 def sample(model: nn.Module,  # eps model called as model(x, t, y=..., attr=..., **model_kwargs)
-           shape_or_noise: Sequence[int] | Tensor,  # (B, C, H, W), or the starting noise itself
+           shape_or_noise: Sequence[int] | Tensor,  # (B, C, H, W), or the unit starting noise itself
            y: Tensor | None = None,  # ID vector(s): (D,) or (B, D); None samples unconditionally
+           spec: SamplingSpec = SamplingSpec(),  # how to sample: scale, sampler, steps, temperature, precision, ...
            *,
-           spec: SamplingSpec | None = None,  # how to sample (default `SamplingSpec()`); keywords below override it
            attr: Tensor | None = None,  # attribute vector(s), optional second condition
            schedule: str | Schedule = 'cosine',  # the schedule the model was trained with (a name: T = 1000)
-           generator: torch.Generator | None = None,  # for the starting noise and per-step noise
+           noise: torch.Generator | Callable | None = None,  # N(0, I): a generator, a noise sampler, or None (global RNG)
            model_kwargs: dict | None = None,  # other model inputs, unguided (e.g. `low_res` for the SR model)
            callback: Callable | None = None,  # the sampler's callback; one that returns rows needs sampler='ddpm'
-           disable: bool = False,
-           **overrides) -> Tensor:  # `SamplingSpec` fields (scale=, sampler=, steps=, ...), sampler options (eta=), noise_sampler=
-    "Sample images (B, C, H, W) in [-1, 1] (float32) from `model`, guided by `y` (and `attr`)."
-    noise_sampler = overrides.pop('noise_sampler', None)
-    spec = (spec or SamplingSpec()).replace(**overrides)
+           disable: bool = False) -> Tensor:  # no progress bar
+    """Sample images (B, C, H, W) in [-1, 1] (float32) from `model`, guided by `y` (and `attr`). The temperature scales
+    the unit noise once, where it is drawn: the start and every step. A model with a `start(x, **model_kwargs)` method
+    (a prior whose marginal at the last step is not N(0, I), e.g. `superres.BicubicPrior`) maps the tempered start."""
+    unit = noise_source(noise)
     if isinstance(shape_or_noise, Tensor): x = shape_or_noise.float()
     else:
         param = next(model.parameters(), None)
-        x = noise_from(generator)(torch.empty(tuple(shape_or_noise), device=param.device if param is not None else default_device()))
-    dev, base = x.device, noise_sampler or noise_from(generator)
-    x, noise = (x, base) if spec.temperature == 1 else (x * spec.temperature, lambda v: spec.temperature * base(v))
+        x = unit(torch.empty(tuple(shape_or_noise), device=param.device if param is not None else default_device()))
+    dev, T = x.device, spec.temperature
+    step_noise = lambda v: T * unit(v)
     sched = sampling_schedule(spec.sampler, spec.steps, schedule)
     B = x.shape[0]
     cond = {'y': _as_batch(y, B, dev, 'y'), 'attr': _as_batch(attr, B, dev, 'attr'), **(model_kwargs or {})}
     cond = {k: v for k, v in cond.items() if v is not None}  # absent conditions are not passed at all
+    x = model.start(T * x, **(model_kwargs or {})) if hasattr(model, 'start') else T * x
     scales = {'y': spec.scale} if spec.attr_scale is None else {'y': spec.scale, 'attr': spec.attr_scale}
     net = model
     if spec.cads and 'y' in cond:   # one fresh noise direction per image and step, from the image's own noise stream
-        cond['cads_noise'] = base(torch.empty(B, len(sched), cond['y'].shape[1], device=dev)) / math.sqrt(cond['y'].shape[1])
+        D = cond['y'].shape[1]
+        cond['cads_noise'] = unit(torch.empty(B, len(sched), D, device=dev)) / math.sqrt(D)
         net = CADS(model, sched.timesteps, spec.cads)
     den = CFGDenoiser(net, scales, dtype=autocast_dtype(dev, spec.precision))
     if callback is not None and spec.sampler != 'ddpm': callback = _reports_only(callback, spec.sampler)
     was_training = model.training
     model.eval()
-    try: return SAMPLERS[spec.sampler](den, x, sched, cond, callback, disable, generator, clip_x0=spec.clip_x0,
-                                       noise_sampler=noise, **spec.opts)
+    try: return SAMPLERS[spec.sampler](den, x, sched, cond, callback, disable, None, clip_x0=spec.clip_x0,
+                                       noise_sampler=step_noise, **spec.opts)
     finally: model.train(was_training)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import dataclasses, os
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 
 from .unet import UNetConfig, sr_config
 from .diffusion import Schedule, get_schedule, q_sample
-from .sampling import DEFAULT_TEMPERATURE, SamplingSpec, noise_from, sample
+from .sampling import SamplingSpec, noise_source, sample
 from .bundle import ArtifactError, Bundle, load_bundle, save_bundle
 from .dist import unwrap
 
@@ -54,45 +55,43 @@ class BicubicPrior(nn.Module):
     def forward(self, x: Tensor, t: Tensor, prior_mean: Tensor, **cond) -> Tensor:  # x, prior_mean (B, C, H, W); t (B,) timesteps
         a = self.sched.alphas_cumprod.to(x.device)[t.round().long()].float().view(-1, 1, 1, 1)
         return self.net(x, t, **cond).float() + prior_eps(x.float(), a, prior_mean.float(), self.var)
+    def start(self, x: Tensor, prior_mean: Tensor, **cond) -> Tensor:  # (tempered) unit noise (B, C, H, W) -> x at the last step
+        "Where sampling starts: the prior's marginal at the schedule's last step, N(√ᾱ·mean, (ᾱ·var + 1 − ᾱ)·I), around `x`."
+        a = float(self.sched.alphas_cumprod[-1])
+        return a ** .5 * prior_mean.float() + (a * self.var + 1 - a) ** .5 * x
 
 # %% ../nbs/07_superres.ipynb #3fd5d3be
 @torch.no_grad()
-def upsample(sr: nn.Module | Bundle,  # a loaded SR bundle (`bundle.sr`: its schedule, prior, level and temperature), or an SRUNet
+def upsample(sr: nn.Module | Bundle,  # a loaded SR bundle (`bundle.sr`: its schedule, prior, level and spec), or an SRUNet
              low_res: Tensor,  # (B, 3, h, w) in [-1, 1], h = the model's low_res_size
              y: Tensor | None = None,  # ID vectors (B, D) or (D,); None: no ID condition
+             spec: SamplingSpec | None = None,  # how to sample; None: the bundle's (`Bundle.spec`); a bare model needs one
              *,
-             spec: SamplingSpec | None = None,  # how to sample (default: `SamplingSpec` at the bundle's temperature, else DEFAULT_TEMPERATURE)
-             noise_level: int | None = None,  # augmentation level of the low-res input (0: clean); None: the bundle's (a bare model: 0)
+             noise_level: int | None = None,  # augmentation level of the low-res input (0: clean); None: the bundle's (bare: 0)
              prior_var: float | None = None,  # a bare model's prior variance (None: no prior); a bundle brings its own
              schedule: str | Schedule = 'cosine',  # a bare model's (truncated) schedule (a name: T = 1000); a bundle brings its own
-             generator: torch.Generator | None = None,
-             disable: bool = True,
-             **overrides) -> Tensor:  # `SamplingSpec` fields (scale, sampler, steps, temperature, precision), sampler options, noise_sampler, callback
+             noise: torch.Generator | Callable | None = None,  # N(0, I): a generator, a noise sampler, or None (global RNG)
+             callback: Callable | None = None,  # the sampler's callback
+             disable: bool = True) -> Tensor:  # no progress bar
     "Super-resolve `low_res` to (B, 3, S, S) in [-1, 1] (S = the model's image_size): `sample` with the low-res image as a model input."
-    temperature = DEFAULT_TEMPERATURE
     if isinstance(sr, Bundle):
-        info, schedule, prior_var = sr.info, sr.schedule, sr.info.get('prior_var')
+        info, schedule, prior_var, spec = sr.info, sr.schedule, sr.info.get('prior_var'), spec or sr.spec
         noise_level = info.get('noise_level', 0) if noise_level is None else noise_level
-        temperature = info.get('temperature') or temperature
         sr = sr.model
-    noise_sampler, callback = overrides.pop('noise_sampler', None), overrides.pop('callback', None)
-    spec = (spec or SamplingSpec(temperature=temperature)).replace(**overrides)
+    if spec is None: raise ValueError("upsample with a bare SR model needs spec=SamplingSpec(...); an SR bundle brings its own")
     cfg: UNetConfig = unwrap(sr).cfg
     if not cfg.cond_img_ch: raise ValueError("upsample needs an SR model (built with sr_config), not a base UNet")
     if low_res.ndim != 4 or low_res.shape[1] != 3: raise ValueError(f"low_res has shape {tuple(low_res.shape)}, expected (B, 3, h, w)")
     sched = schedule if isinstance(schedule, Schedule) else get_schedule(schedule, 1000)
     level = noise_level or 0
     if not 0 <= level < len(sched): raise ValueError(f"noise_level={level} outside 0..{len(sched) - 1}")
-    noise, B, dev = noise_sampler or noise_from(generator), low_res.shape[0], low_res.device
+    unit, B, dev = noise_source(noise), low_res.shape[0], low_res.device
     low, lv = low_res.float(), torch.full((B,), level, device=dev)
-    cond = dict(low_res=augment_low_res(low, lv, sched, noise(low)) if level else low, noise_level=lv.float())
-    x = noise(torch.empty(B, cfg.in_ch, cfg.image_size, cfg.image_size, device=dev))
-    if prior_var is not None:                       # start from the prior's marginal at the last step; `sample` scales its
-        a, mu = float(sched.alphas_cumprod[-1]), bicubic(low, cfg.image_size)   # start by the temperature: divide the mean by it
-        x = a ** .5 * mu / spec.temperature + (a * prior_var + 1 - a) ** .5 * x
-        sr, cond['prior_mean'] = BicubicPrior(sr, sched, prior_var), mu
-    return sample(sr, x, y, spec=spec, schedule=sched, generator=generator, model_kwargs=cond, callback=callback, disable=disable,
-                  noise_sampler=noise)
+    cond = dict(low_res=augment_low_res(low, lv, sched, unit(low)) if level else low, noise_level=lv.float())
+    x = unit(torch.empty(B, cfg.in_ch, cfg.image_size, cfg.image_size, device=dev))
+    if prior_var is not None:   # the prior's wrapper also says where sampling starts (`BicubicPrior.start`)
+        sr, cond['prior_mean'] = BicubicPrior(sr, sched, prior_var), bicubic(low, cfg.image_size)
+    return sample(sr, x, y, spec, schedule=sched, noise=unit, model_kwargs=cond, callback=callback, disable=disable)
 
 # %% ../nbs/07_superres.ipynb #dec08622
 @dataclasses.dataclass

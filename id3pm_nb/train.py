@@ -15,7 +15,7 @@ from fastcore.basics import patch
 from fastcore.foundation import L
 from fastai.learner import Learner
 from fastai.metrics import Metric
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, CancelTrainException, CancelValidException
 from fastai.callback.schedule import LRFinder  # also adds fit_one_cycle / lr_find to Learner
 from fastai.callback.fp16 import MixedPrecision, AMPMode
 from fastai.callback.training import GradientClip
@@ -26,7 +26,7 @@ from fastai.distributed import DistributedDL  # also adds distrib_ctx / to_distr
 from .core import atomic_write, autocast, autocast_dtype, image_grid, img2tensor, to_json
 from .unet import UNet, UNetConfig, build_unet, unet_config
 from .diffusion import Schedule, eps_loss, get_schedule, hybrid_loss, min_snr_weight, q_sample
-from .sampling import sample
+from .sampling import SamplingSpec, sample
 from .dist import broadcast, join_group, unwrap, world
 from .checkpoint import CheckpointCallback, latest_checkpoint, load_checkpoint
 from .bundle import ArtifactError
@@ -34,7 +34,7 @@ from .bundle import ArtifactError
 # %% auto #0
 __all__ = ['DiffusionLoss', 'drop_condition', 'DiffusionCallback', 'IDGain', 'ema_decay', 'EMACallback', 'AMP', 'IDPreview',
            'PreviewCallback', 'DiffusionLearner', 'train_id_vectors', 'init_id_stats', 'dataset_faces', 'init_prior',
-           'get_learner', 'time_iteration', 'train']
+           'get_learner', 'time_iteration', 'StopAt', 'train']
 
 # %% ../nbs/06c_train.ipynb #eb0a0d96
 class DiffusionLoss:
@@ -188,9 +188,9 @@ class IDPreview:
         model = getattr(learn, 'ema_model', None)
         model = unwrap(learn.model) if model is None else model
         dev = next(model.parameters()).device
-        x = sample(model, self.imgs.shape, y=self.ids.to(dev), scale=self.scale, sampler=self.sampler, steps=self.steps,
-                   schedule=learn.diffusion.sched, generator=torch.Generator(dev).manual_seed(self.seed),
-                   precision=getattr(learn, 'precision', 'fp32'), disable=True)
+        spec = SamplingSpec(self.scale, self.sampler, self.steps, temperature=1., precision=getattr(learn, 'precision', 'fp32'))
+        x = sample(model, self.imgs.shape, self.ids.to(dev), spec, schedule=learn.diffusion.sched,
+                   noise=torch.Generator(dev).manual_seed(self.seed), disable=True)
         return torch.cat([self.imgs, x.cpu()])
 
 class PreviewCallback(Callback):
@@ -333,7 +333,8 @@ def get_learner(dls,  # fastai DataLoaders of (img (B,3,S,S) in [-1,1], id_vecto
 def time_iteration(learn: DiffusionLearner,
                    n: int = 5,  # steps timed (more, up to 50, while under `min_seconds`)
                    warmup: int = 3,  # untimed steps first: they pay for lazy initialisation and kernel autotuning
-                   min_seconds: float = 2.) -> float:
+                   min_seconds: float = 2.,
+                   max_seconds: float | None = None) -> float:  # stop once this long has passed (None: no limit)
     "Seconds per training step of `learn` (its noising, model, loss, backward, Adam) on a copy of its model and one training batch."
     dev = torch.device(getattr(learn.dls, 'device', None) or next(learn.model.parameters()).device)   # where fit will put the model
     model = copy.deepcopy(unwrap(learn.model)).to(dev).train()
@@ -351,10 +352,55 @@ def time_iteration(learn: DiffusionLearner,
     with torch.random.fork_rng(devices=[dev] if dev.type == 'cuda' else []):    # loading a batch and dropout draw from the global RNGs
         batch = tuple(v.to(dev) for v in dl.one_batch())
         dl.rng.setstate(shuffle)                                                 # the next epoch draws the permutation it would have
-        for _ in range(warmup): step()
+        start = time.perf_counter()
+        over = lambda: max_seconds is not None and time.perf_counter() - start > max_seconds
+        for i in range(warmup):
+            step()
+            if over(): return (time.perf_counter() - start) / (i + 1)   # slow steps: the warm-up is the measure
         k, t0 = 0, time.perf_counter()
-        while k < n or (time.perf_counter() - t0 < min_seconds and k < 50): step(); k += 1
+        while (k < n or (time.perf_counter() - t0 < min_seconds and k < 50)) and not (k and over()):
+            step()
+            k += 1
     return (time.perf_counter() - t0) / k
+
+# %% ../nbs/06c_train.ipynb #0b50fb89
+class StopAt(Callback):
+    "End training after iteration `n_iter` (mid-epoch maybe), schedules spread over exactly those; short validation."
+    order = 90  # the last: the log, the checkpoint and the preview see the final batch first
+    def __init__(self, n_iter: int,
+                 valid_batches: int | None = None):  # validation batches after each epoch (None: all)
+        if n_iter < 1 or (valid_batches is not None and valid_batches < 1):
+            raise ValueError(f"n_iter={n_iter}, valid_batches={valid_batches}: both must be >= 1")
+        self.n_iter, self.valid_batches = n_iter, valid_batches
+
+    def _schedule(self):
+        "fastai's schedules follow `pct_train`: 0 at the first iteration, 1 at the last planned one."
+        self.learn.pct_train = min(1., self.learn.train_iter / max(self.n_iter - 1, 1))
+
+    def before_train(self):
+        if self.learn.train_iter >= self.n_iter: raise CancelTrainException()   # resumed at the planned end
+        self._schedule()
+
+    def after_batch(self):
+        if not self.training:
+            if self.valid_batches is not None and self.iter + 1 >= self.valid_batches: raise CancelValidException()
+        elif self.learn.train_iter >= self.n_iter: raise CancelTrainException()
+        else: self._schedule()
+
+    # fastai's Recorder (order 50) drops the metrics of a cancelled training or validation; this end is planned
+    def after_cancel_train(self): self.learn.recorder.cancel_train = False
+    def after_cancel_validate(self): self.learn.recorder.cancel_valid = False
+
+@patch
+def fit_iters(self: DiffusionLearner, n_iter: int, lr_max: float | None = None,
+              valid_batches: int | None = None,  # validation batches after each epoch (None: all)
+              **kwargs):  # more fit_one_cycle arguments: div, div_final, pct_start, wd, moms, cbs, ...
+    "`fit_one_cycle` for exactly `n_iter` training iterations: the epochs they take, the last one cut where they end."
+    stop = StopAt(n_iter, valid_batches)                       # checks the plan before the call is recorded
+    n_epoch = -(-n_iter // len(self.dls.train))
+    with self._recording('fit_iters', dict(n_iter=n_iter, lr_max=lr_max, valid_batches=valid_batches, **kwargs)):
+        return self.fit_one_cycle(n_epoch, lr_max, cbs=L(kwargs.pop('cbs', None)) + [stop], **kwargs)
+
 
 # %% ../nbs/06c_train.ipynb #41b9649e
 @patch
@@ -373,14 +419,16 @@ def _broadcast(self: DistributedDL, t, rank):
     return broadcast(list(t), rank)
 
 def train(learn: DiffusionLearner,  # built the same way on every process
-          n_epoch: int, lr_max: float | None = None,
+          n_epoch: int | None = None, lr_max: float | None = None,
           resume: bool = False,  # continue from the newest checkpoint of the learner's CheckpointCallback, if any
-          **kwargs) -> DiffusionLearner:  # more fit_one_cycle arguments
-    "fit_one_cycle on every process `accelerate launch` started (DDP when there are several), optionally resuming."
+          n_iter: int | None = None,  # or: exactly this many iterations (`fit_iters`), the last epoch cut short
+          **kwargs) -> DiffusionLearner:  # more fit_one_cycle (fit_iters) arguments
+    "fit_one_cycle (or fit_iters) on every process `accelerate launch` started (DDP when there are several); or resume."
     ctx = learn.distrib_ctx(cpu=not torch.cuda.is_available()) if world()[1] > 1 else contextlib.nullcontext()  # gloo on CPU
     can_resume = resume and hasattr(learn, 'checkpoint') and latest_checkpoint(learn.checkpoint.folder) is not None
     with ctx:
         if world()[1] > 1: join_group()
         if can_resume: learn.resume()
+        elif n_iter is not None: learn.fit_iters(n_iter, lr_max, **kwargs)
         else: learn.fit_one_cycle(n_epoch, lr_max, **kwargs)
     return learn

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from .unet import UNetConfig, build_unet, sr_config
 from .diffusion import Schedule, get_schedule
-from .sampling import DEFAULT_STEPS, DEFAULT_TEMPERATURE
+from .sampling import SamplingSpec
 from .bundle import truncate
 from .dist import unwrap
 from .superres import augment_low_res, bicubic, downsample, prior_eps, upsample
@@ -35,7 +35,7 @@ class SRDiffusionCallback(DiffusionCallback):
                  noise_level: int = 0,  # default level for sampling (recorded in the bundle)
                  prior_var: float | None = None,  # variance of the prior N(bicubic(low), var·I); None: no prior (the paper's SR)
                  max_t: int | None = None,  # train on the first max_t steps only (needs the prior, which sampling starts from); None: all
-                 temperature: float = DEFAULT_TEMPERATURE,  # default sampling temperature (recorded in the bundle)
+                 temperature: float = SamplingSpec.temperature,  # default sampling temperature (recorded in the bundle)
                  seed: int = 0, valid_seed: int = 1234):
         if prior_var is not None and not prior_var > 0: raise ValueError(f"prior_var={prior_var}: must be > 0 (None: no prior)")
         if max_t is not None and prior_var is None: raise ValueError(f"max_t={max_t} needs a prior to start sampling from: pass prior_var")
@@ -78,7 +78,7 @@ class SRDiffusionCallback(DiffusionCallback):
 # %% ../nbs/07a_train_sr.ipynb #2e141bc1
 class SRPreview:
     "Preview sampler: bicubic upsample, SR sample (EMA model) and real image for the first held-out faces."
-    def __init__(self, hi: Tensor, ids: Tensor | None, steps: int = DEFAULT_STEPS, noise_level: int = 0, seed: int = 0):
+    def __init__(self, hi: Tensor, ids: Tensor | None, steps: int = SamplingSpec.steps, noise_level: int = 0, seed: int = 0):
         self.hi, self.ids, self.steps, self.noise_level, self.seed = hi.cpu(), ids, steps, noise_level, seed
         self.nrow = len(hi)  # grid rows: bicubic, SR, real
     @classmethod
@@ -90,9 +90,10 @@ class SRPreview:
         model = learn.ema_model if learn.ema_model is not None else unwrap(learn.model)
         dev, cfg = next(model.parameters()).device, model.cfg
         low = downsample(self.hi, cfg.low_res_size).to(dev)
-        out = upsample(model, low, self.ids.to(dev) if self.ids is not None and cfg.id_dim else None, steps=self.steps,
-                       noise_level=self.noise_level, prior_var=learn.diffusion.prior_var, schedule=learn.diffusion.sched, temperature=learn.diffusion.temperature,
-                       generator=torch.Generator(dev).manual_seed(self.seed), precision=learn.precision)
+        spec = SamplingSpec(1., steps=self.steps, temperature=learn.diffusion.temperature, precision=learn.precision)
+        out = upsample(model, low, self.ids.to(dev) if self.ids is not None and cfg.id_dim else None, spec,
+                       noise_level=self.noise_level, prior_var=learn.diffusion.prior_var, schedule=learn.diffusion.sched,
+                       noise=torch.Generator(dev).manual_seed(self.seed))
         return torch.cat([bicubic(low, cfg.image_size).clamp(-1, 1).cpu(), out.cpu(), self.hi])
 
 def get_sr_learner(dls,  # DataLoaders of (hi-res img, id_vector[, low-res img])
@@ -102,7 +103,7 @@ def get_sr_learner(dls,  # DataLoaders of (hi-res img, id_vector[, low-res img])
                    prior: bool = True,  # refine N(bicubic(low), var·I), var measured on the data (False: the paper's plain SR)
                    max_t: int | None = None,  # train the first max_t steps only, sampling from the prior there (None: all steps)
                    aug_max: int = 250, noise_level: int = 0,  # training augmentation range, default sampling level
-                   temperature: float = DEFAULT_TEMPERATURE,  # the default sampling temperature the bundle records
+                   temperature: float = SamplingSpec.temperature,  # the default sampling temperature the bundle records
                    seed: int = 0,  # seed of the SR callback's generator
                    **kwargs) -> DiffusionLearner:  # more get_learner arguments: lr, ema_decay, precision, clip, min_snr, ...
     "A `DiffusionLearner` for the SR stage: `SRDiffusionCallback` (cosine/1000, p_uncond 0.1) on the `get_learner` machinery."

@@ -16,15 +16,25 @@ COMMANDS = ['prepare', 'train', 'sample', 'eval', 'demo', 'train_sr', 'curves']
 ENV = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1', 'OMP_WAIT_POLICY': 'PASSIVE', 'MPLBACKEND': 'Agg'}
 
 
+def console_scripts() -> dict[str, tuple[str, str]]:
+    "settings.ini's console scripts: name -> (module, function)."
+    import configparser
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(ROOT/'settings.ini')
+    lines = [l.strip() for l in cfg['DEFAULT']['console_scripts'].splitlines() if l.strip()]
+    return {name: tuple(target.split(':')) for name, target in (l.split('=') for l in lines)}
+
+
 @pytest.fixture(scope='module')
 def scripts(tmp_path_factory):
-    "One console-script file per command, as pip writes them for `id3pm_<cmd>=id3pm_nb.cli:<cmd>_cli`."
-    d = tmp_path_factory.mktemp('bin')
-    for c in COMMANDS:
-        (d/f'id3pm_{c}').write_text(textwrap.dedent(f"""\
+    "One console-script file per command, as pip writes them from settings.ini (`id3pm_<cmd>=<module>:<cmd>_cli`)."
+    d, entry = tmp_path_factory.mktemp('bin'), console_scripts()
+    assert sorted(entry) == sorted(f'id3pm_{c}' for c in COMMANDS)
+    for name, (module, func) in entry.items():
+        (d/name).write_text(textwrap.dedent(f"""\
             import sys
-            from id3pm_nb.cli import {c}_cli
-            if __name__ == '__main__': sys.exit({c}_cli())
+            from {module} import {func}
+            if __name__ == '__main__': sys.exit({func}())
             """))
     return d
 
@@ -139,6 +149,27 @@ def test_sample(scripts, bundle, prepared, tmp_path):
     assert q['queries'] == 4 and q['strategy'] == 'best' and q['queried'].startswith('dlib_resnet_v1-') and len(q['query_scores'][0]) == 2
     r4 = run(scripts, 'sample', bundle, person, '--out', tmp_path/'bad', '--queries', '-1', '--quiet')
     assert r4.returncode == 2 and 'queries=-1' in error_line(r4), r4.stderr[-2000:]
+
+
+def test_sample_records_the_spec_it_used(bundle, prepared, tmp_path, monkeypatch):
+    """Following --steps and --temperature from id3pm_sample to the sampler: the spec that reached `sampling.sample` is the
+    one settings.json records, and what the command line did not set comes from the bundle's recorded spec."""
+    import id3pm_nb.pipeline as pl
+    from id3pm_nb.use_cli import run_cli, sample_cli
+    from id3pm_nb.sampling import SamplingSpec
+    seen, real = [], pl.sample_model
+    def spy(model, x, y, spec, **kw):
+        seen.append(spec)
+        return real(model, x, y, spec, **kw)
+    monkeypatch.setattr(pl, 'sample_model', spy)
+    person = sorted(prepared[1].iterdir())[0]
+    run_cli(sample_cli, [str(bundle), str(person), '--out', str(tmp_path/'s'), '--n', '1', '--scale', '2', '--steps', '3',
+                         '--temperature', '0.6', '--quiet'])
+    rec = json.loads((tmp_path/'s'/'settings.json').read_text())['runs'][0]['spec']
+    assert seen and all(s == SamplingSpec(**rec) for s in seen), (seen, rec)
+    assert (rec['scale'], rec['steps'], rec['temperature']) == (2.0, 3, 0.6)
+    recorded = json.loads((bundle/'bundle.json').read_text())['sampling']           # the bundle's spec: the rest
+    assert {k: rec[k] for k in ('sampler', 'precision', 'clip_x0')} == {k: recorded[k] for k in ('sampler', 'precision', 'clip_x0')}
 
 
 def test_sample_keeps_going(scripts, bundle, prepared, tmp_path):

@@ -12,6 +12,8 @@ MAX_PARAMS = 10
 # The command-line wrappers take one parameter per option: that list *is* the interface `call_parse` turns into a
 # parser, so a config object there would only move the options out of sight of `--help`.
 MANY_PARAMS_OK = re.compile(r'_cli$')
+# A `**kw` counts as a parameter. One function forwards it whole to another whose signature documents every option.
+KW_FORWARDS = {'get_sr_learner': 'get_learner'}
 
 
 def module_order() -> dict[str, int]:
@@ -53,7 +55,7 @@ def test_no_module_imports_a_later_one():
     assert not bad, 'imports against the notebook order:\n' + '\n'.join(bad)
 
 
-@pytest.mark.parametrize('mod', ['pipeline', 'evaluate', 'explorer', 'superres', 'bundle'])
+@pytest.mark.parametrize('mod', ['pipeline', 'evaluate', 'explorer', 'superres', 'bundle', 'use_cli', 'report', 'evalset'])
 def test_inference_imports_no_training_code(mod):
     code = (f"import sys, id3pm_nb.{mod}; "
             "bad = [m for m in ('id3pm_nb.train', 'id3pm_nb.train_sr', 'id3pm_nb.checkpoint', 'fastai.learner') if m in sys.modules]; "
@@ -84,5 +86,22 @@ def test_public_functions_take_few_parameters():
                     isinstance(d, ast.Name) and d.id == 'patch' for d in node.decorator_list): continue
             a = node.args
             names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg not in ('self', 'cls')]
+            if a.kwarg and node.name not in KW_FORWARDS: names.append(f'**{a.kwarg.arg}')   # an open-ended parameter
             if len(names) > MAX_PARAMS and not MANY_PARAMS_OK.search(node.name): bad.append(f"{p.stem}.{node.name} ({len(names)})")
     assert not bad, f"public functions with more than {MAX_PARAMS} parameters (pass a spec/config object or callbacks): {bad}"
+
+
+# The path of a sampling option, from the command line to the sampler: every step takes a `SamplingSpec` and explicit
+# run options, never `**kw` to be picked apart further down (issue 21: one way to sample).
+SAMPLING_PATH = {'sampling': ['sample'], 'superres': ['upsample'], 'pipeline': ['sample', 'invert', 'upsample', 'generator',
+                 '_images', '_sample_base', '_search'], 'use_cli': ['sample_cli', 'eval_cli', 'cli_spec']}
+
+
+def test_sampling_path_has_no_kw_funnels():
+    funnels, missing = [], []
+    for mod, names in SAMPLING_PATH.items():
+        defs = {n.name: n for n in ast.walk(ast.parse((LIB/f'{mod}.py').read_text())) if isinstance(n, ast.FunctionDef)}
+        missing += [f'{mod}.{n}' for n in names if n not in defs]
+        funnels += [f'{mod}.{n}(**{defs[n].args.kwarg.arg})' for n in names if n in defs and defs[n].args.kwarg]
+    assert not missing, f"functions of the sampling path not found (renamed? update SAMPLING_PATH): {missing}"
+    assert not funnels, f"the sampling path takes **kw: pass a SamplingSpec and explicit keywords instead: {funnels}"

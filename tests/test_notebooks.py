@@ -104,3 +104,11 @@ def test_no_environment_lookup_that_can_raise():
                     if re.match(r"\s*=(?!=)", line[m.end():]) or line[:m.start()].rstrip().endswith('del'): continue   # set or deleted
                     bad.append(f"{p.relative_to(ROOT)}: {line.strip()}")
     assert not bad, bad
+
+
+def test_every_notebook_starts_with_the_set_up_cell():
+    "One first cell everywhere (tools/notebook_setup.py): install on a fresh runtime, then device, LFW and bundle."
+    _s = importlib.util.spec_from_file_location('notebook_setup', ROOT/'tools'/'notebook_setup.py')
+    T = importlib.util.module_from_spec(_s); _s.loader.exec_module(T)
+    assert T.main(['--check']) == 0, 'a notebook lacks the set-up cell or has an old one: run python tools/notebook_setup.py'
+    assert len(NOTEBOOKS) > 30 and all(T.setup_cell(json.loads(p.read_text())) for p in NOTEBOOKS)

@@ -13,6 +13,7 @@ ENV = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
 
 from id3pm_nb.fr import load_recognizer
 from id3pm_nb.pipeline import ID3PM
+from id3pm_nb.sampling import SamplingSpec
 from id3pm_nb.bundle import ArtifactError, save_bundle
 from id3pm_nb.unet import UNet, perturb_zero_init, unet_config
 
@@ -20,8 +21,9 @@ SAMPLE = """
 import sys, numpy as np, torch
 torch.set_num_threads(1)
 from id3pm_nb.pipeline import ID3PM
+from id3pm_nb.sampling import SamplingSpec
 p = ID3PM.from_bundle(sys.argv[1], device='cpu')
-np.save(sys.argv[3], p.sample(np.load(sys.argv[2]), n=2, scale=2.5, steps=4, seed=11, progress=False))
+np.save(sys.argv[3], p.sample(np.load(sys.argv[2]), 2, SamplingSpec(2.5, steps=4), seed=11, progress=False))
 """
 
 
@@ -45,7 +47,7 @@ def test_seeded_sampling_same_in_a_fresh_process(bundle, ids, tmp_path):
                        capture_output=True, text=True, env=ENV, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     torch.manual_seed(1234); np.random.seed(99)                       # global RNG state must not matter
-    here = ID3PM.from_bundle(bundle, device='cpu').sample(ids, n=2, scale=2.5, steps=4, seed=11, progress=False)
+    here = ID3PM.from_bundle(bundle, device='cpu').sample(ids, 2, SamplingSpec(2.5, steps=4), seed=11, progress=False)
     assert (np.load(tmp_path/'out.npy') == here).all()
 
 
@@ -53,13 +55,15 @@ def test_every_sampler_is_seeded(bundle, ids):
     "Repeated calls are identical; other batch sizes agree up to float rounding (an occasional uint8 level)."
     p = ID3PM.from_bundle(bundle, device='cpu')
     for sampler in ('ddpm', 'ddim', 'dpmpp_2m'):
-        a = p.sample(ids[:1], n=2, sampler=sampler, steps=3, seed=4, progress=False)
-        assert (a == p.sample(ids[:1], n=2, sampler=sampler, steps=3, seed=4, progress=False)).all(), sampler
-        d = np.abs(a.astype(int) - p.sample(ids[:1], n=2, sampler=sampler, steps=3, seed=4, progress=False, bs=1).astype(int))
+        spec = SamplingSpec(sampler=sampler, steps=3)
+        a = p.sample(ids[:1], 2, spec, seed=4, progress=False)
+        assert (a == p.sample(ids[:1], 2, spec, seed=4, progress=False)).all(), sampler
+        d = np.abs(a.astype(int) - p.sample(ids[:1], 2, spec, seed=4, progress=False, bs=1).astype(int))
         assert d.mean() < 0.05 and d.max() <= 3, (sampler, d.mean(), d.max())
-        assert (a != p.sample(ids[:1], n=2, sampler=sampler, steps=3, seed=5, progress=False)).any(), sampler
-    e = p.sample(ids[:1], n=1, sampler='ddim', steps=3, seed=4, progress=False, eta=1.0)   # stochastic DDIM: seeded too
-    assert (e == p.sample(ids[:1], n=1, sampler='ddim', steps=3, seed=4, progress=False, eta=1.0)).all()
+        assert (a != p.sample(ids[:1], 2, spec, seed=5, progress=False)).any(), sampler
+    sde = SamplingSpec(sampler='ddim', steps=3).replace(eta=1.0)                          # stochastic DDIM: seeded too
+    e = p.sample(ids[:1], 1, sde, seed=4, progress=False)
+    assert (e == p.sample(ids[:1], 1, sde, seed=4, progress=False)).all()
 
 
 @pytest.mark.parametrize('damage,message', [
