@@ -91,7 +91,7 @@ def resolve_path(path: str | os.PathLike | None, env: str, what: str = 'data') -
 # %% ../nbs/00_core.ipynb #3af7a78f
 def default_bundle_dir() -> Path:
     "Where the training tutorial saves the bundle it trained, and where the notebooks look when `$ID3PM_BUNDLE` is unset."
-    return Path(os.environ.get('ID3PM_CACHE') or Path.home()/'.cache'/'id3pm_nb').expanduser()/'bundle'
+    return cache_dir()/'bundle'
 
 def demo_bundle(env: str = 'ID3PM_BUNDLE') -> Path | None:
     "The trained bundle folder the notebooks show results from: `$ID3PM_BUNDLE`, else `default_bundle_dir()` if it holds one, else None."

@@ -23,6 +23,7 @@ class Session:
     device: torch.device
     lfw: Path | None
     bundle: Path | None
+    lfw_problem: str | None = None   # why LFW was not found (what to set), when it was not
 
     def lines(self) -> list[str]:
         "One line per thing found, or per thing missing with what to do about it."
@@ -31,8 +32,7 @@ class Session:
                   f"(it writes {default_bundle_dir()}), or id3pm_demo and set ID3PM_BUNDLE=id3pm_demo/bundle")
         name = torch.cuda.get_device_name(self.device) if self.device.type == 'cuda' else None
         return [f"device: {self.device}" + (f" ({name})" if name else ''),
-                f"LFW: {self.lfw}" if self.lfw else "LFW: not found; set ID3PM_LFW to a folder with lfw-deepfunneled/ "
-                                                    "and pairs.txt (or go online: scikit-learn downloads it)",
+                f"LFW: {self.lfw}" if self.lfw else f"LFW: not found: {self.lfw_problem or 'set ID3PM_LFW'}",
                 bundle]
 
 def setup(download: bool = True,  # fetch LFW with scikit-learn when it is not found locally
@@ -40,8 +40,8 @@ def setup(download: bool = True,  # fetch LFW with scikit-learn when it is not f
     "The first cell of every notebook: device, LFW and the trained bundle, printed one line each (unless `quiet`)."
     threads = os.environ.get('ID3PM_THREADS')
     if threads: torch.set_num_threads(int(threads))
-    try: lfw = find_lfw(download=download)
-    except (ConnectionError, FileNotFoundError): lfw = None
-    s = Session(default_device(), lfw, demo_bundle())
+    try: lfw, problem = find_lfw(download=download), None
+    except (ConnectionError, FileNotFoundError) as e: lfw, problem = None, str(e).splitlines()[0]   # find_lfw says what to set
+    s = Session(default_device(), lfw, demo_bundle(), problem)
     if not quiet: print('\n'.join(s.lines()))
     return s
