@@ -30,3 +30,10 @@ def test_a_failing_notebook_fails(tmp_path, capsys):
     py.write_text(f'#!/bin/sh\nexec {os.sys.executable} "$@"\n'); py.chmod(0o755)
     rc = C.main([str(tmp_path/'bad.ipynb'), '--lfw', str(tmp_path), '--keep', str(tmp_path)])
     assert rc == 1 and "KeyError: 'ID3PM_NO_SUCH_VARIABLE'" in capsys.readouterr().out
+
+
+def test_the_clean_runtime_installs_what_the_set_up_cell_installs():
+    "A student's CPU runtime gets the set-up cell's extras; the check must install the same ones, not fewer."
+    spec = importlib.util.spec_from_file_location('notebook_setup', ROOT/'tools'/'notebook_setup.py')
+    S = importlib.util.module_from_spec(spec); spec.loader.exec_module(S)
+    assert f"else '{C.EXTRAS}'" in S.TEMPLATE, (C.EXTRAS, S.TEMPLATE)

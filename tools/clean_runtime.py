@@ -1,7 +1,7 @@
 """The classroom's check: notebooks run top to bottom on a clean runtime, as a student's fresh Colab would run them.
 
-A wheel of id3pm_nb is built and installed into a new virtual environment with the `cpu` extra only (no `dev` extra:
-no nbdev, no pytest), plus `execnb` to run the cells; the notebooks are copied to a folder outside the checkout and
+A wheel of id3pm_nb is built and installed into a new virtual environment with the extras the notebooks' set-up cell
+installs on a CPU runtime (`cpu,attrs`; no `dev` extra: no nbdev, no pytest), plus `execnb` to run the cells; the notebooks are copied to a folder outside the checkout and
 run there, with no `ID3PM_*` variable but the data location (`ID3PM_LFW`). Cells run as `nbdev_test` runs them (the
 flags of `settings.ini`'s `tst_flags` and `#| eval: false` cells are skipped). Any error, a KeyError included, fails.
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = ['nbs/08_pipeline.ipynb', 'nbs/tutorials/demo.ipynb', 'nbs/tutorials/explore.ipynb']
+EXTRAS = 'cpu,attrs'   # what the notebooks' set-up cell (tools/notebook_setup.py) installs on a CPU runtime
 
 # What runs inside the clean environment: one notebook's code cells, in order, in one shell, stopping at the first error.
 RUNNER = '''
@@ -42,7 +43,7 @@ def sh(*cmd, **kw):
 
 
 def clean_venv(where: Path) -> Path:
-    "A virtual environment at `where` with the wheel of this checkout and its `cpu` extra, at the pinned releases; its python."
+    "A virtual environment at `where` with the wheel of this checkout and the set-up cell's CPU extras, at the pinned releases; its python."
     py = where/'venv'/'bin'/'python'
     if py.is_file(): return py
     shutil.rmtree(where/'whl', ignore_errors=True)
@@ -51,7 +52,7 @@ def clean_venv(where: Path) -> Path:
     sh(sys.executable, '-m', 'venv', where/'venv')
     pins = ['-c', ROOT/'.ci'/'constraints.txt']
     sh(py, '-m', 'pip', 'install', '-q', *pins, '--upgrade', 'pip')
-    sh(py, '-m', 'pip', 'install', '-q', *pins, f'{wheel}[cpu]', 'execnb')
+    sh(py, '-m', 'pip', 'install', '-q', *pins, f'{wheel}[{EXTRAS}]', 'execnb')
     sh(py, '-m', 'pip', 'install', '-q', *pins, '--force-reinstall', '--no-deps', 'opencv-python-headless')   # as .ci/setup
     return py
 
