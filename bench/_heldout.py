@@ -7,7 +7,7 @@ import numpy as np
 
 def quick_preset():
     "A miniature of the demo's recipe for `--quick` (a tiny U-Net, 150 images): checks that every step runs."
-    from id3pm_nb.demo import DemoPreset
+    from id3pm_nb.cli.demo import DemoPreset
     return DemoPreset('quick', {'preset': 'tiny', 'ch': 16, 'head_ch': 16, 'patch': 2, 'attn_res': (8,), 'prior_rank': 8},
                       32, 150, 8, 2e-3, 0.05, precision='bf16')
 
@@ -17,10 +17,10 @@ def held_out(a, log, queried: bool) -> SimpleNamespace:
     (else the demo's recipe trained into --out), the FaceNet judge (refused if it took part: `queried` when the bench
     queries the bundle's recognizer) and the held-out people's ID vectors."""
     from id3pm_nb.core import default_device, seed_everything
-    from id3pm_nb.demo import demo_data, demo_key, demo_preset, demo_train, heldout_people, holdout_split
-    from id3pm_nb.evaluate import check_judge, lfw_judge
-    from id3pm_nb.lfw import find_lfw
-    from id3pm_nb.pipeline import ID3PM
+    from id3pm_nb.cli.demo import demo_data, demo_key, demo_preset, demo_train, heldout_people, holdout_split
+    from id3pm_nb.eval.evaluate import check_judge, lfw_judge
+    from id3pm_nb.data.lfw import find_lfw
+    from id3pm_nb.use.pipeline import ID3PM
     dev, out, root = default_device(a.device), Path(a.out), find_lfw(a.lfw, download=False)
     out.mkdir(parents=True, exist_ok=True); seed_everything(a.seed)
     pre = quick_preset() if a.quick else demo_preset('cpu')

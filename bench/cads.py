@@ -1,7 +1,7 @@
 """Condition-annealed sampling (CADS) against plain guidance: identity and diversity at several guidance scales, side by side.
 
 High guidance makes one person's samples alike; CADS (Sadat et al., ICLR 2024) noises the ID condition at high noise
-levels and anneals it away (`id3pm_nb.sampling.CADS`). On the demo's held-out people, every guidance scale is sampled
+levels and anneals it away (`id3pm_nb.model.sampling.CADS`). On the demo's held-out people, every guidance scale is sampled
 without CADS and with each CADS noise scale (the same seeds), and FaceNet (never trained on, never queried) judges:
 cosine to the target photo with its 95% interval, SAR at FMR 1e-2 and 1e-3, faces found, ID diversity among a
 person's samples, FD (realism), seconds per image.
@@ -40,10 +40,10 @@ def log(msg): print(f"[cads {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr
 
 
 def run(a) -> dict:
-    from id3pm_nb.attack import Budget, attack, attack_table
+    from id3pm_nb.eval.attack import Budget, attack, attack_table
     from id3pm_nb.core import atomic_write
-    from id3pm_nb.demo import linear_baseline
-    from id3pm_nb.report import markdown_table
+    from id3pm_nb.cli.demo import linear_baseline
+    from id3pm_nb.eval.report import markdown_table
     scales, noises = [float(s) for s in a.scales.split(',')], [0.] + [float(c) for c in a.cads.split(',') if float(c) > 0]
     if a.quick: a.samples, scales, noises = 2, scales[:1], noises[:2]
     h = held_out(a, log, queried=False)

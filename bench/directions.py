@@ -55,11 +55,11 @@ def log(msg): print(f"[directions {time.strftime('%H:%M:%S')}] {msg}", file=sys.
 
 def tiny_bundle(root, folder: Path, cache=None) -> Path:
     "A bundle of the untrained Gaussian-prior model (the `cpu` recipe's prior, rank 8) fitted on 3 photos of each QUICK_TRAIN person."
-    from id3pm_nb.data import Splits, get_dls, scan_lfw
-    from id3pm_nb.prepare import prepare
-    from id3pm_nb.train import get_learner
-    from id3pm_nb.bundle import save_bundle
-    from id3pm_nb.unet import unet_config
+    from id3pm_nb.data.dataset import Splits, get_dls, scan_lfw
+    from id3pm_nb.data.prepare import prepare
+    from id3pm_nb.train.learner import get_learner
+    from id3pm_nb.model.bundle import save_bundle
+    from id3pm_nb.model.unet import unet_config
     lfw = scan_lfw(root)
     P = prepare(lfw[lfw.identity.isin(QUICK_TRAIN + QUICK_HELD_OUT)].sort_values('path').groupby('identity').head(3).reset_index(drop=True),
                 out_dir=cache, sizes=(32, 64), progress=False, verbose=False)
@@ -73,8 +73,8 @@ def tiny_bundle(root, folder: Path, cache=None) -> Path:
 
 def prepared_for(pipe, root, a):
     "The bundle recognizer's prepare cache of LFW: --prepared if given, else LFW prepared (14 people with --quick)."
-    from id3pm_nb.prepare import load_prepared, prepare
-    from id3pm_nb.data import scan_lfw
+    from id3pm_nb.data.prepare import load_prepared, prepare
+    from id3pm_nb.data.dataset import scan_lfw
     if a.prepared:
         hits = sorted(p for p in Path(a.prepared).expanduser().glob(f'{pipe.fingerprint}-*') if (p/'report.csv').is_file())
         if not hits: raise SystemExit(f"--prepared {a.prepared} holds no cache for the bundle's recognizer {pipe.fingerprint}")
@@ -94,8 +94,8 @@ def trained_people(bundle) -> set:
 
 def score(pipe, y, d, alphas, a, judge, targets):
     "Samples of every person at every row of `alphas` (A, N): faces found (A,), female and age readings (A, N, n), identity closeness per row."
-    from id3pm_nb.directions import closer_to_own, sample_age_gender, sample_edits
-    from id3pm_nb.evaluate import faces_found
+    from id3pm_nb.use.directions import closer_to_own, sample_age_gender, sample_edits
+    from id3pm_nb.eval.evaluate import faces_found
     S = sample_edits(pipe, y, d, alphas, a.samples, pipe.spec.replace(scale=a.scale), a.seed)            # (A, N, n, s, s, 3)
     flat = S.reshape(-1, *S.shape[-3:])
     E = judge.images(flat).reshape(*S.shape[:3], -1)
@@ -120,11 +120,11 @@ def main(argv=None):
     a = parse(argv)
     import pandas as pd
     from PIL import Image
-    from id3pm_nb.lfw import find_lfw
-    from id3pm_nb.demo import labeled_grid
-    from id3pm_nb.directions import age_gender_directions, attribute_moved, fit_pca, label_people, pca_directions, sample_edits
-    from id3pm_nb.evaluate import lfw_judge
-    from id3pm_nb.pipeline import ID3PM
+    from id3pm_nb.data.lfw import find_lfw
+    from id3pm_nb.cli.demo import labeled_grid
+    from id3pm_nb.use.directions import age_gender_directions, attribute_moved, fit_pca, label_people, pca_directions, sample_edits
+    from id3pm_nb.eval.evaluate import lfw_judge
+    from id3pm_nb.use.pipeline import ID3PM
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     root = find_lfw(a.lfw, download=False)
     if a.quick: a.people, a.samples, a.alphas, a.label_images = 4, 2, '2', 30

@@ -11,10 +11,10 @@ import argparse, os, time
 
 import numpy as np
 
-from id3pm_nb.align import load_rgb
-from id3pm_nb.detect import find_landmarks, ort_providers
-from id3pm_nb.fr import load_recognizer
-from id3pm_nb.lfw import read_lfw_pairs
+from id3pm_nb.fr.align import load_rgb
+from id3pm_nb.fr.detect import find_landmarks, ort_providers
+from id3pm_nb.fr.recognizer import load_recognizer
+from id3pm_nb.data.lfw import read_lfw_pairs
 
 
 def lfw_images(n: int, root=None) -> tuple[list, np.ndarray]:
@@ -50,9 +50,9 @@ def bench_embed(args):
 def bench_prepare(args):
     "`prepare.prepare` over LFW images: the first run (detect, align, embed, write) vs a second run over the same files."
     import tempfile
-    from id3pm_nb.prepare import prepare
-    from id3pm_nb.data import scan_lfw
-    from id3pm_nb.detect import get_detector
+    from id3pm_nb.data.prepare import prepare
+    from id3pm_nb.data.dataset import scan_lfw
+    from id3pm_nb.fr.detect import get_detector
     lfw = scan_lfw(args.lfw or os.environ['ID3PM_LFW'])
     src = lfw[lfw.identity.isin(lfw.identity.unique()[::7])].groupby('identity').head(2).head(args.n_prepare)
     t = time.perf_counter(); det, rec = get_detector('dlib'), load_recognizer('dlib'); t_load = time.perf_counter() - t

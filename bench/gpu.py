@@ -21,7 +21,7 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--pack', default=None, help='build the data pack at this path (needs LFW) and stop')
     p.add_argument('--data', default=None, help='a data pack from --pack: train, sample and judge')
-    p.add_argument('--recipe', default='gpu', help='demo preset to train (id3pm_nb.demo.DEMO_PRESETS)')
+    p.add_argument('--recipe', default='gpu', help='demo preset to train (id3pm_nb.cli.demo.DEMO_PRESETS)')
     p.add_argument('--minutes', type=float, default=6.)
     p.add_argument('--people', type=int, default=64, help='held-out people (when packing)')
     p.add_argument('--samples', type=int, default=4)
@@ -50,11 +50,11 @@ def _unjpeg(b: bytes) -> np.ndarray:
 
 def pack(a, path: Path) -> Path:
     "Write the pack: every prepared crop (JPEG), ID vector and identity, the split, and the judge's view of the held-out people."
-    from id3pm_nb.demo import demo_data, demo_preset, heldout_people, holdout_split
-    from id3pm_nb.lfw import find_lfw
+    from id3pm_nb.cli.demo import demo_data, demo_preset, heldout_people, holdout_split
+    from id3pm_nb.data.lfw import find_lfw
     from id3pm_nb.core import atomic_write
-    from id3pm_nb.evaluate import lfw_judge
-    from id3pm_nb.fr import load_recognizer
+    from id3pm_nb.eval.evaluate import lfw_judge
+    from id3pm_nb.fr.recognizer import load_recognizer
     root = find_lfw(a.lfw, download=False)
     pre = demo_preset('cpu', 'cpu')
     P = demo_data(root, dataclasses.replace(pre, n_images=150 if a.quick else None), 0, a.cache, log=log, progress=False)
@@ -87,7 +87,7 @@ class Packed:
 def sampler_times(pipe, ids: np.ndarray, reps: int = 3) -> dict:
     "Seconds to sample 16 guided (s = 3) images with each sampler at the library's default steps (best of `reps`)."
     import torch
-    from id3pm_nb.sampling import SamplingSpec
+    from id3pm_nb.model.sampling import SamplingSpec
     out = {}
     for name, steps, opts in (('ddpm', SamplingSpec.steps, {}), ('ddim', 25, {}), ('dpmpp_2m', 15, {}), ('dpmpp_2m', 15, {'eta': 1.})):
         ts = []
@@ -102,14 +102,14 @@ def sampler_times(pipe, ids: np.ndarray, reps: int = 3) -> dict:
 
 def run(a) -> dict:
     import torch
-    from id3pm_nb.demo import DEMO_PRESETS, HeldOut, demo_train, linear_baseline
+    from id3pm_nb.cli.demo import DEMO_PRESETS, HeldOut, demo_train, linear_baseline
     from id3pm_nb.core import default_device, seed_everything
-    from id3pm_nb.data import Splits
-    from id3pm_nb.evaluate import Judge
-    from id3pm_nb.report import markdown_table
-    from id3pm_nb.fr import load_recognizer
-    from id3pm_nb.pipeline import ID3PM
-    from id3pm_nb.sampling import SamplingSpec
+    from id3pm_nb.data.dataset import Splits
+    from id3pm_nb.eval.evaluate import Judge
+    from id3pm_nb.eval.report import markdown_table
+    from id3pm_nb.fr.recognizer import load_recognizer
+    from id3pm_nb.use.pipeline import ID3PM
+    from id3pm_nb.model.sampling import SamplingSpec
     seed_everything(0)
     dev, out = default_device(a.device), Path(a.out)
     with np.load(a.data, allow_pickle=True) as z: arrays = {k: z[k] for k in z.files}

@@ -26,12 +26,12 @@ import numpy as np
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--recipes', default='cpu,cpu-paper', help='demo presets to train and compare (id3pm_nb.demo.DEMO_PRESETS)')
+    p.add_argument('--recipes', default='cpu,cpu-paper', help='demo presets to train and compare (id3pm_nb.cli.demo.DEMO_PRESETS)')
     p.add_argument('--minutes', type=float, default=None, help='training budget per recipe (default: the preset\'s own)')
     p.add_argument('--people', type=int, default=64, help='held-out people to invert')
     p.add_argument('--samples', type=int, default=4, help='samples per person and scale')
     p.add_argument('--scales', default='0,1,2,3')
-    p.add_argument('--sampler', default=None, help='default: the library default (id3pm_nb.sampling.SamplingSpec)')
+    p.add_argument('--sampler', default=None, help='default: the library default (id3pm_nb.model.sampling.SamplingSpec)')
     p.add_argument('--steps', type=int, default=None)
     p.add_argument('--eta', type=float, default=None, help='ddim / dpmpp_2m stochasticity')
     p.add_argument('--temperature', type=float, default=None, help='noise scale (default: the library default)')
@@ -52,22 +52,22 @@ def log(msg): print(f"[identity {time.strftime('%H:%M:%S')}] {msg}", file=sys.st
 
 def quick_presets():
     "Miniature versions of the two recipes, for --quick."
-    from id3pm_nb.demo import DemoPreset
+    from id3pm_nb.cli.demo import DemoPreset
     tiny = {'preset': 'tiny', 'ch': 16, 'head_ch': 16}
     return {'cpu': DemoPreset('quick', {**tiny, 'patch': 2, 'attn_res': (8,), 'prior_rank': 8}, 32, 150, 8, 2e-3, 0.05, precision='bf16'),
             'cpu-paper': DemoPreset('quick-paper', tiny, 32, 150, 8, 2e-3, 0.05)}
 
 
 def run(a) -> dict:
-    from id3pm_nb.demo import (DEMO_PRESETS, bundle_matches, demo_data, demo_key, demo_train, heldout_people, holdout_split,
+    from id3pm_nb.cli.demo import (DEMO_PRESETS, bundle_matches, demo_data, demo_key, demo_train, heldout_people, holdout_split,
                                labeled_grid, linear_baseline)
-    from id3pm_nb.attack import Budget, attack
-    from id3pm_nb.lfw import find_lfw
+    from id3pm_nb.eval.attack import Budget, attack
+    from id3pm_nb.data.lfw import find_lfw
     from id3pm_nb.core import atomic_write, default_device, seed_everything
-    from id3pm_nb.evaluate import lfw_judge
-    from id3pm_nb.report import markdown_table
-    from id3pm_nb.pipeline import ID3PM
-    from id3pm_nb.sampling import SamplingSpec
+    from id3pm_nb.eval.evaluate import lfw_judge
+    from id3pm_nb.eval.report import markdown_table
+    from id3pm_nb.use.pipeline import ID3PM
+    from id3pm_nb.model.sampling import SamplingSpec
     if a.quick: a.people, a.samples, a.scales, a.steps, a.images = min(a.people, 3), 2, '0,2', 3, a.images or 150
     presets = quick_presets() if a.quick else DEMO_PRESETS
     recipes = [r.strip() for r in a.recipes.split(',') if r.strip()]

@@ -18,15 +18,15 @@ import numpy as np
 
 def lfw_sample(lfw: str, n: int):
     "`n` LFW images spread evenly over the whole (sorted) set, as a scan DataFrame."
-    from id3pm_nb.data import scan_lfw
+    from id3pm_nb.data.dataset import scan_lfw
     df = scan_lfw(lfw)
     return df.iloc[np.linspace(0, len(df) - 1, min(n, len(df))).astype(int)].reset_index(drop=True)
 
 
 def run_path(which: str, lfw: str, n: int, out: str, workers) -> dict:
     "In this process: prepare the sample with the old or the new path; wall seconds, CPU seconds (with workers) and counts."
-    from id3pm_nb.prepare import prepare
-    from id3pm_nb.fr import DlibRecognizer
+    from id3pm_nb.data.prepare import prepare
+    from id3pm_nb.fr.recognizer import DlibRecognizer
     src = lfw_sample(lfw, n)
     old = which == 'old'
     rec = DlibRecognizer(backend='dlib') if old else 'dlib'
@@ -40,8 +40,8 @@ def run_path(which: str, lfw: str, n: int, out: str, workers) -> dict:
 def run_descriptor(lfw: str, n: int) -> dict:
     "In this process: ms per face of dlib's descriptor in dlib and in torch (1 and 2 threads), wall and CPU, on `n` LFW chips."
     import torch
-    from id3pm_nb.fr import DlibRecognizer
-    from id3pm_nb.align import load_rgb
+    from id3pm_nb.fr.recognizer import DlibRecognizer
+    from id3pm_nb.fr.align import load_rgb
     rec, ref = DlibRecognizer(), DlibRecognizer(backend='dlib')
     chips = []
     for p in lfw_sample(lfw, 4 * n).path:
@@ -74,7 +74,7 @@ def child(args_list: list) -> dict:
 
 def compare(root_old: str, root_new: str) -> str:
     "Whether two caches of the same files agree: crops, statuses, and ID vectors (smallest cosine)."
-    from id3pm_nb.prepare import load_prepared
+    from id3pm_nb.data.prepare import load_prepared
     a, b = load_prepared(root_old), load_prepared(root_new)
     same = (a.report.drop(columns='row').equals(b.report.drop(columns='row')) and list(a.paths) == list(b.paths)
             and all(np.array_equal(a.crops[s], b.crops[s]) for s in a.sizes))

@@ -1,7 +1,7 @@
 """Queries to the black box, side by side: strategies x budgets on the demo's held-out people, in one run.
 
 The demo's model inverts dlib; the attack may query dlib (images in, ID vectors out) and spends a budget of queries per
-returned image. Every strategy of `id3pm_nb.queries` runs at every budget, with each surrogate step of the returned
+returned image. Every strategy of `id3pm_nb.use.queries` runs at every budget, with each surrogate step of the returned
 image (`--steps`: 0, none, and 0.5, the default `QuerySpec.step`; no extra query), on the same held-out LFW people, next to
 plain sampling (0 queries), the linear decoder (ridge from ID vector to pixels) and real photos. FaceNet judges: it
 was never trained on and never queried. Columns: FaceNet cosine to the target photo (95% bootstrap interval over
@@ -28,7 +28,7 @@ from _heldout import held_out   # noqa: E402  the demo's held-out people, shared
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--bundle', default=None, help='a bundle trained by the demo (default: id3pm_demo/bundle, else train one)')
-    p.add_argument('--strategies', default='best,beam,feedback,feedback+beam', help='id3pm_nb.queries.STRATEGIES to compare')
+    p.add_argument('--strategies', default='best,beam,feedback,feedback+beam', help='id3pm_nb.use.queries.STRATEGIES to compare')
     p.add_argument('--budgets', default='4,16', help='queries per returned image (0, plain sampling, is always a row)')
     p.add_argument('--steps', default='0,0.5', help='surrogate steps of the returned image (QuerySpec.step; 0: off) per query row')
     p.add_argument('--scale', type=float, default=3.0, help='guidance scale')
@@ -49,10 +49,10 @@ def log(msg): print(f"[queries {time.strftime('%H:%M:%S')}] {msg}", file=sys.std
 
 def run(a) -> dict:
     from id3pm_nb.core import atomic_write
-    from id3pm_nb.attack import attack, attack_table, budgets as make_budgets
-    from id3pm_nb.demo import labeled_grid, linear_baseline
-    from id3pm_nb.report import markdown_table, query_curve
-    from id3pm_nb.queries import STRATEGIES, QuerySpec
+    from id3pm_nb.eval.attack import attack, attack_table, budgets as make_budgets
+    from id3pm_nb.cli.demo import labeled_grid, linear_baseline
+    from id3pm_nb.eval.report import markdown_table, query_curve
+    from id3pm_nb.use.queries import STRATEGIES, QuerySpec
     strategies = [s.strip() for s in a.strategies.split(',') if s.strip()]
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad: raise SystemExit(f"--strategies: unknown {bad}; choose from {list(STRATEGIES)}")

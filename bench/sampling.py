@@ -24,10 +24,10 @@ import torch
 from fastcore.script import call_parse, Param, store_true
 
 from id3pm_nb.core import autocast_dtype, default_device
-from id3pm_nb.diffusion import respace
-from id3pm_nb.sampling import NFECounter, SamplingSpec, sample, sampling_schedule
-from id3pm_nb.unet import UNet, perturb_zero_init, unet_config
-from id3pm_nb.bundle import load_bundle
+from id3pm_nb.model.diffusion import respace
+from id3pm_nb.model.sampling import NFECounter, SamplingSpec, sample, sampling_schedule
+from id3pm_nb.model.unet import UNet, perturb_zero_init, unet_config
+from id3pm_nb.model.bundle import load_bundle
 
 RUNS = [('DDPM-1000', 'ddpm', 1000), ('DDPM-250', 'ddpm', 250), ('DDIM-50', 'ddim', 50),
         ('DPM-Solver++-25', 'dpmpp_2m', 25), ('DPM-Solver++-20', 'dpmpp_2m', 20)]
@@ -83,7 +83,7 @@ def target_ids(ids: str | None, n: int, dim: int, seed: int) -> torch.Tensor:
 
 def identity_score(images: torch.Tensor, ids: torch.Tensor, recognizer) -> float:
     "Mean cosine similarity between the recognizer's ID vectors of `images` (aligned, [-1, 1]) and the targets."
-    from id3pm_nb.fr import cosine
+    from id3pm_nb.fr.recognizer import cosine
     return float(cosine(recognizer.embed_images(images.cpu(), progress=False), ids.numpy()).mean())
 
 
@@ -115,7 +115,7 @@ def main(preset: Param("U-Net preset for an untrained model: tiny, small or pape
          subset: Param("CPU without --full: DDPM steps actually timed per DDPM run (wall time extrapolated)", int) = 25,
          bundle: Param("an inference bundle folder (written by save_bundle or id3pm_train)", str) = None,
          ids: Param(".npy of target ID vectors (N, id_dim) for the identity score", str) = None,
-         recognizer: Param("face recognizer for the identity score (id3pm_nb.fr.load_recognizer spec)", str) = 'dlib',
+         recognizer: Param("face recognizer for the identity score (id3pm_nb.fr.recognizer.load_recognizer spec)", str) = 'dlib',
          threads: Param("torch CPU threads (default: torch's choice)", int) = None,
          seed: Param("seed for noise and ID vectors", int) = 0):
     "Benchmark the guided samplers on one model and print a table of NFE, time, memory and ratios vs DDPM-1000."
@@ -131,7 +131,7 @@ def main(preset: Param("U-Net preset for an untrained model: tiny, small or pape
     noise = torch.randn(n, cfg.in_ch, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(seed)).to(dev)
     rec = None
     if bundle:
-        from id3pm_nb.fr import load_recognizer
+        from id3pm_nb.fr.recognizer import load_recognizer
         rec = load_recognizer(recognizer)
 
     torch.set_grad_enabled(False)

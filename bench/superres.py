@@ -47,11 +47,11 @@ def log(msg): print(f"[superres {time.strftime('%H:%M:%S')}] {msg}", file=sys.st
 
 def quick_bundle(out: Path, lfw: str, cache: str):
     "A miniature base model and SR stage (a few iterations on 60 LFW faces at 32 and 64 px), attached: (bundle, cache)."
-    from id3pm_nb.demo import DemoPreset, demo_train, holdout_split, sr_train
-    from id3pm_nb.lfw import find_lfw, lfw_subset
-    from id3pm_nb.prepare import prepare
-    from id3pm_nb.data import scan
-    from id3pm_nb.superres import SRPreset, attach_sr
+    from id3pm_nb.cli.demo import DemoPreset, demo_train, holdout_split, sr_train
+    from id3pm_nb.data.lfw import find_lfw, lfw_subset
+    from id3pm_nb.data.prepare import prepare
+    from id3pm_nb.data.dataset import scan
+    from id3pm_nb.model.superres import SRPreset, attach_sr
     P = prepare(lfw_subset(scan(find_lfw(lfw)), 60), out_dir=cache, sizes=(32, 64), progress=False, verbose=False)
     split = holdout_split(P.identities, 3)
     base = DemoPreset('quick', {'preset': 'tiny', 'ch': 16, 'head_ch': 16, 'patch': 2, 'attn_res': (8,), 'prior_rank': 8}, 32, 60, 8, 2e-3, 0.05)
@@ -63,7 +63,7 @@ def quick_bundle(out: Path, lfw: str, cache: str):
 
 def heldout(P, trained_on: frozenset, n: int, seed: int):
     "`Splits` whose test rows are all photos of `n` people (seeded choice) with two or more photos whom neither stage saw."
-    from id3pm_nb.data import Splits
+    from id3pm_nb.data.dataset import Splits
     names, counts = np.unique(P.identities, return_counts=True)
     cand = sorted(set(names[counts >= 2]) - set(trained_on))
     if len(cand) < 2: raise SystemExit(f"only {len(cand)} held-out people with two photos in {P.root}: prepare more people")
@@ -87,8 +87,8 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 def row(held, imgs: np.ndarray, real: np.ndarray | None = None, ref: dict | None = None) -> dict:
     "FaceNet cosine [95% CI], SAR, sharpness of images (N, n, S, S, 3) of the held-out people; PSNR/SSIM against `real`; the cosine gain over `ref`."
     from id3pm_nb.core import img2tensor
-    from id3pm_nb.metrics import bootstrap_ci
-    from id3pm_nb.superres import sharpness
+    from id3pm_nb.eval.metrics import bootstrap_ci
+    from id3pm_nb.model.superres import sharpness
     N, n = imgs.shape[:2]
     flat = imgs.reshape(N * n, *imgs.shape[2:])
     t = held.targets / np.linalg.norm(held.targets, axis=1, keepdims=True)
@@ -115,12 +115,12 @@ def table_md(rows: dict, judge: str = 'FaceNet') -> str:
 
 def main(argv=None) -> dict:
     args = parse(argv)
-    from id3pm_nb.demo import heldout_people, labeled_grid
+    from id3pm_nb.cli.demo import heldout_people, labeled_grid
     from id3pm_nb.core import atomic_write, default_device, img2tensor, tensor2img
-    from id3pm_nb.prepare import load_prepared
-    from id3pm_nb.evaluate import lfw_judge
-    from id3pm_nb.pipeline import ID3PM
-    from id3pm_nb.superres import bicubic
+    from id3pm_nb.data.prepare import load_prepared
+    from id3pm_nb.eval.evaluate import lfw_judge
+    from id3pm_nb.use.pipeline import ID3PM
+    from id3pm_nb.model.superres import bicubic
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     if args.quick:
         args.people, args.samples = 3, 1

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from id3pm_nb.unet import UNet, UNetConfig, num_params, unet_config
+from id3pm_nb.model.unet import UNet, UNetConfig, num_params, unet_config
 
 
 class DiffusersID(nn.Module):

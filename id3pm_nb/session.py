@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .core import default_bundle_dir, default_device, demo_bundle
-from .lfw import find_lfw
+from .data.lfw import find_lfw
 
 # %% auto #0
 __all__ = ['Session', 'setup']

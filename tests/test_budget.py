@@ -16,10 +16,10 @@ def tiny_learner(ckpt=None, every: int = 3):
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
     from id3pm_nb.core import seed_everything
-    from id3pm_nb.unet import UNet, unet_config
-    from id3pm_nb.checkpoint import CheckpointCallback
-    from id3pm_nb.logs import TrainLog
-    from id3pm_nb.train import get_learner
+    from id3pm_nb.model.unet import UNet, unet_config
+    from id3pm_nb.train.checkpoint import CheckpointCallback
+    from id3pm_nb.train.logs import TrainLog
+    from id3pm_nb.train.learner import get_learner
 
     class Count(Callback):
         "Training and validation batches per epoch."
@@ -49,14 +49,14 @@ def same_weights(a, b) -> bool:
 
 def test_plan_for_the_gpu_preset_on_a_cpu():
     "The issue's case: 30.7 s per step, 194 batches an epoch, a 3-minute budget: one iteration, not one epoch."
-    from id3pm_nb.budget import plan_iterations
+    from id3pm_nb.train.budget import plan_iterations
     p = plan_iterations(30.7, 3 * 60 - 30.7, 194, 11)            # the measuring step is spent already
     assert (p.n_iter, p.n_epoch, p.valid_batches) == (1, 1, 1)
     assert 30.7 + (p.n_iter + p.valid_batches * 2 / 3 + 2) * p.sec_per_iter <= 3 * 60   # with the reserve for the end
 
 
 def test_plan_in_iterations():
-    from id3pm_nb.budget import plan_iterations
+    from id3pm_nb.train.budget import plan_iterations
     p = plan_iterations(0.25, 600., 388, 20)
     assert p.n_epoch == 6 and 5 * 388 < p.n_iter < 6 * 388     # the last epoch cut short
     assert p.valid_batches == 20                                # cheap enough: all of the validation set
@@ -70,7 +70,7 @@ def test_plan_in_iterations():
 
 
 def test_budget_plan_counts_the_measuring_time():
-    from id3pm_nb.budget import budget_plan, plan_iterations
+    from id3pm_nb.train.budget import budget_plan, plan_iterations
     learn = tiny_learner()
     given = budget_plan(learn, 0.1, sec_per_iter=0.05)
     assert given.n_iter == plan_iterations(0.05, 6., N_TRAIN // BS, N_VALID // BS).n_iter
@@ -83,8 +83,8 @@ def test_budget_plan_counts_the_measuring_time():
 @pytest.fixture(scope='module')
 def planned(tmp_path_factory):
     "An uninterrupted planned fit of 13 iterations (two epochs of 5 and 3 of the third), checkpoints every 3 kept."
-    from id3pm_nb.budget import budget_plan
-    from id3pm_nb.train import train
+    from id3pm_nb.train.budget import budget_plan
+    from id3pm_nb.train.learner import train
     out = tmp_path_factory.mktemp('budget')
     learn = tiny_learner(out/'full')
     plan = budget_plan(learn, 0.05, sec_per_iter=0.15)   # 3 s at 0.15 s a step
@@ -104,7 +104,7 @@ def test_training_stops_at_the_planned_iteration(planned):
     assert learn.count.n == [[5, 1], [5, 1], [3, 1]]            # the last epoch cut at 3; one validation batch each
     assert len(learn.recorder.values) == 3                      # every epoch validated, the cut one too
     assert [len(v) for v in learn.recorder.values] == [3, 3, 3]  # train_loss, valid_loss, id_gain: none dropped
-    from id3pm_nb.logs import read_log
+    from id3pm_nb.train.logs import read_log
     assert read_log(out/'full-logs')[1]['iteration'].tolist() == [5, 10, 13]   # log.csv: a row per epoch, the cut one
     kwargs = {'n_iter': 13, 'lr_max': LR, 'valid_batches': 1}      # the plan, in the call every checkpoint records
     assert learn.fit_call == {'method': 'fit_iters', 'kwargs': kwargs, 'dropped': []}
@@ -120,7 +120,7 @@ def test_the_schedule_ends_at_the_last_planned_iteration(planned):
 
 
 def test_the_final_checkpoint_is_finished(planned):
-    from id3pm_nb.checkpoint import list_checkpoints
+    from id3pm_nb.train.checkpoint import list_checkpoints
     out, plan, _ = planned
     names = [p.name for p in list_checkpoints(out/'full')]
     assert names == [f'ckpt-{i:08d}' for i in (3, 6, 9, 12, 13)]
@@ -131,7 +131,7 @@ def test_the_final_checkpoint_is_finished(planned):
 @pytest.mark.parametrize('it', [3, 9, 12, 13])   # in the first epoch, the second, the cut third; the finished run
 def test_resume_ends_at_the_same_iteration(planned, tmp_path, it):
     "`fit_budget` on a folder holding a mid-run checkpoint resumes the recorded plan, whatever budget it is given now."
-    from id3pm_nb.demo import fit_budget
+    from id3pm_nb.cli.demo import fit_budget
     out, plan, full = planned
     shutil.copytree(out/'full'/f'ckpt-{it:08d}', tmp_path/'run'/f'ckpt-{it:08d}')
     learn = tiny_learner(tmp_path/'run')
@@ -143,8 +143,8 @@ def test_resume_ends_at_the_same_iteration(planned, tmp_path, it):
 
 def test_fit_and_save_writes_the_plan_into_the_bundle(tmp_path):
     "A tiny real budget: the iterations trained are the iterations planned, and the bundle says so."
-    from id3pm_nb.bundle import load_bundle
-    from id3pm_nb.demo import fit_and_save
+    from id3pm_nb.model.bundle import load_bundle
+    from id3pm_nb.cli.demo import fit_and_save
     learn = tiny_learner()
     info = fit_and_save(learn, tmp_path/'bundle', dict(recognizer='test', train_identities=[]), minutes=0.05,
                         log=lambda m: None, progress=False)

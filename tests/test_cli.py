@@ -73,10 +73,10 @@ def test_bad_arguments_exit_2(scripts):
 
 
 def test_python_m_dispatch():
-    r = subprocess.run([sys.executable, '-m', 'id3pm_nb.cli', 'sample', '--help'], capture_output=True, text=True, env=ENV, timeout=300)
+    r = subprocess.run([sys.executable, '-m', 'id3pm_nb.cli.train', 'sample', '--help'], capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode == 0 and r.stdout.startswith('usage: id3pm_sample')
-    r = subprocess.run([sys.executable, '-m', 'id3pm_nb.cli', 'bogus'], capture_output=True, text=True, env=ENV, timeout=300)
-    assert r.returncode == 2 and 'usage: python -m id3pm_nb.cli {prepare,train,sample,eval,demo,train_sr,curves}' in r.stderr
+    r = subprocess.run([sys.executable, '-m', 'id3pm_nb.cli.train', 'bogus'], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 2 and 'usage: python -m id3pm_nb.cli.train {prepare,train,sample,eval,demo,train_sr,curves}' in r.stderr
 
 
 @pytest.fixture(scope='module')
@@ -154,9 +154,9 @@ def test_sample(scripts, bundle, prepared, tmp_path):
 def test_sample_records_the_spec_it_used(bundle, prepared, tmp_path, monkeypatch):
     """Following --steps and --temperature from id3pm_sample to the sampler: the spec that reached `sampling.sample` is the
     one settings.json records, and what the command line did not set comes from the bundle's recorded spec."""
-    import id3pm_nb.pipeline as pl
-    from id3pm_nb.use_cli import run_cli, sample_cli
-    from id3pm_nb.sampling import SamplingSpec
+    import id3pm_nb.use.pipeline as pl
+    from id3pm_nb.cli.use import run_cli, sample_cli
+    from id3pm_nb.model.sampling import SamplingSpec
     seen, real = [], pl.sample_model
     def spy(model, x, y, spec, **kw):
         seen.append(spec)
@@ -204,8 +204,8 @@ def test_eval(scripts, bundle, tmp_path):
 
 def _untrained_bundle(folder, train_identities):
     "A tiny untrained dlib bundle, saved in a subprocess (nothing is trained)."
-    code = ("import sys; from id3pm_nb.unet import UNet, unet_config; from id3pm_nb.bundle import save_bundle; "
-            "from id3pm_nb.fr import load_recognizer; "
+    code = ("import sys; from id3pm_nb.model.unet import UNet, unet_config; from id3pm_nb.model.bundle import save_bundle; "
+            "from id3pm_nb.fr.recognizer import load_recognizer; "
             f"save_bundle({str(folder)!r}, UNet(unet_config('tiny', image_size=32, id_dim=128)), "
             f"{{'recognizer': load_recognizer('dlib').fingerprint}}, train_identities={train_identities!r})")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=ENV, timeout=300)
@@ -254,7 +254,7 @@ def test_train_under_accelerate_two_processes(prepared, tmp_path):
     "id3pm_train under `accelerate launch` with two CPU processes: one bundle, written by rank 0, after a DDP fit."
     cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
            '--mixed_precision', 'no', '--dynamo_backend', 'no', '--main_process_port', '29563',
-           '-m', 'id3pm_nb.cli', 'train', str(prepared[0]), '--out', str(tmp_path/'ddp'), '--preset', 'tiny', '--epochs', '1',
+           '-m', 'id3pm_nb.cli.train', 'train', str(prepared[0]), '--out', str(tmp_path/'ddp'), '--preset', 'tiny', '--epochs', '1',
            '--bs', '4', '--valid_pct', '0.2', '--quiet']
     r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900, cwd=tmp_path)
     assert r.returncode == 0, f"{r.stdout[-2000:]}\n{r.stderr[-4000:]}"

@@ -1,4 +1,4 @@
-"`id3pm_nb.prepare.prepare` on real LFW faces with the dlib black box: bad input, strict mode, resuming, and rerun cost."
+"`id3pm_nb.data.prepare.prepare` on real LFW faces with the dlib black box: bad input, strict mode, resuming, and rerun cost."
 import copy, hashlib, importlib.util, json, multiprocessing, os, shutil
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from id3pm_nb.prepare import PrepareError, Workers, load_prepared, prepare
-from id3pm_nb.data import read_image
-from id3pm_nb.detect import DlibDetector, get_detector
-from id3pm_nb.fr import cosine, load_recognizer
+from id3pm_nb.data.prepare import PrepareError, Workers, load_prepared, prepare
+from id3pm_nb.data.dataset import read_image
+from id3pm_nb.fr.detect import DlibDetector, get_detector
+from id3pm_nb.fr.recognizer import cosine, load_recognizer
 
 GOOD = ['Aaron_Peirsol_0001', 'Abdullah_Gul_0001', 'Alejandro_Toledo_0001', 'Amelie_Mauresmo_0001', 'Angela_Bassett_0001',
         'Ann_Veneman_0001', 'Arnold_Schwarzenegger_0001', 'Colin_Powell_0001']

@@ -1,7 +1,7 @@
 """Two CPU processes (gloo) train the real learner with fastai's `distrib_ctx` on Accelerate; replicas must stay in sync.
 
 Run by pytest, this file launches itself as the worker with `accelerate launch --multi_gpu --num_processes 2`
-(CPU only: `id3pm_nb.train.train` asks Accelerate for CPU + gloo when there is no GPU).
+(CPU only: `id3pm_nb.train.learner.train` asks Accelerate for CPU + gloo when there is no GPU).
 """
 import json, os, subprocess, sys
 from pathlib import Path
@@ -32,10 +32,10 @@ def worker(out: Path):
     from fastai.callback.core import Callback
     from safetensors.torch import save_file
     from id3pm_nb.core import seed_everything
-    from id3pm_nb.unet import UNet, unet_config, perturb_zero_init
-    from id3pm_nb.train import get_learner, train
+    from id3pm_nb.model.unet import UNet, unet_config, perturb_zero_init
+    from id3pm_nb.train.learner import get_learner, train
     from id3pm_nb.dist import world, shard_map, unwrap
-    from id3pm_nb.checkpoint import CheckpointCallback, latest_checkpoint
+    from id3pm_nb.train.checkpoint import CheckpointCallback, latest_checkpoint
     torch.set_num_threads(1)
     seed_everything(0)
 

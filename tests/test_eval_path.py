@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from id3pm_nb.align import ffhq_kps
-from id3pm_nb.evalset import EvalData, standin_generator
-from id3pm_nb.evaluate import (EvalProtocol, Judge, data_judge, evaluate_generator, generate_samples, identity_scores,
+from id3pm_nb.fr.align import ffhq_kps
+from id3pm_nb.eval.evalset import EvalData, standin_generator
+from id3pm_nb.eval.evaluate import (EvalProtocol, Judge, data_judge, evaluate_generator, generate_samples, identity_scores,
                                inversion_scores, judged_scores, reference_scores)
-from id3pm_nb.fr import TorchRecognizer, cosine
+from id3pm_nb.fr.recognizer import TorchRecognizer, cosine
 
 N_PEOPLE, PER_PERSON, SIZE, N_SAMPLES = 24, 5, 32, 3
 

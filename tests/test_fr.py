@@ -1,4 +1,4 @@
-"Checks of id3pm_nb.fr that live outside the notebook: the embed benchmark's command line runs end to end."
+"Checks of id3pm_nb.fr.recognizer that live outside the notebook: the embed benchmark's command line runs end to end."
 import importlib.util
 from pathlib import Path
 

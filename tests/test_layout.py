@@ -1,5 +1,6 @@
-"""The package's shape, checked: notebook order is import order, inference never loads training code, modules stay
-small, and public functions take a handful of parameters (issue 12). Static checks plus two fresh interpreters."""
+"""The package's shape, checked: one package per stage (issue 21), notebook order is import order, inference never loads
+training code, modules stay small, and public functions take a handful of parameters (issue 12). Static checks plus fresh
+interpreters."""
 import ast, json, re, subprocess, sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ KW_FORWARDS = {'get_sr_learner': 'get_learner'}
 
 
 def module_order() -> dict[str, int]:
-    "module name -> position of the notebook that exports it, in the order nbdev lists the notebooks."
+    "dotted module name (`use.pipeline`) -> position of the notebook that exports it, in the order nbdev lists them."
     order = {}
     nbs = sorted(p for p in (ROOT / 'nbs').glob('*.ipynb'))
     for i, nb in enumerate(nbs):
@@ -27,45 +28,81 @@ def module_order() -> dict[str, int]:
     return order
 
 
+def dotted(p: Path) -> str: return '.'.join(p.relative_to(LIB).with_suffix('').parts)
+
+
 def local_imports(path: Path) -> set[str]:
-    "The id3pm_nb modules `path` imports, at any depth of the file (lazy imports count too)."
-    out = set()
+    "The id3pm_nb modules (dotted, absolute) `path` imports, at any depth of the file (lazy imports count too)."
+    out, package = set(), dotted(path).split('.')[:-1]
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module: out.add(node.module.split('.')[0])
-            elif node.level == 1: out.update(a.name for a in node.names)
-            elif node.module and node.module.startswith('id3pm_nb.'): out.add(node.module.split('.')[1])
+        if not isinstance(node, ast.ImportFrom): continue
+        if node.level:
+            base = package[:len(package) - (node.level - 1)]
+            if node.module: out.add('.'.join(base + node.module.split('.')))
+            else: out.update('.'.join(base + [a.name]) for a in node.names)
+        elif node.module and node.module.startswith('id3pm_nb.'): out.add(node.module.removeprefix('id3pm_nb.'))
     return out
 
 
 def modules():
-    return sorted(p for p in LIB.glob('*.py') if p.name not in ('__init__.py', '_modidx.py'))
+    return sorted(p for p in LIB.rglob('*.py') if p.name not in ('__init__.py', '_modidx.py'))
+
+
+# The stages, one package each; only the notebook helpers and the shared utilities stay at the top.
+PACKAGES = {'fr', 'data', 'model', 'train', 'use', 'eval', 'cli'}
+TOP = {'core', 'dist', 'session'}
+# What using a trained bundle may load: never the training packages (fastai's Learner comes with them).
+USE_SIDE = ('fr.', 'model.', 'use.', 'eval.', 'cli.use')
+
+
+def test_packages_show_the_stages():
+    top = {p.stem for p in LIB.glob('*.py')} - {'__init__', '_modidx'}
+    assert top == TOP, f"modules at the top of the package other than {sorted(TOP)}: {sorted(top - TOP)} (put them in a stage package)"
+    pkgs = {p.parent.name for p in LIB.glob('*/__init__.py')}
+    assert pkgs == PACKAGES, (pkgs, PACKAGES)
+    for pkg in pkgs:
+        doc = ast.get_docstring(ast.parse((LIB/pkg/'__init__.py').read_text()))
+        assert doc, f"id3pm_nb/{pkg}/__init__.py: say in one docstring what the stage holds"
+
+
+def test_notebook_numbers_are_unique():
+    stems = [p.stem.split('_')[0] for p in (ROOT / 'nbs').glob('*.ipynb') if p.stem != 'index']
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    assert not twice, f"notebook numbers used twice: {twice}"
 
 
 def test_every_module_has_a_notebook():
     order = module_order()
-    orphans = [p.stem for p in modules() if p.stem not in order]
+    orphans = [dotted(p) for p in modules() if dotted(p) not in order]
     assert not orphans, f"modules without a notebook (stale files? delete them): {orphans}"
 
 
 def test_no_module_imports_a_later_one():
     order = module_order()
-    bad = [f"{p.stem} (notebook #{order[p.stem]}) imports {m} (#{order[m]})"
-           for p in modules() for m in sorted(local_imports(p)) if m in order and m != p.stem and order[m] >= order[p.stem]]
+    bad = [f"{dotted(p)} (notebook #{order[dotted(p)]}) imports {m} (#{order[m]})"
+           for p in modules() for m in sorted(local_imports(p)) if m in order and m != dotted(p) and order[m] >= order[dotted(p)]]
     assert not bad, 'imports against the notebook order:\n' + '\n'.join(bad)
 
 
-@pytest.mark.parametrize('mod', ['pipeline', 'evaluate', 'explorer', 'superres', 'bundle', 'use_cli', 'report', 'evalset'])
+def test_use_side_imports_no_training_package():
+    "Statically: fr, model, use, eval and the use commands import nothing from `train` or the training commands."
+    bad = [f"{dotted(p)} imports {m}" for p in modules() if dotted(p).startswith(USE_SIDE)
+           for m in sorted(local_imports(p)) if m.startswith(('train.', 'cli.train', 'cli.demo'))]
+    assert not bad, 'use-side modules importing training code:\n' + '\n'.join(bad)
+
+
+@pytest.mark.parametrize('mod', ['cli.use', 'use.pipeline', 'use.explorer', 'eval.evaluate', 'eval.report', 'eval.evalset',
+                                 'model.superres', 'model.bundle'])
 def test_inference_imports_no_training_code(mod):
     code = (f"import sys, id3pm_nb.{mod}; "
-            "bad = [m for m in ('id3pm_nb.train', 'id3pm_nb.train_sr', 'id3pm_nb.checkpoint', 'fastai.learner') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+            "bad = [m for m in sys.modules if m.startswith(('id3pm_nb.train.', 'id3pm_nb.cli.train', 'id3pm_nb.cli.demo'))"
+            " or m == 'fastai.learner']; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, f"importing id3pm_nb.{mod} loads training code: {r.stdout.strip()} {r.stderr[-2000:]}"
 
 
 def test_modules_stay_small():
-    big = {p.stem: n for p in modules() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    big = {dotted(p): n for p in modules() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not big, f"modules over {MAX_LINES} lines (split them along a concern): {big}"
 
 
@@ -87,14 +124,14 @@ def test_public_functions_take_few_parameters():
             a = node.args
             names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg not in ('self', 'cls')]
             if a.kwarg and node.name not in KW_FORWARDS: names.append(f'**{a.kwarg.arg}')   # an open-ended parameter
-            if len(names) > MAX_PARAMS and not MANY_PARAMS_OK.search(node.name): bad.append(f"{p.stem}.{node.name} ({len(names)})")
+            if len(names) > MAX_PARAMS and not MANY_PARAMS_OK.search(node.name): bad.append(f"{dotted(p)}.{node.name} ({len(names)})")
     assert not bad, f"public functions with more than {MAX_PARAMS} parameters (pass a spec/config object or callbacks): {bad}"
 
 
 # The path of a sampling option, from the command line to the sampler: every step takes a `SamplingSpec` and explicit
 # run options, never `**kw` to be picked apart further down (issue 21: one way to sample).
-SAMPLING_PATH = {'sampling': ['sample'], 'superres': ['upsample'], 'pipeline': ['sample', 'invert', 'upsample', 'generator',
-                 '_images', '_sample_base', '_search'], 'use_cli': ['sample_cli', 'eval_cli', 'cli_spec']}
+SAMPLING_PATH = {'model/sampling': ['sample'], 'model/superres': ['upsample'], 'use/pipeline': ['sample', 'invert', 'upsample',
+                 'generator', '_images', '_sample_base', '_search'], 'cli/use': ['sample_cli', 'eval_cli', 'cli_spec']}
 
 
 def test_sampling_path_has_no_kw_funnels():

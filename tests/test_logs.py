@@ -17,9 +17,9 @@ def make_learner(folder: Path):
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
     from id3pm_nb.core import seed_everything
-    from id3pm_nb.logs import TrainLog
-    from id3pm_nb.checkpoint import CheckpointCallback
-    from id3pm_nb.train import IDPreview, PreviewCallback, get_learner
+    from id3pm_nb.train.logs import TrainLog
+    from id3pm_nb.train.checkpoint import CheckpointCallback
+    from id3pm_nb.train.learner import IDPreview, PreviewCallback, get_learner
     torch.set_num_threads(1)
     seed_everything(0)
     g = torch.Generator().manual_seed(0)
@@ -53,7 +53,7 @@ def full(tmp_path_factory):
 
 
 def test_csv_is_the_recorder(full):
-    from id3pm_nb.logs import read_log
+    from id3pm_nb.train.logs import read_log
     out, learn = full
     steps, epochs = read_log(out)
     r = learn.recorder
@@ -65,7 +65,7 @@ def test_csv_is_the_recorder(full):
 
 
 def test_tensorboard_holds_the_csv(full):
-    from id3pm_nb.logs import read_log
+    from id3pm_nb.train.logs import read_log
     out, _ = full
     steps, epochs = read_log(out)
     tb, n_img = tb_scalars(out)
@@ -80,7 +80,7 @@ def test_tensorboard_holds_the_csv(full):
 @pytest.mark.parametrize('ckpt', [7, 10])  # mid-epoch; the end of an epoch's training, before its validation
 def test_resume_continues_the_logs(full, tmp_path, ckpt):
     "A copy of the finished run resumed from an earlier checkpoint: the logs it holds past that checkpoint are what a kill leaves."
-    from id3pm_nb.logs import read_log
+    from id3pm_nb.train.logs import read_log
     out, _ = full
     run = tmp_path/'run'; shutil.copytree(out, run)
     with open(run/'steps.csv', 'a') as f: f.write('16,2,0.1')     # a row cut short by the kill
@@ -98,7 +98,7 @@ def test_resume_continues_the_logs(full, tmp_path, ckpt):
 
 
 def test_a_new_run_sets_old_logs_aside(full, tmp_path):
-    from id3pm_nb.logs import read_log
+    from id3pm_nb.train.logs import read_log
     out, _ = full
     run = tmp_path/'run'; shutil.copytree(out, run); shutil.rmtree(run/'ckpt')
     learn = make_learner(run)
@@ -110,8 +110,8 @@ def test_a_new_run_sets_old_logs_aside(full, tmp_path):
 
 def test_plot_two_runs(full, tmp_path):
     import contextlib, io
-    from id3pm_nb.logs import plot_runs, CURVES
-    from id3pm_nb.cli import curves_cli, run_cli
+    from id3pm_nb.train.logs import plot_runs, CURVES
+    from id3pm_nb.cli.train import curves_cli, run_cli
     out, _ = full
     other = tmp_path/'other'; shutil.copytree(out, other)
     fig = plot_runs([out, other])
@@ -125,10 +125,10 @@ def test_plot_two_runs(full, tmp_path):
 def test_id3pm_train_logs_into_its_run_folder(tmp_path):
     "The command's run folder holds the logs, and the rerun that resumes the finished run leaves them as they were."
     import contextlib, io, json, os
-    from id3pm_nb.cli import run_cli, train_cli
-    from id3pm_nb.prepare import prepare
-    from id3pm_nb.data import scan_lfw
-    from id3pm_nb.logs import read_log
+    from id3pm_nb.cli.train import run_cli, train_cli
+    from id3pm_nb.data.prepare import prepare
+    from id3pm_nb.data.dataset import scan_lfw
+    from id3pm_nb.train.logs import read_log
     lfw = scan_lfw(os.environ['ID3PM_LFW'])
     people = lfw.identity.value_counts().index[:6]
     P = prepare(lfw[lfw.identity.isin(people)].groupby('identity').head(3), out_dir=tmp_path/'prep', sizes=(32,), progress=False, verbose=False)

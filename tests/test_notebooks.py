@@ -21,7 +21,7 @@ def test_notebook_shows_true_small_outputs(path):
 
 def test_chapters_found():
     names = {p.relative_to(ROOT/'nbs').as_posix() for p in NOTEBOOKS}
-    assert {'00_core.ipynb', '05_sampling.ipynb', 'tutorials/demo.ipynb'} <= names, names
+    assert {'00_core.ipynb', '03c_sampling.ipynb', 'tutorials/demo.ipynb'} <= names, names
     assert 'index.ipynb' not in names
 
 

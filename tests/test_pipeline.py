@@ -11,17 +11,17 @@ ROOT = Path(__file__).resolve().parents[1]
 LFW = Path(os.environ['ID3PM_LFW'])/'lfw-deepfunneled'
 ENV = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
 
-from id3pm_nb.fr import load_recognizer
-from id3pm_nb.pipeline import ID3PM
-from id3pm_nb.sampling import SamplingSpec
-from id3pm_nb.bundle import ArtifactError, save_bundle
-from id3pm_nb.unet import UNet, perturb_zero_init, unet_config
+from id3pm_nb.fr.recognizer import load_recognizer
+from id3pm_nb.use.pipeline import ID3PM
+from id3pm_nb.model.sampling import SamplingSpec
+from id3pm_nb.model.bundle import ArtifactError, save_bundle
+from id3pm_nb.model.unet import UNet, perturb_zero_init, unet_config
 
 SAMPLE = """
 import sys, numpy as np, torch
 torch.set_num_threads(1)
-from id3pm_nb.pipeline import ID3PM
-from id3pm_nb.sampling import SamplingSpec
+from id3pm_nb.use.pipeline import ID3PM
+from id3pm_nb.model.sampling import SamplingSpec
 p = ID3PM.from_bundle(sys.argv[1], device='cpu')
 np.save(sys.argv[3], p.sample(np.load(sys.argv[2]), 2, SamplingSpec(2.5, steps=4), seed=11, progress=False))
 """
@@ -90,6 +90,6 @@ def test_foreign_weights_clear_error(bundle, tmp_path):
 
 
 def test_sr_bundle_is_not_a_base_model(bundle, tmp_path):
-    from id3pm_nb.unet import SRUNet, sr_config
+    from id3pm_nb.model.unet import SRUNet, sr_config
     d = save_bundle(tmp_path/'sr', SRUNet(sr_config('tiny', id_dim=128)), {'recognizer': 'x'}, train_identities=[])
     with pytest.raises(ArtifactError, match='super-resolution stage, not a base model'): ID3PM.from_bundle(d)

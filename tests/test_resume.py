@@ -28,9 +28,9 @@ def make_learner(ckpt_dir: Path, out: Path):
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
     from id3pm_nb.core import seed_everything
-    from id3pm_nb.unet import UNet, unet_config
-    from id3pm_nb.checkpoint import CheckpointCallback
-    from id3pm_nb.train import IDPreview, PreviewCallback, get_learner
+    from id3pm_nb.model.unet import UNet, unet_config
+    from id3pm_nb.train.checkpoint import CheckpointCallback
+    from id3pm_nb.train.learner import IDPreview, PreviewCallback, get_learner
     torch.set_num_threads(1)
     seed_everything(0)
     g = torch.Generator().manual_seed(0)
@@ -122,10 +122,10 @@ def test_resumed_equals_uninterrupted(runs):
 
 def test_corrupt_and_foreign_checkpoints(runs, tmp_path):
     out = runs[0]
-    from id3pm_nb.bundle import ArtifactError
-    from id3pm_nb.checkpoint import load_checkpoint, latest_checkpoint
-    from id3pm_nb.unet import UNet, unet_config
-    from id3pm_nb.train import get_learner
+    from id3pm_nb.model.bundle import ArtifactError
+    from id3pm_nb.train.checkpoint import load_checkpoint, latest_checkpoint
+    from id3pm_nb.model.unet import UNet, unet_config
+    from id3pm_nb.train.learner import get_learner
     learn = make_learner(tmp_path/'ck', tmp_path)
     ck = tmp_path/'copy'; shutil.copytree(latest_checkpoint(out/'full'), ck)
     load_checkpoint(learn, ck)  # a good one loads

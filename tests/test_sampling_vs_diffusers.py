@@ -2,7 +2,7 @@
 
 The same deterministic model, starting noise, steps and per-step noise go through our sampler and through the
 diffusers scheduler's `step` loop; the trajectories (x before every step, the predicted x0, the final sample) must agree
-to float32 tolerance. Timestep conventions used (see `respace` in 04_diffusion):
+to float32 tolerance. Timestep conventions used (see `respace` in 03b_diffusion):
   ours `respace(s, n)` (int)        == diffusers `timestep_spacing="linspace"` for DDPMScheduler / DDIMScheduler
   ours `respace(s, "ddimN")`        == `"leading"` with `steps_offset=0` (N divides T)
   ours `respace(s, "trailingN")`    == `"trailing"`
@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-from id3pm_nb.diffusion import Schedule, get_schedule, respace
-from id3pm_nb.sampling import sample_ddim, sample_ddpm, sample_dpmpp_2m
+from id3pm_nb.model.diffusion import Schedule, get_schedule, respace
+from id3pm_nb.model.sampling import sample_ddim, sample_ddpm, sample_dpmpp_2m
 
 T = 1000
 DIFFUSERS_NAME = {'linear': 'linear', 'cosine': 'squaredcos_cap_v2'}

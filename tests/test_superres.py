@@ -19,15 +19,15 @@ EPOCHS, EVERY = 3, 2
 
 def tiny_preset():
     "The `cpu` recipe at a miniature width."
-    from id3pm_nb.superres import SRPreset
+    from id3pm_nb.model.superres import SRPreset
     return SRPreset('test', {'preset': 'tiny', 'ch': 16, 'head_ch': 16, 'patch': 2}, 32, 64, 4, 2e-3, 0.1, precision='fp32')
 
 
 @pytest.fixture(scope='module')
 def cache(tmp_path_factory) -> Path:
     "24 LFW images of 8 people, prepared with dlib at 32 and 64 px."
-    from id3pm_nb.prepare import prepare
-    from id3pm_nb.data import scan_lfw
+    from id3pm_nb.data.prepare import prepare
+    from id3pm_nb.data.dataset import scan_lfw
     lfw = os.environ.get('ID3PM_LFW')
     if not lfw or not Path(lfw).is_dir(): pytest.fail("set ID3PM_LFW to the LFW folder (with lfw-deepfunneled/), e.g. ../shared/data/lfw")
     df = scan_lfw(lfw)
@@ -40,10 +40,10 @@ def main(cache: Path, out: Path, mode: str):
     "mode: 'full' (uninterrupted), 'victim' (slow, to be killed), 'resume' (continue the victim's run)."
     from fastai.callback.core import Callback
     from id3pm_nb.core import seed_everything
-    from id3pm_nb.prepare import load_prepared
-    from id3pm_nb.demo import sr_split, sr_train
-    from id3pm_nb.checkpoint import CheckpointCallback
-    from id3pm_nb.train import PreviewCallback
+    from id3pm_nb.data.prepare import load_prepared
+    from id3pm_nb.cli.demo import sr_split, sr_train
+    from id3pm_nb.train.checkpoint import CheckpointCallback
+    from id3pm_nb.train.learner import PreviewCallback
 
     class Slow(Callback):
         "The victim sleeps at each training batch so that it can be killed mid-run."
@@ -96,18 +96,18 @@ def test_sr_training_killed_and_resumed(runs):
 def test_attached_bundle_samples_in_a_fresh_process(cache, tmp_path):
     "id3pm_train_sr --attach adds the stage to a base bundle without touching its model; id3pm_sample --sr then writes 64 px faces."
     from id3pm_nb.core import file_hash
-    from id3pm_nb.data import get_dls
-    from id3pm_nb.prepare import load_prepared
-    from id3pm_nb.demo import sr_split
-    from id3pm_nb.train import get_learner
-    from id3pm_nb.bundle import load_bundle, save_bundle
-    from id3pm_nb.unet import unet_config
+    from id3pm_nb.data.dataset import get_dls
+    from id3pm_nb.data.prepare import load_prepared
+    from id3pm_nb.cli.demo import sr_split
+    from id3pm_nb.train.learner import get_learner
+    from id3pm_nb.model.bundle import load_bundle, save_bundle
+    from id3pm_nb.model.unet import unet_config
     P = load_prepared(cache)
     split = sr_split(P, valid_pct=0.25)
     base = get_learner(get_dls(P, 32, 4, split=split, device='cpu'), unet_config('tiny', image_size=32, id_dim=P.ids.shape[1], ch=16, head_ch=16))
     bdir = save_bundle(tmp_path/'bundle', base, {'recognizer': P.fingerprint})
     h0 = file_hash(bdir/'model.safetensors')
-    cmd = lambda *a: subprocess.run([sys.executable, '-m', 'id3pm_nb.cli', *map(str, a)], env=ENV, capture_output=True, text=True, timeout=900)
+    cmd = lambda *a: subprocess.run([sys.executable, '-m', 'id3pm_nb.cli.train', *map(str, a)], env=ENV, capture_output=True, text=True, timeout=900)
     r = cmd('train_sr', cache, '--attach', bdir, '--out', tmp_path/'sr', '--epochs', 1, '--bs', 4, '--quiet')
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().endswith(str(bdir)) and (tmp_path/'sr'/'bundle'/'bundle.json').is_file()

@@ -14,7 +14,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]/'bench'))
 from unet import DiffusersID  # bench/unet.py: the matched diffusers model
 
-from id3pm_nb.unet import UNet, perturb_zero_init, unet_config
+from id3pm_nb.model.unet import UNet, perturb_zero_init, unet_config
 
 
 def _res(dst: dict, pre: str, rb):

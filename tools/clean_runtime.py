@@ -5,8 +5,8 @@ installs on a CPU runtime (`cpu,attrs`; no `dev` extra: no nbdev, no pytest), pl
 run there, with no `ID3PM_*` variable but the data location (`ID3PM_LFW`). Cells run as `nbdev_test` runs them (the
 flags of `settings.ini`'s `tst_flags` and `#| eval: false` cells are skipped). Any error, a KeyError included, fails.
 
-    python tools/clean_runtime.py                                   # 08_pipeline and both tutorials
-    python tools/clean_runtime.py nbs/05_sampling.ipynb --keep /tmp/rt   # other notebooks; keep (and reuse) the venv
+    python tools/clean_runtime.py                                   # 05a_pipeline and both tutorials
+    python tools/clean_runtime.py nbs/03c_sampling.ipynb --keep /tmp/rt   # other notebooks; keep (and reuse) the venv
 
 Packages come at the releases `.ci/constraints.txt` pins (as CI installs them). Exit code 0 when every notebook ran.
 """
@@ -14,7 +14,7 @@ import argparse, configparser, os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT = ['nbs/08_pipeline.ipynb', 'nbs/tutorials/demo.ipynb', 'nbs/tutorials/explore.ipynb']
+DEFAULT = ['nbs/05a_pipeline.ipynb', 'nbs/tutorials/demo.ipynb', 'nbs/tutorials/explore.ipynb']
 EXTRAS = 'cpu,attrs'   # what the notebooks' set-up cell (tools/notebook_setup.py) installs on a CPU runtime
 
 # What runs inside the clean environment: one notebook's code cells, in order, in one shell, stopping at the first error.
@@ -59,7 +59,7 @@ def clean_venv(where: Path) -> Path:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('notebooks', nargs='*', default=DEFAULT, help='notebooks to run (default: 08_pipeline and both tutorials)')
+    p.add_argument('notebooks', nargs='*', default=DEFAULT, help='notebooks to run (default: 05a_pipeline and both tutorials)')
     p.add_argument('--lfw', default=os.environ.get('ID3PM_LFW'), help='the LFW folder (default $ID3PM_LFW)')
     p.add_argument('--keep', default=None, help='a folder for the venv and the copies, kept (and reused) afterwards')
     p.add_argument('--timeout', type=float, default=900, help='seconds per notebook')

