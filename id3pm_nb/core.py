@@ -21,13 +21,15 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
     "`device` if given, else CUDA, else Apple MPS, else CPU."
     if device is not None: return torch.device(device)
     if torch.cuda.is_available(): return torch.device('cuda')
-    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
+    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
+        return torch.device('mps')
     return torch.device('cpu')
 
 # %% ../nbs/00_core.ipynb #eb75b8bd
 def autocast_dtype(device: torch.device | str, precision: str = 'auto') -> torch.dtype | None:
     "Autocast dtype for `precision` in {'auto','fp32','bf16','fp16'} on `device`; None means full fp32."
-    if precision not in ('auto', 'fp32', 'bf16', 'fp16'): raise ValueError(f"precision={precision!r}: use 'auto', 'fp32', 'bf16' or 'fp16'")
+    if precision not in ('auto', 'fp32', 'bf16', 'fp16'):
+        raise ValueError(f"precision={precision!r}: use 'auto', 'fp32', 'bf16' or 'fp16'")
     dev = torch.device(device)
     if precision == 'fp32' or (precision == 'auto' and dev.type != 'cuda'): return None
     if precision == 'fp16': return torch.float16
@@ -49,7 +51,9 @@ def l2_normalize(x, eps: float = 1e-12):
 # %% ../nbs/00_core.ipynb #af18ec93
 def seed_everything(seed: int) -> torch.Generator:
     "Seed Python, NumPy and torch; return a CPU `torch.Generator` seeded the same way."
-    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
 # %% ../nbs/00_core.ipynb #513d06ac
@@ -57,10 +61,13 @@ def img2tensor(imgs: np.ndarray | list) -> torch.Tensor:
     "uint8 RGB image(s) `(H,W,3)` or `(N,H,W,3)` -> float tensor `(N,3,H,W)` in [-1, 1]."
     a = np.stack(imgs) if isinstance(imgs, (list, tuple)) else np.asarray(imgs)
     if a.ndim == 3: a = a[None]
-    if a.ndim != 4 or a.shape[-1] != 3: raise ValueError(f"expected RGB images shaped (H,W,3) or (N,H,W,3), got {a.shape}")
-    if a.dtype != np.uint8: raise ValueError(f"expected uint8 images, got {a.dtype}: convert with np.clip(x, 0, 255).astype(np.uint8)")
+    if a.ndim != 4 or a.shape[-1] != 3:
+        raise ValueError(f"expected RGB images shaped (H,W,3) or (N,H,W,3), got {a.shape}")
+    if a.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images, got {a.dtype}: convert with np.clip(x, 0, 255).astype(np.uint8)")
     a = np.ascontiguousarray(a)
-    if not a.flags.writeable: a = a.copy()          # a read-only view (a memory-mapped cache): torch wants to own writable memory
+    if not a.flags.writeable:
+        a = a.copy()  # a read-only view (a memory-mapped cache): torch wants to own writable memory
     return torch.from_numpy(a).permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 # %% ../nbs/00_core.ipynb #985b2bb1
@@ -83,18 +90,24 @@ def resolve_path(path: str | os.PathLike | None, env: str, what: str = 'data') -
     "`path` if given, else the environment variable `env`; an existing `Path` or a clear error."
     if path is None:
         path = os.environ.get(env)
-        if not path: raise FileNotFoundError(f"no {what} path given: pass it as an argument or set the environment variable {env}")
+        if not path:
+            raise FileNotFoundError(f"no {what} path given: pass it as an argument or set the environment variable "
+                                    f"{env}")
     p = Path(path).expanduser()
-    if not p.exists(): raise FileNotFoundError(f"{what} path {p} does not exist (from {'argument' if path != os.environ.get(env) else env})")
+    if not p.exists():
+        raise FileNotFoundError(f"{what} path {p} does not exist (from "
+                                f"{'argument' if path != os.environ.get(env) else env})")
     return p
 
 # %% ../nbs/00_core.ipynb #3af7a78f
 def default_bundle_dir() -> Path:
-    "Where the training tutorial saves the bundle it trained, and where the notebooks look when `$ID3PM_BUNDLE` is unset."
+    """Where the training tutorial saves the bundle it trained, and where the notebooks look when `$ID3PM_BUNDLE` is
+    unset."""
     return cache_dir()/'bundle'
 
 def demo_bundle(env: str = 'ID3PM_BUNDLE') -> Path | None:
-    "The trained bundle folder the notebooks show results from: `$ID3PM_BUNDLE`, else `default_bundle_dir()` if it holds one, else None."
+    """The trained bundle folder the notebooks show results from: `$ID3PM_BUNDLE`, else `default_bundle_dir()` if it
+    holds one, else None."""
     path = os.environ.get(env)
     if not path: return default_bundle_dir() if (default_bundle_dir()/'bundle.json').is_file() else None
     p = Path(path).expanduser()
@@ -107,13 +120,16 @@ def demo_bundle(env: str = 'ID3PM_BUNDLE') -> Path | None:
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = 'wb') -> Iterator[Any]:
     "Open a temporary file beside `path` and move it over `path` only when the block succeeds."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
         with os.fdopen(fd, mode) as f:
             yield f
-            f.flush(); os.fsync(f.fileno())
-        umask = os.umask(0); os.umask(umask)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the result ordinary permissions
         os.replace(tmp, path)
     except BaseException:
@@ -147,7 +163,8 @@ def to_json(o, strict: bool = False):
 # %% ../nbs/00_core.ipynb #14674230
 def save_config(cfg, path: str | os.PathLike) -> Path:
     "Write dataclass `cfg` as JSON (with its class name) to `path`, atomically."
-    if not dataclasses.is_dataclass(cfg): raise TypeError(f"save_config needs a dataclass instance, got {type(cfg).__name__}")
+    if not dataclasses.is_dataclass(cfg):
+        raise TypeError(f"save_config needs a dataclass instance, got {type(cfg).__name__}")
     d = {'__class__': type(cfg).__name__, **dataclasses.asdict(cfg)}
     with atomic_write(path, 'w') as f: json.dump(d, f, indent=1)
     return Path(path)
@@ -158,7 +175,8 @@ def load_config(cls, path: str | os.PathLike):
     path = Path(path)
     try: d = json.loads(path.read_text())
     except FileNotFoundError: raise FileNotFoundError(f"config file {path} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{path} is not a JSON config ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a JSON config ({e})") from None
     name = d.pop('__class__', None) if isinstance(d, dict) else None
     if name != cls.__name__: raise ValueError(f"{path} holds a {name or 'foreign'} config, not a {cls.__name__}")
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -170,7 +188,8 @@ def load_config(cls, path: str | os.PathLike):
 def image_grid(imgs: np.ndarray | torch.Tensor, nrow: int, pad: int = 2, fill: int = 255) -> np.ndarray:
     "Tile images `(N,H,W,3)` uint8 (or a [-1,1] tensor) into one uint8 array, `nrow` images per row."
     if isinstance(imgs, torch.Tensor): imgs = tensor2img(imgs)
-    n, h, w, c = imgs.shape; rows = -(-n // nrow)
+    n, h, w, c = imgs.shape
+    rows = -(-n // nrow)
     out = np.full((rows*(h+pad)+pad, nrow*(w+pad)+pad, c), fill, np.uint8)
     for i, im in enumerate(imgs):
         r, k = divmod(i, nrow)
@@ -178,11 +197,14 @@ def image_grid(imgs: np.ndarray | torch.Tensor, nrow: int, pad: int = 2, fill: i
     return out
 
 # %% ../nbs/00_core.ipynb #54780315
-def show_images(imgs: np.ndarray | torch.Tensor, nrow: int = 8, titles: list | None = None, size: float = 1.2, suptitle: str | None = None):
+def show_images(imgs: np.ndarray | torch.Tensor, nrow: int = 8, titles: list | None = None, size: float = 1.2,
+                suptitle: str | None = None):
     "Show images `(N,H,W,3)` uint8 or a [-1,1] tensor as small matplotlib thumbnails; returns the figure."
     import matplotlib.pyplot as plt
     if isinstance(imgs, torch.Tensor): imgs = tensor2img(imgs)
-    n = len(imgs); rows = -(-n // nrow); cols = min(n, nrow)
+    n = len(imgs)
+    rows = -(-n // nrow)
+    cols = min(n, nrow)
     fig, axs = plt.subplots(rows, cols, figsize=(cols*size, rows*size*(1.25 if titles else 1)), squeeze=False)
     for i, ax in enumerate(axs.flat):
         ax.axis('off')

@@ -41,7 +41,8 @@ def setup(download: bool = True,  # fetch LFW with scikit-learn when it is not f
     threads = os.environ.get('ID3PM_THREADS')
     if threads: torch.set_num_threads(int(threads))
     try: lfw, problem = find_lfw(download=download), None
-    except (ConnectionError, FileNotFoundError) as e: lfw, problem = None, str(e).splitlines()[0]   # find_lfw says what to set
+    except (ConnectionError, FileNotFoundError) as e:
+        lfw, problem = None, str(e).splitlines()[0]  # find_lfw says what to set
     s = Session(default_device(), lfw, demo_bundle(), problem)
     if not quiet: print('\n'.join(s.lines()))
     return s

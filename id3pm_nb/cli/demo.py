@@ -50,12 +50,15 @@ class DemoPreset:
     bs: int
     lr: float
     minutes: float       # training budget
-    sizes: tuple = (32, 64)  # crop sizes prepared (the same for every preset, so they share one prepare cache); the largest is shown
-    min_snr: float | None = 5.  # Min-SNR-γ loss weighting: the model uses the ID vector after fewer iterations (see below)
+    # crop sizes prepared (the same for every preset, so they share one prepare cache); the largest is shown
+    sizes: tuple = (32, 64)
+    # Min-SNR-γ loss weighting: the model uses the ID vector after fewer iterations (see below)
+    min_snr: float | None = 5.
     precision: str = 'auto'  # training precision: 'auto' (bf16 on a GPU), 'bf16' (also on CPU), 'fp32'
 
     def unet(self, id_dim: int) -> UNetConfig:
-        c = dict(self.cfg); return unet_config(c.pop('preset'), image_size=self.size, id_dim=id_dim, **c)
+        c = dict(self.cfg)
+        return unet_config(c.pop('preset'), image_size=self.size, id_dim=id_dim, **c)
 
 _PRIOR_CPU = {'preset': 'tiny', 'ch': 64, 'head_ch': 32, 'patch': 2, 'attn_res': (8,), 'prior_rank': 256}
 _GPU = {'preset': 'small', 'ch': 64, 'ch_mult': (1, 2, 2, 2), 'attn_res': (16, 8), 'head_ch': 32}
@@ -74,18 +77,22 @@ def demo_preset(device: torch.device | str, name: str | None = None) -> DemoPres
 
 # %% ../../nbs/07_demo.ipynb #b1495a31
 def holdout_split(identities, n_test: int, min_images: int = 2, valid_pct: float = 0.05, seed: int = 0) -> Splits:
-    "Row indices: `n_test` people with >= `min_images` rows held out as test; the others split into train/valid by identity."
+    """Row indices: `n_test` people with >= `min_images` rows held out as test; the others split into train/valid by
+    identity."""
     ids = np.asarray(identities).astype(str)
     names, counts = np.unique(ids, return_counts=True)
     cand = names[counts >= min_images]
-    if len(cand) < n_test: raise ValueError(f"only {len(cand)} people have >= {min_images} usable images, {n_test} test people were asked for: prepare more images")
+    if len(cand) < n_test:
+        raise ValueError(f"only {len(cand)} people have >= {min_images} usable images, {n_test} test people were asked "
+                         f"for: prepare more images")
     test = np.random.default_rng(seed).choice(cand, n_test, replace=False)
     rest = np.flatnonzero(~np.isin(ids, test))
     s = split_identities(ids[rest], valid_pct=valid_pct, test_pct=0., seed=seed)
     return Splits(rest[s.train], rest[s.valid], np.flatnonzero(np.isin(ids, test)))
 
 # %% ../../nbs/07_demo.ipynb #56353345
-def fit_budget(learn, minutes: float | None = None, epochs: int | None = None, lr: float | None = None, log=print) -> dict:
+def fit_budget(learn, minutes: float | None = None, epochs: int | None = None, lr: float | None = None,
+               log=print) -> dict:
     "Resume the run in the learner's checkpoint folder, or train `epochs` epochs, or the iterations that fit `minutes`."
     ck = getattr(learn, 'checkpoint', None)
     last = latest_checkpoint(ck.folder) if ck is not None else None
@@ -105,9 +112,12 @@ def fit_budget(learn, minutes: float | None = None, epochs: int | None = None, l
 # %% ../../nbs/07_demo.ipynb #cd7d7d92
 def fit_and_save(learn, bundle_dir: Path, meta: dict, minutes: float | None = None, epochs: int | None = None,
                  log=print, progress: bool = True) -> dict:
-    "`fit_budget` (without progress bars unless `progress`), then, on rank 0, `save_bundle` with `meta` and the fit's record."
+    """`fit_budget` (without progress bars unless `progress`), then, on rank 0, `save_bundle` with `meta` and the
+    fit's record."""
     with contextlib.ExitStack() as stack:
-        if not progress: stack.enter_context(learn.no_bar()); stack.enter_context(learn.no_logging())
+        if not progress:
+            stack.enter_context(learn.no_bar())
+            stack.enter_context(learn.no_logging())
         info = fit_budget(learn, minutes, epochs, learn.lr, log)
     if world()[0] == 0:
         save_bundle(bundle_dir, learn, dict(meta, fit=info, budget_minutes=minutes))
@@ -117,26 +127,31 @@ def fit_and_save(learn, bundle_dir: Path, meta: dict, minutes: float | None = No
 # %% ../../nbs/07_demo.ipynb #a995d249
 @dataclasses.dataclass
 class HeldOut:
-    "Held-out people to invert: the rows of their first photo (the targets) and second photo, and the judge's view of them."
+    """Held-out people to invert: the rows of their first photo (the targets) and second photo, and the judge's view
+    of them."""
     names: list              # one per person
     first: np.ndarray        # (N,) prepared rows of the target photos
     second: np.ndarray       # (N,) rows of a second photo of each
     judge: Judge
     targets: np.ndarray      # (N, D) judge vectors of the target photos (the judge's own detector and alignment)
     second_vecs: np.ndarray  # (N, D) of the second photos
-    real: np.ndarray         # (M, D) judge vectors of the people's other aligned crops at the model size: the realism reference
+    # (M, D) judge vectors of the people's other aligned crops at the model size: the realism reference
+    real: np.ndarray
     crops: np.ndarray        # (N, S, S, 3) the targets' own crops at the model size
-    inverted: tuple | None = None  # (inverted recognizer, (N, D) its vectors of the targets): the trained-on recognizer's column
+    # (inverted recognizer, (N, D) its vectors of the targets): the trained-on recognizer's column
+    inverted: tuple | None = None
 
     def scores(self, methods: dict) -> pd.DataFrame:
-        "The table: one row per method (label -> uint8 images (N, n, S, S, 3) made from the targets' ID vectors), then the references."
+        """The table: one row per method (label -> uint8 images (N, n, S, S, 3) made from the targets' ID vectors),
+        then the references."""
         rows = {k: inversion_scores(self.judge, v, self.targets, self.real, self.inverted, self.names)
                 for k, v in methods.items()}
         refs = reference_scores(self.judge, self.crops, self.targets, self.second_vecs, self.real, self.inverted,
                                 self.names)                     # intervals over people, as `id3pm_eval`'s
         return scores_table({**rows, **refs})
 
-def heldout_people(prepared, split: Splits, size: int, judge: Judge, rec=None, per_person: int = 8, log=print) -> HeldOut:
+def heldout_people(prepared, split: Splits, size: int, judge: Judge, rec=None, per_person: int = 8,
+                   log=print) -> HeldOut:
     "The held-out people of `split.test` whose first two photos the judge can embed, and the realism reference set."
     test_rows, test_names = split.test, prepared.identities[split.test]
     people = list(dict.fromkeys(test_names))
@@ -144,7 +159,9 @@ def heldout_people(prepared, split: Splits, size: int, judge: Judge, rec=None, p
     first, second = np.array([rows[n][0] for n in people]), np.array([rows[n][1] for n in people])
     targets, seconds = judge.photos(prepared.paths[first]), judge.photos(prepared.paths[second])
     ok = np.isfinite(targets).all(1) & np.isfinite(seconds).all(1)
-    if not ok.all(): log(f"the judge's detector found no face in {int((~ok).sum())} of the {len(people)} people's first two photos: they are left out")
+    if not ok.all():
+        log(f"the judge's detector found no face in {int((~ok).sum())} of the {len(people)} people's first two photos: "
+            f"they are left out")
     if ok.sum() < 2: raise ValueError(f"only {int(ok.sum())} held-out people can be judged: hold out more people")
     crops = np.asarray(prepared.crops[size])
     ref = np.concatenate([rows[n][1:per_person] for n, k in zip(people, ok) if k])   # everything but the target photos
@@ -153,8 +170,10 @@ def heldout_people(prepared, split: Splits, size: int, judge: Judge, rec=None, p
                    crops[first[ok]], inverted)
 
 def linear_baseline(prepared, split: Splits, size: int) -> LinearDecoder:
-    "The least-squares decoder from (standardised) ID vector to the pixels of `size` px crops, fitted on `split.train` (with mirrors)."
-    x = img2tensor(np.asarray(prepared.crops[size])[split.train]); ids = torch.from_numpy(np.asarray(prepared.ids)[split.train])
+    """The least-squares decoder from (standardised) ID vector to the pixels of `size` px crops, fitted on
+    `split.train` (with mirrors)."""
+    x = img2tensor(np.asarray(prepared.crops[size])[split.train])
+    ids = torch.from_numpy(np.asarray(prepared.ids)[split.train])
     valid = (img2tensor(np.asarray(prepared.crops[size])[split.valid]), torch.from_numpy(np.asarray(prepared.ids)[split.valid])) if len(split.valid) else None
     return LinearDecoder(torch.cat([x, x.flip(-1)]), torch.cat([ids, ids]), valid)
 
@@ -164,19 +183,25 @@ def labeled_grid(rows: list, col_labels: list, row_labels: list | None = None, s
     "A uint8 picture of image rows (each a list of uint8 (H, W, 3)) at `size` px, with column (and row) labels."
     import cv2
     from PIL import Image, ImageDraw, ImageFont
-    resize = lambda im: im if im.shape[0] == size else cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA if im.shape[0] > size else cv2.INTER_CUBIC)
+    resize = lambda im: im if im.shape[0] == size else cv2.resize(im, (size, size),
+                                                                  interpolation=cv2.INTER_AREA if im.shape[0] > size else cv2.INTER_CUBIC)
     body = image_grid(np.stack([resize(im) for r in rows for im in r]), nrow=len(rows[0]), pad=pad)
-    font = ImageFont.load_default(); head, left = 14, (max(len(str(n)) for n in row_labels) * 6 + 8 if row_labels else 0)
-    canvas = Image.new('RGB', (left + body.shape[1], head + body.shape[0]), 'white'); canvas.paste(Image.fromarray(body), (left, head))
+    font = ImageFont.load_default()
+    head, left = 14, (max(len(str(n)) for n in row_labels) * 6 + 8 if row_labels else 0)
+    canvas = Image.new('RGB', (left + body.shape[1], head + body.shape[0]), 'white')
+    canvas.paste(Image.fromarray(body), (left, head))
     draw = ImageDraw.Draw(canvas)
-    for k, lab in enumerate(col_labels): draw.text((left + pad + k * (size + pad) + 2, 1), str(lab), fill='black', font=font)
-    for k, lab in enumerate(row_labels or []): draw.text((2, head + pad + k * (size + pad) + size // 2 - 5), str(lab), fill='black', font=font)
+    for k, lab in enumerate(col_labels):
+        draw.text((left + pad + k * (size + pad) + 2, 1), str(lab), fill='black', font=font)
+    for k, lab in enumerate(row_labels or []):
+        draw.text((2, head + pad + k * (size + pad) + size // 2 - 5), str(lab), fill='black', font=font)
     if corner: draw.text((2, 1), corner, fill='black', font=font)
     return np.asarray(canvas)
 
 # %% ../../nbs/07_demo.ipynb #abc11f2f
 def demo_key(preset: DemoPreset, n_test: int, seed: int, fingerprint: str, id_dim: int) -> str:
-    "Short hash of everything that defines a demo training run (the preset with its budget, the split, the data, the full U-Net config)."
+    """Short hash of everything that defines a demo training run (the preset with its budget, the split, the data,
+    the full U-Net config)."""
     return short_hash(dict(preset={k: v for k, v in dataclasses.asdict(preset).items() if k != 'sizes'}, n_test=n_test, seed=seed,
                            fp=fingerprint, model=dataclasses.asdict(preset.unet(id_dim))))
 
@@ -187,11 +212,16 @@ def bundle_matches(path: Path, key: str) -> bool:
     except (json.JSONDecodeError, OSError): return False
 
 # %% ../../nbs/07_demo.ipynb #6ed5e883
-def demo_train(prepared, split: Splits, preset: DemoPreset, run_dir: Path, bundle_dir: Path, device, log=print, progress: bool = True) -> Path:
-    "Train the preset's model on `split.train` within `preset.minutes` (resuming `run_dir`'s checkpoints; its name is the run key); export the bundle."
-    if bundle_matches(bundle_dir, run_dir.name): log(f"reusing the trained model in {bundle_dir}"); return bundle_dir
+def demo_train(prepared, split: Splits, preset: DemoPreset, run_dir: Path, bundle_dir: Path, device, log=print,
+               progress: bool = True) -> Path:
+    """Train the preset's model on `split.train` within `preset.minutes` (resuming `run_dir`'s checkpoints; its name
+    is the run key); export the bundle."""
+    if bundle_matches(bundle_dir, run_dir.name):
+        log(f"reusing the trained model in {bundle_dir}")
+        return bundle_dir
     dls = get_dls(prepared, preset.size, preset.bs, split=split, device=device)
-    preview = IDPreview.from_dls(dls, n=8, sampler=SamplingSpec.sampler, steps=SamplingSpec.steps, scale=SamplingSpec.scale)
+    preview = IDPreview.from_dls(dls, n=8, sampler=SamplingSpec.sampler, steps=SamplingSpec.steps,
+                                 scale=SamplingSpec.scale)
     learn = get_learner(dls, preset.unet(prepared.ids.shape[1]), lr=preset.lr, min_snr=preset.min_snr, precision=preset.precision,
                         cbs=[CheckpointCallback(run_dir/'ckpt', every=200), TrainLog(run_dir),   # log.csv, steps.csv, tb/ beside the checkpoints
                              PreviewCallback(run_dir/'previews', preview, every=None)])
@@ -209,40 +239,54 @@ def demo_sr_preset(base: DemoPreset, sr: str | SRPreset | None = None) -> SRPres
     if isinstance(sr, SRPreset): return sr
     if sr is not None: return sr_preset('cpu', sr)
     fits = [p for p in SR_PRESETS.values() if p.low == base.size]
-    if not fits: raise ValueError(f"no SR preset upsamples {base.size} px images: use one of {list(SR_PRESETS)} with a base of their size")
+    if not fits:
+        raise ValueError(f"no SR preset upsamples {base.size} px images: use one of {list(SR_PRESETS)} with a base of "
+                         f"their size")
     return fits[0]
 
 def sr_split(prepared, people=None, valid_pct: float = 0.05, seed: int = 0) -> Splits:
-    "Identity-disjoint train/valid rows for an SR stage, among `people` (e.g. those a base bundle was trained on) when given."
+    """Identity-disjoint train/valid rows for an SR stage, among `people` (e.g. those a base bundle was trained on)
+    when given."""
     rows = np.arange(len(prepared)) if people is None else np.flatnonzero(np.isin(prepared.identities, sorted(people)))
-    if not len(rows): raise ValueError(f"none of the {len(prepared)} prepared faces shows a person the base bundle was trained on: prepare its training data")
+    if not len(rows):
+        raise ValueError(f"none of the {len(prepared)} prepared faces shows a person the base bundle was trained on: "
+                         f"prepare its training data")
     s = split_identities(prepared.identities[rows], valid_pct, 0., seed)
     return Splits(rows[s.train], rows[s.valid], rows[s.test])
 
 def sr_train(prepared, split: Splits, preset: SRPreset, run_dir: Path, epochs: int | None = None, device=None, seed: int = 0,
              log=print, progress: bool = True, cbs: list | None = None) -> Path:
-    "Train `preset`'s SR stage on `split` for `epochs` (or the iterations that fit `preset.minutes`), resuming `run_dir/ckpt`; export `run_dir/bundle`."
+    """Train `preset`'s SR stage on `split` for `epochs` (or the iterations that fit `preset.minutes`), resuming
+    `run_dir/ckpt`; export `run_dir/bundle`."""
     dls = get_dls(prepared, preset.size, preset.bs, split=split, device=device)
-    cbs = cbs if cbs is not None else [CheckpointCallback(run_dir/'ckpt', every=200), PreviewCallback(run_dir/'previews', every=None)]
+    cbs = cbs if cbs is not None else [CheckpointCallback(run_dir/'ckpt', every=200),
+                                       PreviewCallback(run_dir/'previews', every=None)]
     learn = get_sr_learner(dls, preset.unet(prepared.ids.shape[1]), cbs=cbs, aug_max=preset.aug_max, noise_level=preset.noise_level,
                            prior=preset.prior, max_t=preset.max_t, temperature=preset.temperature, lr=preset.lr, min_snr=preset.min_snr,
                            precision=preset.precision, seed=seed)
     log(f"the {preset.name} SR stage ({preset.low} -> {preset.size} px, {num_params(learn.model)/1e6:.2f}M parameters) on {len(split.train)} "
         f"images of {len(set(prepared.identities[split.train]))} people; device {device}")
-    meta = dict(recognizer=prepared.fingerprint, preset=preset.name, data=str(prepared.root), device=str(device), run_key=run_dir.name)
+    meta = dict(recognizer=prepared.fingerprint, preset=preset.name, data=str(prepared.root), device=str(device),
+                run_key=run_dir.name)
     fit_and_save(learn, run_dir/'bundle', meta, None if epochs else preset.minutes, epochs, log, progress)
     return run_dir/'bundle'
 
-def demo_sr(prepared, split: Splits, preset: SRPreset, run_dir: Path, bundle_dir: Path, device, log=print, progress: bool = True) -> Path:
-    "Train (or reuse) the demo's SR stage in `run_dir` (named by its run key) on `split` (the base model's people); attach it to `bundle_dir`."
+def demo_sr(prepared, split: Splits, preset: SRPreset, run_dir: Path, bundle_dir: Path, device, log=print,
+            progress: bool = True) -> Path:
+    """Train (or reuse) the demo's SR stage in `run_dir` (named by its run key) on `split` (the base model's people);
+    attach it to `bundle_dir`."""
     trained = run_dir/'bundle'
     if bundle_matches(trained, run_dir.name): log(f"reusing the trained SR stage in {trained}")
     else: sr_train(prepared, split, preset, run_dir, device=device, log=log, progress=progress)
-    if not bundle_matches(bundle_dir/'sr', run_dir.name): attach_sr(bundle_dir, trained); log(f"SR stage attached to {bundle_dir}")
+    if not bundle_matches(bundle_dir/'sr', run_dir.name):
+        attach_sr(bundle_dir, trained)
+        log(f"SR stage attached to {bundle_dir}")
     return trained
 
-def sr_scores(pipe: ID3PM, held: HeldOut, samples: np.ndarray, ids: np.ndarray, seed: int = 0, progress: bool = True) -> dict:
-    "The bundle's SR stage on base samples `(N, n, s, s, 3)` of the held-out people's `ids`, judged next to their bicubic upsampling."
+def sr_scores(pipe: ID3PM, held: HeldOut, samples: np.ndarray, ids: np.ndarray, seed: int = 0,
+              progress: bool = True) -> dict:
+    """The bundle's SR stage on base samples `(N, n, s, s, 3)` of the held-out people's `ids`, judged next to their
+    bicubic upsampling."""
     t0 = time.time()
     hi = pipe.upsample(samples, ids, seed=seed, progress=progress)
     seconds, (N, n, S) = time.time() - t0, hi.shape[:3]
@@ -308,39 +352,51 @@ DEMO_RECOGNIZER = 'dlib'   # the recognizer the demo trains on, and queries
 
 @dataclasses.dataclass(frozen=True)
 class DemoRun:
-    "What the demo does with its trained model: whom it holds out and shows, how it samples them, who judges, the SR stage."
+    """What the demo does with its trained model: whom it holds out and shows, how it samples them, who judges, the
+    SR stage."""
     n_test: int = 64                  # held-out people to invert
     n_show: int = 6                   # of them, shown in the grid
     scales: tuple = (0., 1., 2., 3.)  # guidance scales
     n_samples: int = 4                # samples per person and scale
-    spec: SamplingSpec = SamplingSpec()   # how to sample (its scale is replaced by each of `scales`); default the table's
-    queries: tuple = (4, 16)          # query budgets per returned image at the top scale (the model's recognizer answers)
+    # how to sample (its scale is replaced by each of `scales`); default the table's
+    spec: SamplingSpec = SamplingSpec()
+    # query budgets per returned image at the top scale (the model's recognizer answers)
+    queries: tuple = (4, 16)
     strategy: str = QuerySpec.strategy  # how the queries are spent (`queries.STRATEGIES`)
     judge: str = 'facenet'            # the recognizer that scores the samples; it was never trained on nor queried
     seed: int = 0
-    sr_minutes: float | None = None   # also train (or reuse) an SR stage within this budget, show and judge it; None: no SR
-    sr_preset: str | SRPreset | None = None  # the SR stage's preset; default the one that upsamples the base preset's size
+    # also train (or reuse) an SR stage within this budget, show and judge it; None: no SR
+    sr_minutes: float | None = None
+    # the SR stage's preset; default the one that upsamples the base preset's size
+    sr_preset: str | SRPreset | None = None
 
     def __post_init__(self):
-        if not 1 <= self.n_show <= self.n_test: raise ValueError(f"n_show={self.n_show} must be between 1 and n_test={self.n_test}")
+        if not 1 <= self.n_show <= self.n_test:
+            raise ValueError(f"n_show={self.n_show} must be between 1 and n_test={self.n_test}")
         object.__setattr__(self, 'scales', tuple(float(s) for s in self.scales))
         object.__setattr__(self, 'queries', tuple(int(q) for q in self.queries if int(q) != 0))
-        budgets([self.strategy], self.queries)                           # a clear error for an unknown strategy or a budget < 0
+        # a clear error for an unknown strategy or a budget < 0
+        budgets([self.strategy], self.queries)
         check_judge(self.judge, DEMO_RECOGNIZER, DEMO_RECOGNIZER if self.queries else None)  # refused before any work
 
-def demo_data(root: Path, preset: DemoPreset, seed: int, cache=None, sr: SRPreset | None = None, log=print, progress: bool = True):
-    "LFW (all of it, or a seeded subset of `preset.n_images`) prepared with dlib at the preset's sizes (and the SR stage's)."
+def demo_data(root: Path, preset: DemoPreset, seed: int, cache=None, sr: SRPreset | None = None, log=print,
+              progress: bool = True):
+    """LFW (all of it, or a seeded subset of `preset.n_images`) prepared with dlib at the preset's sizes (and the SR
+    stage's)."""
     df = scan(root) if preset.n_images is None else lfw_subset(scan(root), preset.n_images, seed=seed)
-    log(f"LFW at {root}: preparing {len(df)} images of {df.identity.nunique()} people with dlib (cached; the first run takes a few minutes)")
+    log(f"LFW at {root}: preparing {len(df)} images of {df.identity.nunique()} people with dlib (cached; the first run "
+        f"takes a few minutes)")
     sizes = sorted({preset.size, *preset.sizes, *([sr.size] if sr else [])})
     return prepare(df, out_dir=cache, recognizer=DEMO_RECOGNIZER, sizes=sizes, progress=progress, verbose=False)
 
 # %% ../../nbs/07_demo.ipynb #a25b01c8
 def demo_attack(pipe: ID3PM, ids: np.ndarray, run: DemoRun, folder: Path, log=print) -> tuple[dict, dict]:
-    "The demo's rows, by label: plain samples at every guidance scale, then the top scale at each query budget; images and costs."
+    """The demo's rows, by label: plain samples at every guidance scale, then the top scale at each query budget;
+    images and costs."""
     top = run.spec.replace(scale=run.scales[-1])
     rows = [(f'ID3PM s = {s:g}', Budget(), run.spec.replace(scale=s)) for s in run.scales]
-    rows += [(f'ID3PM s = {top.scale:g}, {q} queries ({run.strategy})', Budget(run.strategy, q), top) for q in run.queries]
+    rows += [(f'ID3PM s = {top.scale:g}, {q} queries '
+              f'({run.strategy})', Budget(run.strategy, q), top) for q in run.queries]
     images, costs = {}, {}
     for label, budget, spec in rows:
         images[label], costs[label] = attack(pipe, ids, budget, run.n_samples, spec, run.seed, folder, log)
@@ -351,8 +407,10 @@ def _column(label: str) -> str:
     "A grid column's short label: 'ID3PM s = 3' -> 's = 3', 'ID3PM s = 3, 16 queries (beam)' -> '16 queries'."
     return label.split(', ')[1].split(' (')[0] if ', ' in label else label.replace('ID3PM ', '')
 
-def demo_grids(prepared, held: HeldOut, linear: np.ndarray, images: dict, sr_images: np.ndarray | None, n_show: int) -> dict:
-    "`grid.png` (real face, linear decoder, one image per row of `images`, the SR face) and the samples of the top plain and query rows."
+def demo_grids(prepared, held: HeldOut, linear: np.ndarray, images: dict, sr_images: np.ndarray | None,
+               n_show: int) -> dict:
+    """`grid.png` (real face, linear decoder, one image per row of `images`, the SR face) and the samples of the top
+    plain and query rows."""
     show, rows = max(prepared.sizes), range(min(n_show, len(held.names)))
     big, labels = np.asarray(prepared.crops[show]), list(images)
     plain = [k for k in labels if ', ' not in k]
@@ -360,16 +418,20 @@ def demo_grids(prepared, held: HeldOut, linear: np.ndarray, images: dict, sr_ima
                          for i in rows], ['real', 'linear'] + [_column(k) for k in labels] + ([f'{_column(labels[-1])} SR'] if sr_images is not None else []),
                         held.names[:n_show], size=show)
     out = {}
-    for name, k in (('samples.png', plain[-1]), ('samples_queries.png', labels[-1] if labels[-1] != plain[-1] else None)):
+    for name, k in (('samples.png', plain[-1]),
+                    ('samples_queries.png', labels[-1] if labels[-1] != plain[-1] else None)):
         if k is None: continue
         out[name] = labeled_grid([list(images[k][i]) for i in rows], [f'image {j + 1}' for j in range(images[k].shape[1])],
                                  held.names[:n_show], size=show, corner=f'every image, {_column(plain[-1])}' + (f', {_column(k)}' if ', ' in k else ''))
     return {'grid.png': grid, **out}
 
 # %% ../../nbs/07_demo.ipynb #498b4fd5
-def report_info(pipe: ID3PM, preset: DemoPreset, run: DemoRun, prepared, split: Splits, held: HeldOut, sr: dict | None = None) -> dict:
-    "What produced the demo's figures, for `report.json` and the text of `report.md`: model, training, data, sampling, judge (and SR stage)."
-    b = pipe.bundle.info; fit = b['meta'].get('fit', {})
+def report_info(pipe: ID3PM, preset: DemoPreset, run: DemoRun, prepared, split: Splits, held: HeldOut,
+                sr: dict | None = None) -> dict:
+    """What produced the demo's figures, for `report.json` and the text of `report.md`: model, training, data,
+    sampling, judge (and SR stage)."""
+    b = pipe.bundle.info
+    fit = b['meta'].get('fit', {})
     info = dict(preset=preset.name, size=preset.size, params_m=num_params(pipe.model) / 1e6, prior_rank=pipe.model.cfg.prior_rank,
                 iterations=b.get('training', {}).get('iterations'), epochs=fit.get('epochs'), minutes=preset.minutes, device=b['meta'].get('device'),
                 train_images=len(split.train), train_people=len(set(prepared.identities[split.train])), recognizer=prepared.fingerprint,
@@ -394,18 +456,23 @@ def run_demo(out: str | os.PathLike = 'id3pm_demo',  # output folder: grid.png, 
              run: DemoRun | None = None,              # what to do with the trained model
              device=None, cache=None,                 # the prepare cache: default the id3pm_nb cache
              quiet: bool = False) -> dict:
-    "Prepare LFW with dlib, train within the preset's budget, invert held-out people, and write grid.png + report.md/json to `out`."
+    """Prepare LFW with dlib, train within the preset's budget, invert held-out people, and write grid.png +
+    report.md/json to `out`."""
     run, log, out, dev = run or DemoRun(), Log('id3pm_demo', quiet), Path(out).expanduser(), default_device(device)
     pre = preset if isinstance(preset, DemoPreset) else demo_preset(dev, preset)
     root = find_lfw(lfw)
-    if out.exists() and not out.is_dir(): raise FileExistsError(f"--out {out} exists and is not a folder: choose another output folder")
-    seed_everything(run.seed); out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} exists and is not a folder: choose another output folder")
+    seed_everything(run.seed)
+    out.mkdir(parents=True, exist_ok=True)
     srp = dataclasses.replace(demo_sr_preset(pre, run.sr_preset), minutes=float(run.sr_minutes)) if run.sr_minutes else None
     prepared = demo_data(root, pre, run.seed, cache, srp, log, not quiet)
     split = holdout_split(prepared.identities, run.n_test, seed=run.seed)
     run_dir = out/'runs'/demo_key(pre, run.n_test, run.seed, prepared.fingerprint, prepared.ids.shape[1])
     bdir = demo_train(prepared, split, pre, run_dir, out/'bundle', dev, log, not quiet)
-    if srp: demo_sr(prepared, split, srp, out/'runs'/('sr-' + short_hash(dict(sr=dataclasses.asdict(srp), base=run_dir.name))), bdir, dev, log, not quiet)
+    if srp:
+        demo_sr(prepared, split, srp,
+                out/'runs'/('sr-' + short_hash(dict(sr=dataclasses.asdict(srp), base=run_dir.name))), bdir, dev, log, not quiet)
     pipe = ID3PM.from_bundle(bdir, device=dev)
     log(f"judge: {run.judge}, threshold from real LFW impostor pairs")
     judge = lfw_judge(run.judge, root, cache=cache)
@@ -418,7 +485,8 @@ def run_demo(out: str | os.PathLike = 'id3pm_demo',  # output folder: grid.png, 
     baseline = 'linear decoder (ridge, the baseline)'
     table = attack_table(held.scores({baseline: linear, **images}), costs)
     top = f'ID3PM s = {run.scales[-1]:g}'
-    last = list(images)[-1]                                                 # the attack's final images: the most queries
+    # the attack's final images: the most queries
+    last = list(images)[-1]
     sr = dict(sr_scores(pipe, held, images[last], ids, run.seed, not quiet), row=last) if srp else None
     from PIL import Image
     for name, im in demo_grids(prepared, held, linear, images, sr['images'] if sr else None, run.n_show).items():

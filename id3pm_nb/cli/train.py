@@ -34,7 +34,8 @@ def _training_start(data: str, recognizer: str, sizes: Sequence[int], device: st
     "What both training commands begin with: the device, the seed, and the prepared data. Returns (device, Prepared)."
     if world()[1] > 1:
         from accelerate import PartialState
-        dev = PartialState(cpu=not torch.cuda.is_available()).device   # joins the launcher's process group (gloo on CPU)
+        # joins the launcher's process group (gloo on CPU)
+        dev = PartialState(cpu=not torch.cuda.is_available()).device
     else: dev = default_device(device)
     seed_everything(seed)
     p = Path(data).expanduser()
@@ -65,7 +66,8 @@ def prepare_cli(source: str,                # LFW folder, image folder (one sub-
 
 # %% ../../nbs/07b_train_cli.ipynb #82ecbc7c
 def _attn_res(preset: str, size: int, patch: int) -> tuple:
-    "The preset's attention resolutions that exist in a U-Net for `size` px images folded by `patch` (else its coarsest)."
+    """The preset's attention resolutions that exist in a U-Net for `size` px images folded by `patch` (else its
+    coarsest)."""
     c = unet_config(preset)
     inner = [size // patch // 2**i for i in range(len(c.ch_mult))]
     return tuple(r for r in c.attn_res if r in inner) or (inner[-1],)
@@ -96,12 +98,15 @@ def train_cli(data: str,                    # a prepare cache (from id3pm_prepar
         size = size or max([s for s in prepared.sizes if s <= 64] or [min(prepared.sizes)])
         split = split_identities(prepared.identities, valid_pct, 0., seed)
         dls = get_dls(prepared, size, bs, split=split, device=dev)
-        cfg = unet_config(preset, image_size=size, id_dim=prepared.ids.shape[1], prior_rank=prior_rank, patch=patch, attn_res=_attn_res(preset, size, patch))
+        cfg = unet_config(preset, image_size=size, id_dim=prepared.ids.shape[1], prior_rank=prior_rank, patch=patch,
+                          attn_res=_attn_res(preset, size, patch))
         learn = get_learner(dls, cfg, lr=lr, min_snr=min_snr or None, precision=precision, diffusion=DiffusionCallback(seed=seed),
                             cbs=[CheckpointCallback(out/'ckpt', every=ckpt_every), TrainLog(out), PreviewCallback(out/'previews', every=ckpt_every)])
-        log(f"{preset} U-Net ({num_params(learn.model)/1e6:.2f}M parameters, {size}px) on {len(split.train)} images; device {dev}, {world()[1]} process(es)")
+        log(f"{preset} U-Net ({num_params(learn.model)/1e6:.2f}M parameters, {size}px) on {len(split.train)} images; "
+            f"device {dev}, {world()[1]} process(es)")
         log(f"logs in {out} (log.csv, steps.csv): id3pm_curves {out}; or tensorboard --logdir {out/'tb'}")
-        meta = dict(recognizer=prepared.fingerprint, data=str(prepared.root), train_identities=sorted(set(prepared.identities[split.train].tolist())))
+        meta = dict(recognizer=prepared.fingerprint, data=str(prepared.root),
+                    train_identities=sorted(set(prepared.identities[split.train].tolist())))
         fit_and_save(learn, out/'bundle', meta, minutes, epochs, log, progress=not quiet)
         if world()[0] == 0: print(out/'bundle')
 
@@ -121,7 +126,8 @@ def train_sr_cli(data: str,                 # a prepare cache with the preset's 
                  ckpt_every: int = 200,     # iterations between checkpoints
                  seed: int = 0,
                  quiet: store_true = False):
-    "Train the super-resolution stage on prepared faces (resumable); export OUT/bundle and, with --attach, add it to a base bundle."
+    """Train the super-resolution stage on prepared faces (resumable); export OUT/bundle and, with --attach, add it
+    to a base bundle."""
     with cli_errors('id3pm_train_sr'):
         log, out = Log('id3pm_train_sr', quiet), Path(out)
         srp = sr_preset(default_device(device), preset)
@@ -129,12 +135,16 @@ def train_sr_cli(data: str,                 # a prepare cache with the preset's 
         base = load_bundle(attach) if attach else None
         dev, prepared = _training_start(data, recognizer, sorted({srp.low, srp.size}), device, seed, log)
         if base is not None:   # fail before training, not after
-            check_sr_fits(base.info, dict(kind='sr', low_res_size=srp.low, id_dim=prepared.ids.shape[1], recognizer=prepared.fingerprint), f"the {srp.name} SR stage")
-            if base.trained_on is None: log(f"{attach} does not say whom it was trained on: the SR stage trains on all prepared people")
+            check_sr_fits(base.info,
+                          dict(kind='sr', low_res_size=srp.low, id_dim=prepared.ids.shape[1], recognizer=prepared.fingerprint), f"the {srp.name} SR stage")
+            if base.trained_on is None:
+                log(f"{attach} does not say whom it was trained on: the SR stage trains on all prepared people")
         split = sr_split(prepared, base.trained_on if base is not None else None, valid_pct, seed)
         cbs = [CheckpointCallback(out/'ckpt', every=ckpt_every), PreviewCallback(out/'previews', every=None)]
         sr_bundle = sr_train(prepared, split, srp, out, epochs, dev, seed, log, not quiet, cbs)
-        if base is not None: attach_sr(attach, sr_bundle); log(f"SR stage attached to {attach}")
+        if base is not None:
+            attach_sr(attach, sr_bundle)
+            log(f"SR stage attached to {attach}")
         print(attach or sr_bundle)
 
 # %% ../../nbs/07b_train_cli.ipynb #d5c06284
@@ -144,10 +154,12 @@ def curves_cli(runs: Param("run folders with training logs (id3pm_train --out, o
                metrics: str = None,         # comma-separated columns of steps.csv / log.csv, a panel each; default smooth_loss,valid_loss,id_gain,lr,images_per_s
                labels: str = None,          # comma-separated legend names, one per run (default: the folder names)
                quiet: store_true = False):  # do not print the picture's path
-    "Plot the learning curves of one or several training runs side by side (a panel per metric, a line per run) into OUT."
+    """Plot the learning curves of one or several training runs side by side (a panel per metric, a line per run)
+    into OUT."""
     with cli_errors('id3pm_curves'):
         fig = plot_runs(runs, parse_names(metrics) or CURVES, parse_names(labels) or None)
-        out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(out) as f: fig.savefig(f, format='png', dpi=110)
         if not quiet: print(out)
 
@@ -182,15 +194,18 @@ def demo_cli(out: str = 'id3pm_demo',       # output folder (grid.png, report.md
                       queries=tuple(int(q) for q in parse_floats(queries, 'queries')), strategy=strategy, judge=judge, seed=seed,
                       sr_minutes=sr_minutes, sr_preset=sr_preset)
         pre = demo_preset(default_device(device), preset)
-        pre = dataclasses.replace(pre, minutes=pre.minutes if minutes is None else minutes, n_images=images or pre.n_images)
+        pre = dataclasses.replace(pre, minutes=pre.minutes if minutes is None else minutes,
+                                  n_images=images or pre.n_images)
         r = run_demo(out, lfw, pre, run, device, cache, quiet)
         print(Path(r['report']).read_text())
 
 # %% ../../nbs/07b_train_cli.ipynb #98388601
-COMMANDS = {'prepare': prepare_cli, 'train': train_cli, 'sample': sample_cli, 'eval': eval_cli, 'demo': demo_cli, 'train_sr': train_sr_cli, 'curves': curves_cli}
+COMMANDS = {'prepare': prepare_cli, 'train': train_cli, 'sample': sample_cli, 'eval': eval_cli, 'demo': demo_cli,
+            'train_sr': train_sr_cli, 'curves': curves_cli}
 
 def main(argv: list[str] | None = None):
-    "`python -m id3pm_nb.cli.train {prepare,train,sample,eval,demo,train_sr,curves} ...`: run one command with the rest of the arguments."
+    """`python -m id3pm_nb.cli.train {prepare,train,sample,eval,demo,train_sr,curves} ...`: run one command with the
+    rest of the arguments."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: python -m id3pm_nb.cli.train {{{','.join(COMMANDS)}}} [--help] ...", file=sys.stderr)

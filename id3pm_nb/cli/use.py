@@ -25,7 +25,8 @@ __all__ = ['INPUT_ERRORS', 'PARTIAL', 'one_line', 'cli_errors', 'command', 'run_
            'parse_floats', 'parse_names', 'target_units', 'sample_cli', 'bundle_names', 'eval_cli']
 
 # %% ../../nbs/07a_use_cli.ipynb #ce2574e0
-INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError, ConnectionError)
+INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+                PermissionError, ConnectionError)
 
 def one_line(e: BaseException) -> str:
     "The first line of an exception's message (its type when the message is empty)."
@@ -36,11 +37,16 @@ def one_line(e: BaseException) -> str:
 def cli_errors(prog: str):
     "Turn exceptions into the commands' exit codes: 2 with one line for bad input, 1 with a traceback otherwise."
     try: yield
-    except KeyboardInterrupt: print(f"{prog}: interrupted", file=sys.stderr); raise SystemExit(130)
-    except INPUT_ERRORS as e: print(f"{prog}: error: {one_line(e)}", file=sys.stderr); raise SystemExit(2)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        raise SystemExit(130)
+    except INPUT_ERRORS as e:
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        raise SystemExit(2)
     except Exception as e:
         traceback.print_exc()
-        print(f"{prog}: unexpected failure ({type(e).__name__}: {one_line(e)}); please report it with the traceback above", file=sys.stderr)
+        print(f"{prog}: unexpected failure ({type(e).__name__}: {one_line(e)}); please report it with the traceback "
+              f"above", file=sys.stderr)
         raise SystemExit(1)
 
 # %% ../../nbs/07a_use_cli.ipynb #cdb7aaf8
@@ -54,7 +60,8 @@ def run_cli(cmd, argv: list[str]):
     "Parse `argv` for command function `cmd` (a `call_parse` function) and run it."
     f = getattr(cmd, '__wrapped__', cmd)
     args = vars(anno_parser(f, prog=f"id3pm_{f.__name__.removesuffix('_cli')}").parse_args(argv))
-    args.pop('pdb', None); args.pop('xtra', None)
+    args.pop('pdb', None)
+    args.pop('xtra', None)
     return f(**args)
 
 def exit_status(cmd, argv, out=None, err=None) -> int:
@@ -158,7 +165,8 @@ def sample_cli(bundle: str,                 # bundle folder (from id3pm_train or
         qs, record = QuerySpec(queries, strategy), []
         for s, spec_s in ((s, spec.replace(scale=s)) for s in parse_floats(scale, 'scale')):
             names = lambda i: [out/folders[i]/f's{s:g}_{j:02d}.png' for j in range(n)]
-            todo = [i for i in range(len(t)) if not all(p.is_file() for p in names(i))]   # a rerun makes what is missing
+            # a rerun makes what is missing
+            todo = [i for i in range(len(t)) if not all(p.is_file() for p in names(i))]
             if todo:
                 inv = pipe.invert(_subset(t, todo), n, spec_s, seed=seed, queries=qs, sr=sr, bs=bs, progress=not quiet)
                 record.append(dict(inv.settings, images_per_target=n, made_for=inv.names,
@@ -166,7 +174,8 @@ def sample_cli(bundle: str,                 # bundle folder (from id3pm_train or
                 if queries: log(f"s = {s:g}: {queries} queries per image to {inv.settings['queried']} ({strategy}); "
                                 f"{inv.settings['failed']} answers failed")
                 for i, imgs in zip(todo, inv.images): _save_pngs(imgs, names(i))
-            if len(todo) < len(t): log(f"s = {s:g}: {len(t) - len(todo)} target(s) already had their {n} images in {out}")
+            if len(todo) < len(t):
+                log(f"s = {s:g}: {len(t) - len(todo)} target(s) already had their {n} images in {out}")
             saved = np.stack([[np.asarray(Image.open(p).convert('RGB')) for p in names(i)] for i in range(len(t))])
             grid = Inversion(saved, t.ids, t.names, {}, t.faces).grid(max(64, saved.shape[2]))
             with atomic_write(out/f'grid_s{s:g}.png') as f: Image.fromarray(grid).save(f, format='PNG')
@@ -183,12 +192,15 @@ def sample_cli(bundle: str,                 # bundle folder (from id3pm_train or
 
 # %% ../../nbs/07a_use_cli.ipynb #8fd569fd
 def _eval_data(lfw, data: str | None, recs: dict, per_fold: int, exclude, log):
-    "The real side: LFW pairs.txt, or pairs built from the identity-labelled dataset `data`, without the people in `exclude`."
+    """The real side: LFW pairs.txt, or pairs built from the identity-labelled dataset `data`, without the people in
+    `exclude`."""
     from id3pm_nb.eval.evalset import folder_eval_data, lfw_eval_data
     if data:
-        log(f"building verification pairs from {data} ({per_fold} genuine + {per_fold} impostor per fold) with {list(recs)}")
+        log(f"building verification pairs from {data} ({per_fold} genuine + {per_fold} impostor per fold) with "
+            f"{list(recs)}")
         return folder_eval_data(data, recs, per_fold=per_fold, exclude=exclude)
-    log(f"building the LFW evaluation set ({per_fold or 'all'} pairs per fold and kind, without the {len(exclude)} people the models saw) with {list(recs)}")
+    log(f"building the LFW evaluation set ({per_fold or 'all'} pairs per fold and kind, without the {len(exclude)} "
+        f"people the models saw) with {list(recs)}")
     return lfw_eval_data(find_lfw(lfw, download=False), recs, per_fold or None, exclude=exclude)
 
 def bundle_names(paths: Sequence[str]) -> list[str]:
@@ -215,7 +227,8 @@ def eval_cli(bundles: Param("bundle folder(s); several give a transfer matrix (o
              score_unknown: store_true = False,  # score a bundle that does not record whom it was trained on (the report says so)
              device: str = None,
              quiet: store_true = False):
-    "Attack evaluation of bundles on people they never saw: SAR@FMR type I/II with 95% intervals, the paper's accuracy, transfer, plots."
+    """Attack evaluation of bundles on people they never saw: SAR@FMR type I/II with 95% intervals, the paper's
+    accuracy, transfer, plots."""
     with cli_errors('id3pm_eval'):
         from id3pm_nb.eval.evalset import named_recognizers
         from id3pm_nb.eval.evaluate import EvalProtocol
@@ -228,21 +241,27 @@ def eval_cli(bundles: Param("bundle folder(s); several give a transfer matrix (o
                              "re-export it with save_bundle(..., train_identities=[...]), or pass --score_unknown to score anyway (the report will say so)")
         recs = named_recognizers([r.strip() for r in recognizers.split(',') if r.strip()])
         budgets = [int(q) for q in parse_floats(queries, 'queries')]
-        if any(q < 0 for q in budgets): raise ValueError(f"--queries {queries}: budgets are 0 (plain) or more queries per image")
+        if any(q < 0 for q in budgets):
+            raise ValueError(f"--queries {queries}: budgets are 0 (plain) or more queries per image")
         seen = [p.bundle.trained_on for p in pipes if p.bundle.trained_on is not None]
-        ev = _eval_data(lfw, data, recs, per_fold, frozenset.union(*seen) if seen else (), log)   # one set for all: people no model saw
+        # one set for all: people no model saw
+        ev = _eval_data(lfw, data, recs, per_fold, frozenset.union(*seen) if seen else (), log)
         results = {}
         for b, name, pipe in zip(bundles, bundle_names(bundles), pipes):
             target = next((k for k, r in recs.items() if r.fingerprint == pipe.fingerprint), None)
-            if target is None: raise ValueError(f"--recognizers {recognizers!r} does not include {b}'s recognizer {pipe.fingerprint}")
+            if target is None:
+                raise ValueError(f"--recognizers {recognizers!r} does not include {b}'s recognizer {pipe.fingerprint}")
             if any(budgets) and len(recs) < 2:
-                raise ValueError(f"--queries {queries}: {target} is queried, so it cannot judge alone: add an independent judge to --recognizers (e.g. facenet)")
+                raise ValueError(f"--queries {queries}: {target} is queried, so it cannot judge alone: add an "
+                                 f"independent judge to --recognizers (e.g. facenet)")
             for q in budgets:
                 where = (out if len(bundles) == 1 else out/name) / (f'queries_{q}' if len(budgets) > 1 else '')
                 gen = pipe.generator(cli_spec(pipe.spec, sampler, steps, temperature, eta), QuerySpec(q, strategy))
                 label = f'ID3PM {name}' + (f', {q} queries ({strategy}) to {target}' if q else '')
-                log(f"{ev}; inverting with {pipe}" + (f", {q} queries per image to {target} ({strategy}): its own scores are no judgement" if q else ''))
-                protocol = EvalProtocol(guidance_scales=parse_floats(scales, 'scales'), n_samples=samples, seed=seed, paper_protocol=paper, align=align)
+                log(f"{ev}; inverting with {pipe}" + (f", {q} queries per image to {target} ({strategy}): its own "
+                                                      f"scores are no judgement" if q else ''))
+                protocol = EvalProtocol(guidance_scales=parse_floats(scales, 'scales'), n_samples=samples, seed=seed,
+                                        paper_protocol=paper, align=align)
                 res = run_eval(gen, where, ev, recs, target, protocol, label=label, score_unknown=score_unknown)
                 people = res.summary['identities']
                 log(f"{people['people_dropped']} of its {people['n_seen']} training people were in the evaluation data; {people['pairs_dropped']} pairs with people a model saw were left out"
@@ -251,6 +270,7 @@ def eval_cli(bundles: Param("bundle folder(s); several give a transfer matrix (o
         if len(bundles) > 1:
             tm = {kind: transfer_matrix(results, 1e-2, kind) for kind in ('type1', 'type2')}
             with atomic_write(out/'transfer.csv', 'w') as f: pd.concat(tm, names=['kind']).to_csv(f)
-            (out/'transfer.md').write_text('\n\n'.join(f"SAR {k} at FMR 1e-2, highest scale:\n\n{transfer_markdown(t)}" for k, t in tm.items()) + '\n')
+            (out/'transfer.md').write_text('\n\n'.join(f"SAR {k} at FMR 1e-2, highest "
+                                                       f"scale:\n\n{transfer_markdown(t)}" for k, t in tm.items()) + '\n')
         print(json.dumps({lab: {f"s={r['guidance']:g}": {fr: round(m['sar_type1']['0.01'], 3) for fr, m in r['fr'].items()} for r in res.summary['runs']}
                           for lab, res in results.items()}))

@@ -68,7 +68,8 @@ def scan_folder(root: str | os.PathLike,  # the image folder
     if layout not in ('identity', 'flat'): raise ValueError(f"layout={layout!r}: use 'identity', 'flat' or 'auto'")
     paths = _images_in(root)
     rel = [p.relative_to(root) for p in paths]
-    if layout == 'identity': paths, ids = [p for p, r in zip(paths, rel) if len(r.parts) > 1], [r.parts[0] for r in rel if len(r.parts) > 1]
+    if layout == 'identity':
+        paths, ids = [p for p, r in zip(paths, rel) if len(r.parts) > 1], [r.parts[0] for r in rel if len(r.parts) > 1]
     else: ids = [r.with_suffix('').as_posix() for r in rel]
     if not paths: raise FileNotFoundError(f"no images ({' '.join(IMG_EXTS)}) found under {root} (layout={layout!r})")
     return _frame(paths, ids, root)
@@ -80,7 +81,8 @@ def _lfw_num(path: str) -> int:
     return int(m[1]) if m else 0
 
 def scan_lfw(root: str | os.PathLike) -> pd.DataFrame:
-    "LFW: `root/lfw-deepfunneled/<Name>/<Name>_0001.jpg` (or `lfw_funneled/`, `lfw/`, or the `<Name>/` folders in `root`)."
+    """LFW: `root/lfw-deepfunneled/<Name>/<Name>_0001.jpg` (or `lfw_funneled/`, `lfw/`, or the `<Name>/` folders in
+    `root`)."""
     root = _existing_dir(root)
     img_dir = next((root/d for d in LFW_DIRS if (root/d).is_dir()), root)
     df = scan_folder(img_dir, layout='identity')
@@ -93,7 +95,8 @@ def scan_sklearn_lfw(data_home: str | os.PathLike) -> pd.DataFrame:
     root = _existing_dir(data_home)
     home = root/'lfw_home' if (root/'lfw_home').is_dir() else root
     if not any((home/d).is_dir() for d in ('lfw_funneled', 'lfw')):
-        raise FileNotFoundError(f"{home} has no lfw_funneled/ or lfw/ folder: not scikit-learn's LFW cache (lfw.download_lfw() fetches it)")
+        raise FileNotFoundError(f"{home} has no lfw_funneled/ or lfw/ folder: not scikit-learn's LFW cache "
+                                f"(lfw.download_lfw() fetches it)")
     return scan_lfw(home)
 
 # %% ../../nbs/02_dataset.ipynb #f5b65fb8
@@ -107,12 +110,14 @@ def scan_celeba(ident_file: str | os.PathLike,             # lines `<image file>
     if not f.is_file(): raise FileNotFoundError(f"identity file {f} not found")
     if img_dir is None:
         img_dir = next((q/d for q in (f.parent, f.parent.parent) for d in CELEBA_DIRS if (q/d).is_dir()), f.parent)
-    img_dir = _existing_dir(img_dir); names, ids = [], []
+    img_dir = _existing_dir(img_dir)
+    names, ids = [], []
     for i, line in enumerate(f.read_text().splitlines(), 1):
         if not line.strip(): continue
         parts = line.rsplit(None, 1)
         if len(parts) != 2: raise ValueError(f"{f} line {i}: expected '<image file> <identity>', got {line!r}")
-        names.append(img_dir/parts[0]); ids.append(parts[1])
+        names.append(img_dir/parts[0])
+        ids.append(parts[1])
     if not names: raise ValueError(f"{f} lists no images")
     return _frame(names, ids, img_dir)
 
@@ -127,7 +132,9 @@ def _check_frame(df: pd.DataFrame) -> pd.DataFrame:
     missing = {'path', 'identity'} - set(df.columns)
     if missing: raise ValueError(f"a source DataFrame needs columns 'path' and 'identity'; missing {sorted(missing)}")
     if not len(df): raise ValueError("the source DataFrame is empty")
-    out = df.reset_index(drop=True).copy(); out['path'] = out.path.astype(str); out['identity'] = out.identity.astype(str)
+    out = df.reset_index(drop=True).copy()
+    out['path'] = out.path.astype(str)
+    out['identity'] = out.identity.astype(str)
     return out
 
 def scan(source,               # folder, identity file, DataFrame with `path`/`identity`, or list of image paths
@@ -153,13 +160,15 @@ def scan(source,               # folder, identity file, DataFrame with `path`/`i
 class BadImageError(ValueError):
     "An input file that cannot become a training pair; `status` is its manifest status (e.g. 'unreadable', 'no_face')."
     def __init__(self, status: str, reason: str):
-        super().__init__(f"{status}: {reason}"); self.status, self.reason = status, reason
+        super().__init__(f"{status}: {reason}")
+        self.status, self.reason = status, reason
 
 _MAGIC = (b'\xff\xd8\xff', b'\x89PNG', b'GIF8', b'BM', b'II*\x00', b'MM\x00*', b'RIFF')
 
 def _high_bit_to_u8(a: np.ndarray, mode: str) -> np.ndarray:
     "16/32-bit integer or float greyscale pixels -> uint8 (16-bit full range maps to 0..255)."
-    a = a.astype(np.float64); hi = float(a.max(initial=0))
+    a = a.astype(np.float64)
+    hi = float(a.max(initial=0))
     if mode == 'F': scale = 255 if hi <= 1 else 255 / max(hi, 255)
     else: scale = 1 / 257 if mode.startswith('I;16') or hi > 255 else 1
     if mode == 'I' and hi > 65535: scale = 255 / hi
@@ -167,7 +176,8 @@ def _high_bit_to_u8(a: np.ndarray, mode: str) -> np.ndarray:
 
 def to_rgb8(im: Image.Image) -> np.ndarray:
     "A PIL image in any mode -> uint8 RGB `(H,W,3)`; alpha is composited on white, 16-bit and float scaled to 8 bits."
-    if im.mode.startswith('I') or im.mode == 'F': return np.repeat(_high_bit_to_u8(np.asarray(im), im.mode)[..., None], 3, -1)
+    if im.mode.startswith('I') or im.mode == 'F':
+        return np.repeat(_high_bit_to_u8(np.asarray(im), im.mode)[..., None], 3, -1)
     if im.mode == 'P' or 'transparency' in im.info: im = im.convert('RGBA' if 'transparency' in im.info else 'RGB')
     if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'):
         im = Image.alpha_composite(Image.new('RGBA', im.size, (255, 255, 255, 255)), im.convert('RGBA'))
@@ -177,13 +187,16 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     "Read an image file as uint8 RGB `(H,W,3)` (EXIF rotation applied) and return it with its original PIL mode."
     try:
         with Image.open(path) as im:
-            mode = im.mode; im.load()
+            mode = im.mode
+            im.load()
             return to_rgb8(ImageOps.exif_transpose(im)), mode
     except FileNotFoundError: raise BadImageError('missing', 'file not found') from None
     except UnidentifiedImageError:
         with open(path, 'rb') as f: head = f.read(16)
         if not head: raise BadImageError('unreadable', 'empty file') from None
-        if head.startswith(_MAGIC): raise BadImageError('unreadable', f'corrupt image data (header {head[:4]!r} but PIL cannot parse it)') from None
+        if head.startswith(_MAGIC):
+            raise BadImageError('unreadable', f'corrupt image data (header {head[:4]!r} but PIL cannot parse '
+                                              f'it)') from None
         raise BadImageError('not_an_image', f'not an image file (starts with {head[:12]!r})') from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise BadImageError('unreadable', f'cannot decode ({type(e).__name__}: {e})') from None
@@ -198,7 +211,8 @@ def face_crops(img: np.ndarray,            # uint8 RGB (H,W,3)
                sizes: Iterable[int] = (64, 256),
                min_size: int = 32,          # images whose shorter side is smaller are 'too_small'
               ) -> tuple[dict[int, np.ndarray], np.ndarray, int]:
-    "FFHQ-style crops `{size: (S,S,3) uint8}` of the largest face, the recognizer's crop of it, and the number of faces."
+    """FFHQ-style crops `{size: (S,S,3) uint8}` of the largest face, the recognizer's crop of it, and the number of
+    faces."""
     h, w = img.shape[:2]
     if min(h, w) < min_size: raise BadImageError('too_small', f'{w}x{h} px, below min_size={min_size}')
     faces = detector.detect(img)
@@ -222,17 +236,21 @@ def split_identities(identities,            # (N,) identity of each image
                      seed: int = 0,
                     ) -> Splits:
     "Identity-disjoint train/valid/test row indices, reproducible by `seed`."
-    if min(valid_pct, test_pct) < 0 or valid_pct + test_pct >= 1: raise ValueError(f"valid_pct={valid_pct}, test_pct={test_pct}: need each >= 0 and a sum < 1")
+    if min(valid_pct, test_pct) < 0 or valid_pct + test_pct >= 1:
+        raise ValueError(f"valid_pct={valid_pct}, test_pct={test_pct}: need each >= 0 and a sum < 1")
     names, inv, counts = np.unique(np.asarray(identities).astype(str), return_inverse=True, return_counts=True)
     n, part, fill = len(inv), np.zeros(len(names), int), np.zeros(3)
     targets = np.array([0, valid_pct, test_pct]) * n
     for k in np.random.default_rng(seed).permutation(len(names)):
         s = next((s for s in (2, 1) if fill[s] + counts[k] <= targets[s]), 0)
-        part[k] = s; fill[s] += counts[k]
+        part[k] = s
+        fill[s] += counts[k]
     for s in (2, 1):
         train = np.flatnonzero(part == 0)
         if targets[s] > 0 and fill[s] == 0 and len(train) > 1:
-            k = train[np.argmin(counts[train])]; part[k] = s; fill[s] += counts[k]
+            k = train[np.argmin(counts[train])]
+            part[k] = s
+            fill[s] += counts[k]
     return Splits(*(np.flatnonzero(part[inv] == s) for s in (0, 1, 2)))
 
 # %% ../../nbs/02_dataset.ipynb #d6733fe0
@@ -242,20 +260,25 @@ def _check_attrs(attrs, n: int, flip) -> tuple[np.ndarray | None, np.ndarray | N
         if flip is not None: raise ValueError("attr_flip was given without attrs")
         return None, None
     a = np.asarray(attrs, np.float32)
-    if a.ndim != 2 or len(a) != n: raise ValueError(f"attrs has shape {a.shape}: need one attribute row per image, ({n}, A)")
-    if not np.isfinite(a).all(): raise ValueError(f"attrs holds {(~np.isfinite(a)).sum()} NaN/inf values: fill or drop those rows first")
+    if a.ndim != 2 or len(a) != n:
+        raise ValueError(f"attrs has shape {a.shape}: need one attribute row per image, ({n}, A)")
+    if not np.isfinite(a).all():
+        raise ValueError(f"attrs holds {(~np.isfinite(a)).sum()} NaN/inf values: fill or drop those rows first")
     f = np.ones(a.shape[1], np.float32) if flip is None else np.asarray(flip, np.float32)
-    if f.shape != (a.shape[1],): raise ValueError(f"attr_flip has shape {f.shape}: need one multiplier per attribute column ({a.shape[1]},)")
+    if f.shape != (a.shape[1],):
+        raise ValueError(f"attr_flip has shape {f.shape}: need one multiplier per attribute column ({a.shape[1]},)")
     return a, f
 
 class FacePairs:
-    "Rows `idxs` of `crops` (N,S,S,3) uint8, `ids` (N,D) and optional `attrs` (N,A) as training items; `batch` gathers many at once."
+    """Rows `idxs` of `crops` (N,S,S,3) uint8, `ids` (N,D) and optional `attrs` (N,A) as training items; `batch`
+    gathers many at once."""
     def __init__(self, crops: np.ndarray, ids: np.ndarray, idxs=None,
                  attrs: np.ndarray | None = None,      # (N,A) attribute vectors: batches become (image, ID, attr)
                  attr_flip: np.ndarray | None = None,  # (A,) multipliers for mirrored images (e.g. -1 for yaw); None: ones
                  identities: np.ndarray | None = None): # (N,) who each row shows: the people a model trained on it has seen
         if len(crops) != len(ids): raise ValueError(f"{len(crops)} crops but {len(ids)} ID vectors")
-        if identities is not None and len(identities) != len(ids): raise ValueError(f"{len(identities)} identities but {len(ids)} ID vectors")
+        if identities is not None and len(identities) != len(ids):
+            raise ValueError(f"{len(identities)} identities but {len(ids)} ID vectors")
         self.crops, self.ids, self.identities = crops, ids, identities
         self.attrs, self.attr_flip = _check_attrs(attrs, len(ids), attr_flip)
         self.idxs = np.arange(len(ids)) if idxs is None else np.asarray(idxs, np.int64)
@@ -276,12 +299,15 @@ class FacePairs:
         out = (img2tensor(a), torch.from_numpy(np.ascontiguousarray(self.ids[j], np.float32)))
         if self.attrs is None: return out
         at = self.attrs[j]                                   # (B,A) float32, a copy
-        at[m] *= self.attr_flip                              # a mirrored face has mirrored attributes (yaw changes sign)
+        # a mirrored face has mirrored attributes (yaw changes sign)
+        at[m] *= self.attr_flip
         return (*out, torch.from_numpy(at))
 
 class FaceDL(DataLoader):
     "fastai `DataLoader` over `FacePairs` that builds each batch in one gather; random horizontal flips when `flip`."
-    def __init__(self, dataset=None, flip: bool = False, **kwargs): self.flip = flip; super().__init__(dataset, **kwargs)
+    def __init__(self, dataset=None, flip: bool = False, **kwargs):
+        self.flip = flip
+        super().__init__(dataset, **kwargs)
     def create_item(self, s): return s
     def create_batch(self, b): return self.dataset.batch(b, self.flip)
 
@@ -297,10 +323,14 @@ def get_dls(prepared,                    # a `Prepared` (see `prepare`) or anyth
             attrs: np.ndarray | None = None,      # (N,A) attribute vector per prepared image: batches gain `attr (B,A)`
             attr_flip: np.ndarray | None = None,  # (A,) multipliers applied to the attributes of flipped images; None: ones
            ) -> DataLoaders:
-    "fastai `DataLoaders` (train, valid) of (image `(B,3,S,S)` in [-1,1], ID vector `(B,D)` float32[, attributes `(B,A)`])."
-    if size not in prepared.crops: raise ValueError(f"size {size} was not prepared (sizes {tuple(sorted(prepared.crops))}): rerun prepare(..., sizes=(..., {size}))")
+    """fastai `DataLoaders` (train, valid) of (image `(B,3,S,S)` in [-1,1], ID vector `(B,D)` float32[, attributes
+    `(B,A)`])."""
+    if size not in prepared.crops:
+        raise ValueError(f"size {size} was not prepared (sizes {tuple(sorted(prepared.crops))}): rerun prepare(..., "
+                         f"sizes=(..., {size}))")
     tr, va = (split_identities(prepared.identities, seed=seed) if split is None else split)[:2]
-    if not len(tr) or not len(va): raise ValueError(f"empty split: {len(tr)} train and {len(va)} valid images; prepare more identities")
+    if not len(tr) or not len(va):
+        raise ValueError(f"empty split: {len(tr)} train and {len(va)} valid images; prepare more identities")
     attrs, attr_flip = _check_attrs(attrs, len(prepared), attr_flip)
     ds = lambda idx: FacePairs(prepared.crops[size], prepared.ids, idx, attrs, attr_flip, prepared.identities)
     train = FaceDL(ds(tr), flip=flip, bs=bs, shuffle=True, drop_last=len(tr) > bs, num_workers=num_workers)

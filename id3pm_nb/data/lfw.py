@@ -26,7 +26,8 @@ def download_lfw(data_home: str | os.PathLike | None = None,  # scikit-learn's d
     home = Path(get_data_home(data_home))/'lfw_home'
     try: fetch_lfw_people(data_home=data_home, funneled=True, download_if_missing=download)
     except OSError as e:
-        if not download: raise FileNotFoundError(f"LFW is not in scikit-learn's cache at {home} and download=False") from e
+        if not download:
+            raise FileNotFoundError(f"LFW is not in scikit-learn's cache at {home} and download=False") from e
         raise ConnectionError(f"could not download LFW into {home} ({e}): offline? Point scan() at a local LFW copy instead "
                               "(e.g. the folder in $ID3PM_LFW)") from e
     return home
@@ -35,7 +36,9 @@ def download_lfw(data_home: str | os.PathLike | None = None,  # scikit-learn's d
 def find_lfw(path: str | os.PathLike | None = None, download: bool = True) -> Path:
     "The LFW folder: `path`, else `$ID3PM_LFW`, else scikit-learn's download (when `download`)."
     if path is not None or os.environ.get('ID3PM_LFW'): return resolve_path(path, 'ID3PM_LFW', 'LFW')
-    if not download: raise FileNotFoundError("no LFW: pass --lfw PATH or set ID3PM_LFW to the folder holding lfw-deepfunneled/ (or lfw_funneled/)")
+    if not download:
+        raise FileNotFoundError("no LFW: pass --lfw PATH or set ID3PM_LFW to the folder holding lfw-deepfunneled/ (or "
+                                "lfw_funneled/)")
     try: return download_lfw()
     except (ConnectionError, OSError) as e:
         raise ConnectionError("no LFW given and scikit-learn could not download it: pass --lfw PATH or set ID3PM_LFW "
@@ -50,7 +53,8 @@ def lfw_folder(path: str | os.PathLike | None = None, download: bool = True) -> 
 # %% ../../nbs/02b_lfw.ipynb #e86b7378
 def lfw_subset(df: pd.DataFrame, n_images: int, per_person: int = 3, seed: int = 0) -> pd.DataFrame:
     "Up to `n_images` rows of an LFW scan: people in a seeded random order, their first `per_person` images each."
-    if n_images < 1 or per_person < 1: raise ValueError(f"n_images={n_images}, per_person={per_person}: both must be >= 1")
+    if n_images < 1 or per_person < 1:
+        raise ValueError(f"n_images={n_images}, per_person={per_person}: both must be >= 1")
     df = df.sort_values(['identity', 'path']).groupby('identity', sort=False).head(per_person)
     people = np.random.default_rng(seed).permutation(df.identity.unique())
     counts = df.identity.value_counts().reindex(people).to_numpy()
@@ -70,18 +74,24 @@ def read_lfw_pairs(root: str | os.PathLike | None = None,  # folder with pairs.t
                    images: str = 'lfw-deepfunneled',       # image folder under `root` (Name/Name_0001.jpg)
                    check: bool = True) -> list[LfwPair]:   # verify that every image file exists
     "The 6000 LFW verification pairs of `root/pairs.txt` with their fold index."
-    root = resolve_path(root, 'ID3PM_LFW', 'LFW'); f = root/'pairs.txt'
+    root = resolve_path(root, 'ID3PM_LFW', 'LFW')
+    f = root/'pairs.txt'
     if not f.exists(): raise FileNotFoundError(f"{f} not found: LFW's pairs.txt must sit in the LFW folder")
     lines = [l.split() for l in f.read_text().splitlines() if l.strip()]
     try: folds, n = map(int, lines[0])
-    except (ValueError, IndexError): raise ValueError(f"{f}: the first line must be '<folds> <pairs per half-fold>', got {lines[:1]}") from None
-    if len(lines) != 1 + 2*folds*n: raise ValueError(f"{f}: expected {2*folds*n} pair lines after the header, found {len(lines)-1}")
+    except (ValueError, IndexError):
+        raise ValueError(f"{f}: the first line must be '<folds> <pairs per half-fold>', got {lines[:1]}") from None
+    if len(lines) != 1 + 2*folds*n:
+        raise ValueError(f"{f}: expected {2*folds*n} pair lines after the header, found {len(lines)-1}")
     img = lambda name, i: root/images/name/f'{name}_{int(i):04d}.jpg'
     pairs = []
     for k, fields in enumerate(lines[1:]):
         fold, same = k // (2*n), k % (2*n) < n
-        if len(fields) != (3 if same else 4): raise ValueError(f"{f} line {k+2}: expected {'Name i j' if same else 'Name1 i Name2 j'}, got {' '.join(fields)!r}")
-        a, b = (fields[0], fields[1]), ((fields[0], fields[2]) if same else (fields[2], fields[3]))   # (name, index) of each image
+        if len(fields) != (3 if same else 4):
+            raise ValueError(f"{f} line {k+2}: expected {'Name i j' if same else 'Name1 i Name2 j'}, got "
+                             f"{' '.join(fields)!r}")
+        # (name, index) of each image
+        a, b = (fields[0], fields[1]), ((fields[0], fields[2]) if same else (fields[2], fields[3]))
         pairs.append(LfwPair(img(*a), img(*b), same, fold))
     if check:
         missing = [p for p in {q for pr in pairs for q in pr[:2]} if not p.exists()]
@@ -91,16 +101,19 @@ def read_lfw_pairs(root: str | os.PathLike | None = None,  # folder with pairs.t
 # %% ../../nbs/02b_lfw.ipynb #ab255b21
 def lfw_images(root: str | os.PathLike) -> pd.DataFrame:
     "LFW's images as `scan_lfw` lists them, each path a normalised string: the keys `pairs.txt` pairs are matched by."
-    df = scan_lfw(root); return df.assign(path=[str(Path(p)) for p in df.path])
+    df = scan_lfw(root)
+    return df.assign(path=[str(Path(p)) for p in df.path])
 
 def lfw_pair_subset(pairs: list, per_fold: int | None = None, min_gallery: int = 0, counts: dict | None = None) -> list:
-    "LFW pairs keeping genuine ones with `min_gallery` more images of the person; with `per_fold`, the first per fold and class, one genuine pair per person."
+    """LFW pairs keeping genuine ones with `min_gallery` more images of the person; with `per_fold`, the first per
+    fold and class, one genuine pair per person."""
     if min_gallery and counts is None: raise ValueError("min_gallery needs `counts` (images per identity)")
     out, seen, used = [], {}, set()
     for p in pairs:
         person, key = p.a.parent.name, (p.fold, p.same)
         if p.same and (counts or {}).get(person, 2) - 2 < min_gallery: continue
         if per_fold is not None and (seen.get(key, 0) >= per_fold or (p.same and person in used)): continue
-        out.append(p); seen[key] = seen.get(key, 0) + 1
+        out.append(p)
+        seen[key] = seen.get(key, 0) + 1
         if p.same: used.add(person)
     return out

@@ -31,7 +31,8 @@ def _slug(s: str) -> str: return re.sub(r'[^A-Za-z0-9._-]+', '_', s).strip('_')[
 
 def _plain(o) -> dict:
     "Public attributes of `o` that are plain values (a detector's settings, for the cache key)."
-    return {k: v for k, v in sorted(vars(o).items()) if not k.startswith('_') and isinstance(v, (int, float, str, bool, tuple, type(None)))}
+    return {k: v for k,
+            v in sorted(vars(o).items()) if not k.startswith('_') and isinstance(v, (int, float, str, bool, tuple, type(None)))}
 
 def cache_settings(recognizer, detector, sizes: Iterable[int], min_size: int) -> dict:
     "Everything that changes the cached crops or ID vectors (as plain JSON values); its hash names the cache folder."
@@ -59,12 +60,15 @@ def _append_npy(path: Path, n_old: int, parts: Iterable[np.ndarray], n_new: int,
     dtype, n = np.dtype(dtype), 0
     old = np.load(path, mmap_mode='r') if n_old else None
     with atomic_write(path) as f:
-        hdr = {'descr': np.lib.format.dtype_to_descr(dtype), 'fortran_order': False, 'shape': (n_old + n_new, *row_shape)}
+        hdr = {'descr': np.lib.format.dtype_to_descr(dtype), 'fortran_order': False,
+               'shape': (n_old + n_new, *row_shape)}
         np.lib.format.write_array_header_1_0(f, hdr)
         for i in range(0, n_old, 256): f.write(np.ascontiguousarray(old[i:min(i+256, n_old)], dtype).tobytes())
         for p in parts:
-            if p.shape[1:] != tuple(row_shape): raise ValueError(f"rows shaped {p.shape[1:]} cannot go into {path} of rows {row_shape}")
-            f.write(np.ascontiguousarray(p, dtype).tobytes()); n += len(p)
+            if p.shape[1:] != tuple(row_shape):
+                raise ValueError(f"rows shaped {p.shape[1:]} cannot go into {path} of rows {row_shape}")
+            f.write(np.ascontiguousarray(p, dtype).tobytes())
+            n += len(p)
         if n != n_new: raise ValueError(f"{path}: expected {n_new} new rows, got {n}")
 
 # %% ../../nbs/02a_prepare.ipynb #cf994fb8
@@ -74,7 +78,8 @@ class _Store:
         self.root, self.settings, self.pending = root, settings, root/'pending'
         self.pending.mkdir(parents=True, exist_ok=True)
         old = _read_json(root/'settings.json')
-        if old is not None and old != settings: raise ValueError(f"{root} holds a cache for other settings ({old}); use another out_dir")
+        if old is not None and old != settings:
+            raise ValueError(f"{root} holds a cache for other settings ({old}); use another out_dir")
         if old is None: _write_json(root/'settings.json', settings)
         self.man = _read_json(root/'manifest.json') or {'n_rows': 0, 'files': {}, 'items': {}}
         self.shards, self.dirty, self.done = {}, False, set(self.man['items'])
@@ -83,8 +88,11 @@ class _Store:
     def _adopt(self, f: Path) -> None:
         "Take the records of a shard left by an earlier (perhaps interrupted) run; drop it if already committed."
         with np.load(f) as z: recs = json.loads(str(z['records']))
-        if all(r['sha'] in self.man['items'] for r in recs): f.unlink(); return
-        self.shards[f.stem] = recs; self.done |= {r['sha'] for r in recs}
+        if all(r['sha'] in self.man['items'] for r in recs):
+            f.unlink()
+            return
+        self.shards[f.stem] = recs
+        self.done |= {r['sha'] for r in recs}
 
     def status(self, sha: str) -> str | None:
         "The cached status of content `sha`, None when not processed yet."
@@ -94,7 +102,8 @@ class _Store:
 # %% ../../nbs/02a_prepare.ipynb #3870aa4f
 @dataclasses.dataclass
 class _Lock:
-    "An exclusive lock file holding our pid: waits up to `wait` s for a live holder; a dead holder's lock is taken over."
+    """An exclusive lock file holding our pid: waits up to `wait` s for a live holder; a dead holder's lock is taken
+    over."""
     path: Path
     wait: float = 60.
     def __enter__(self):
@@ -102,9 +111,14 @@ class _Lock:
         while True:
             try: fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError: pass
-            else: os.write(fd, str(os.getpid()).encode()); os.close(fd); return self
+            else:
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+                return self
             pid = self._holder()
-            if pid is not None and (pid == os.getpid() or not _alive(pid)): self.path.unlink(missing_ok=True); continue
+            if pid is not None and (pid == os.getpid() or not _alive(pid)):
+                self.path.unlink(missing_ok=True)
+                continue
             if time.monotonic() - t0 > self.wait:
                 raise RuntimeError(f"another process (pid {pid or '?'}) has held {self.path} for over {self.wait:g}s while preparing into "
                                    f"{self.path.parent}; wait for it, or delete {self.path} if that process is gone")
@@ -117,7 +131,9 @@ class _Lock:
     def __exit__(self, *a): self.path.unlink(missing_ok=True)
 
 def _alive(pid: int) -> bool:
-    try: os.kill(pid, 0); return True
+    try:
+        os.kill(pid, 0)
+        return True
     except ProcessLookupError: return False
     except PermissionError: return True
 
@@ -129,13 +145,21 @@ def index(self: _Store, df: pd.DataFrame) -> pd.DataFrame:
     for p in df.path:
         ap = os.path.abspath(p)
         try:
-            st = os.stat(ap); e = files.get(ap)
+            st = os.stat(ap)
+            e = files.get(ap)
             if e is None or e[0] != st.st_size or e[1] != st.st_mtime_ns:
-                e = files[ap] = [st.st_size, st.st_mtime_ns, file_hash(ap, 32)]; self.dirty = True
-        except FileNotFoundError: out.append(('', 'missing', 'file not found')); continue
-        except OSError as err: out.append(('', 'unreadable', f'cannot read ({err.strerror})')); continue
+                e = files[ap] = [st.st_size, st.st_mtime_ns, file_hash(ap, 32)]
+                self.dirty = True
+        except FileNotFoundError:
+            out.append(('', 'missing', 'file not found'))
+            continue
+        except OSError as err:
+            out.append(('', 'unreadable', f'cannot read ({err.strerror})'))
+            continue
         if e[2] in first: out.append((e[2], 'duplicate', f'same bytes as {first[e[2]]}'))
-        else: first[e[2]] = p; out.append((e[2], '', ''))
+        else:
+            first[e[2]] = p
+            out.append((e[2], '', ''))
     return df.assign(**dict(zip(('sha', 'status', 'reason'), map(list, zip(*out)))))
 
 # %% ../../nbs/02a_prepare.ipynb #91760621
@@ -143,9 +167,12 @@ def _prepare_one(path: str, detector, recognizer, sizes, min_size) -> tuple[dict
     "Record (status, reason, n_faces, mode, w, h), crops per size and the recognizer crop for one image file."
     r = dict(status='ok', reason='', n_faces=0, mode='', w=0, h=0)
     try:
-        img, r['mode'] = read_image(path); r['h'], r['w'] = img.shape[:2]
+        img, r['mode'] = read_image(path)
+        r['h'], r['w'] = img.shape[:2]
         crops, rcrop, r['n_faces'] = face_crops(img, detector, recognizer, sizes, min_size)
-    except BadImageError as e: r.update(status=e.status, reason=e.reason); return r, None, None
+    except BadImageError as e:
+        r.update(status=e.status, reason=e.reason)
+        return r, None, None
     if r['n_faces'] > 1: r.update(status='multi_face', reason=f"{r['n_faces']} faces, kept the largest")
     return r, crops, rcrop
 
@@ -154,13 +181,19 @@ def add_shard(self: _Store, buf: list, recognizer, bs: int) -> None:
     "Embed the faces of `buf` [(record, crops, rcrop)] in one batched call and write them as one pending shard."
     good = [b for b in buf if b[1] is not None]
     ids = np.asarray(recognizer.embed(np.stack([b[2] for b in good]), bs=bs, progress=False), np.float32) if good else np.zeros((0, self.settings['dim']), np.float32)
-    if ids.shape != (len(good), self.settings['dim']): raise ValueError(f"{recognizer!r}.embed returned shape {ids.shape}, expected {(len(good), self.settings['dim'])}")
+    if ids.shape != (len(good), self.settings['dim']):
+        raise ValueError(f"{recognizer!r}.embed returned shape {ids.shape}, expected "
+                         f"{(len(good), self.settings['dim'])}")
     arrays = {f'crops_{s}': np.stack([b[1][s] for b in good]) if good else np.zeros((0, s, s, 3), np.uint8) for s in self.settings['sizes']}
     recs, k = [], 0
-    for r, c, _ in buf: recs.append({**r, 'i': k if c is not None else -1}); k += c is not None
+    for r, c, _ in buf:
+        recs.append({**r, 'i': k if c is not None else -1})
+        k += c is not None
     name = f'{time.time_ns():020d}-{uuid.uuid4().hex[:8]}'
-    with atomic_write(self.pending/f'{name}.npz') as f: np.savez(f, ids=ids, records=np.array(json.dumps(recs)), **arrays)
-    self.shards[name] = recs; self.done |= {r['sha'] for r in recs}
+    with atomic_write(self.pending/f'{name}.npz') as f:
+        np.savez(f, ids=ids, records=np.array(json.dumps(recs)), **arrays)
+    self.shards[name] = recs
+    self.done |= {r['sha'] for r in recs}
 
 # %% ../../nbs/02a_prepare.ipynb #42fac2ef
 @patch
@@ -170,11 +203,14 @@ def consolidate(self: _Store) -> None:
     if names:
         zs = [np.load(self.pending/f'{n}.npz') for n in names]
         lens = [len(z['ids']) for z in zs]
-        shapes = {'ids': ((self.settings['dim'],), np.float32), **{f'crops_{s}': ((s, s, 3), np.uint8) for s in self.settings['sizes']}}
+        shapes = {'ids': ((self.settings['dim'],), np.float32),
+                  **{f'crops_{s}': ((s, s, 3), np.uint8) for s in self.settings['sizes']}}
         if sum(lens):
-            for key, (shape, dt) in shapes.items(): _append_npy(self.root/f'{key}.npy', m, (z[key] for z in zs), sum(lens), shape, dt)
+            for key, (shape, dt) in shapes.items():
+                _append_npy(self.root/f'{key}.npy', m, (z[key] for z in zs), sum(lens), shape, dt)
         for n, z, k in zip(names, zs, np.cumsum([0] + lens[:-1])):
-            for r in self.shards[n]: items[r['sha']] = {**{c: r[c] for c in _ITEM_KEYS}, 'row': int(m + k + r['i']) if r['i'] >= 0 else -1}
+            for r in self.shards[n]:
+                items[r['sha']] = {**{c: r[c] for c in _ITEM_KEYS}, 'row': int(m + k + r['i']) if r['i'] >= 0 else -1}
             z.close()
         self.man['n_rows'] = m + sum(lens)
     if names or self.dirty: _write_json(self.root/'manifest.json', self.man)
@@ -187,7 +223,8 @@ def report(self: _Store, view: pd.DataFrame) -> pd.DataFrame:
     "The run's report: `view` (path, identity, sha, pre-status) completed from the manifest."
     rows = []
     for sha, status, reason in zip(view.sha, view.status, view.reason):
-        it = self.man['items'][sha] if not status else dict(status=status, reason=reason, n_faces=0, mode='', w=0, h=0, row=-1)
+        it = self.man['items'][sha] if not status else dict(status=status, reason=reason, n_faces=0, mode='', w=0,
+                                                            h=0, row=-1)
         rows.append({k: it[k] for k in (*_ITEM_KEYS, 'row')})
     cols = [c for c in view.columns if c not in ('status', 'reason')]
     return pd.concat([view[cols].reset_index(drop=True), pd.DataFrame(rows, columns=[*_ITEM_KEYS, 'row'])], axis=1)
@@ -224,7 +261,8 @@ class Prepared:
 # %% ../../nbs/02a_prepare.ipynb #bf0a8a0a
 def _load(root: Path, settings: dict, report: pd.DataFrame) -> Prepared:
     "The `Prepared` view of `report` over the arrays in `root`."
-    ok = report[report.row >= 0].sort_values('row'); rows = ok.row.to_numpy(np.int64)
+    ok = report[report.row >= 0].sort_values('row')
+    rows = ok.row.to_numpy(np.int64)
     def arr(key, shape):
         p = root/f'{key}.npy'
         return _take(np.load(p, mmap_mode='r'), rows) if p.is_file() and len(rows) else np.zeros((0, *shape), np.float32 if key == 'ids' else np.uint8)
@@ -237,7 +275,8 @@ def _find_cache(path: Path) -> Path:
     if (path/'settings.json').is_file(): return path
     subs = sorted(p.parent for p in path.glob('*/settings.json'))
     if len(subs) == 1: return subs[0]
-    if not subs: raise FileNotFoundError(f"no prepare cache in {path}: run prepare(source, out_dir={str(path)!r}) first")
+    if not subs:
+        raise FileNotFoundError(f"no prepare cache in {path}: run prepare(source, out_dir={str(path)!r}) first")
     raise ValueError(f"{path} holds several caches ({', '.join(p.name for p in subs)}): pass one of them")
 
 def _read_report(root: Path) -> pd.DataFrame | None:
@@ -248,14 +287,16 @@ def _read_report(root: Path) -> pd.DataFrame | None:
 def _abs(paths) -> list[str]: return [os.path.abspath(p) for p in paths]
 
 def _with_run(old: pd.DataFrame | None, run: pd.DataFrame) -> pd.DataFrame:
-    "The cache's report after a finished run: the earlier runs' rows of files this run did not see, then the run's rows."
+    """The cache's report after a finished run: the earlier runs' rows of files this run did not see, then the run's
+    rows."""
     if old is None: return run
     seen = set(_abs(run.path))
     return pd.concat([old[[k not in seen for k in _abs(old.path)]], run], ignore_index=True)
 
 def _unique(report: pd.DataFrame) -> pd.DataFrame:
     "`report` with each cached face once: a file with the bytes of a file listed before it becomes its 'duplicate'."
-    pair = report.row >= 0; dup = pair & report.row.duplicated()
+    pair = report.row >= 0
+    dup = pair & report.row.duplicated()
     if not dup.any(): return report
     first = dict(zip(report.row[pair & ~dup], report.path[pair & ~dup]))
     out = report.copy()
@@ -273,12 +314,14 @@ def _select(report: pd.DataFrame, df: pd.DataFrame, root: Path) -> pd.DataFrame:
     if missing: raise FileNotFoundError(f"{len(missing)} of the source's {len(df)} files (first {missing[0]}) are not in {root}: "
                                         "prepare them into it first (prepare resumes)")
     cached = report.iloc[rows][['sha', *_ITEM_KEYS, 'row']].reset_index(drop=True)
-    return pd.concat([df.drop(columns=[c for c in cached.columns if c in df.columns]).reset_index(drop=True), cached], axis=1)
+    return pd.concat([df.drop(columns=[c for c in cached.columns if c in df.columns]).reset_index(drop=True), cached],
+                     axis=1)
 
 def load_prepared(path: str | os.PathLike,  # a cache folder, or an `out_dir` holding exactly one
                   source=None,              # None: every file of every finished run; else (anything `scan` takes) only its files
                  ) -> Prepared:
-    "A prepare cache read back without recognizer or detector: all it holds, or exactly what `prepare(source)` returned."
+    """A prepare cache read back without recognizer or detector: all it holds, or exactly what `prepare(source)`
+    returned."""
     root = _find_cache(Path(path).expanduser())
     report = _read_report(root)
     if report is None: raise FileNotFoundError(f"{root} has no finished prepare run yet: rerun prepare (it resumes)")
@@ -298,7 +341,8 @@ class PrepareError(ValueError):
     "A file with a status that `strict` makes fatal."
 
 def _raise_bad(path: str, status: str, reason: str):
-    raise PrepareError(f"{path}: {status} ({reason}); pass strict=False to skip such files and record them in the report")
+    raise PrepareError(f"{path}: {status} ({reason}); pass strict=False to skip such files and record them in the "
+                       f"report")
 
 def _check_known(store: _Store, view: pd.DataFrame, fatal: set) -> None:
     "Before any work: stop at the first missing / duplicate file, or file cached with a fatal status."
@@ -310,16 +354,21 @@ def _check_known(store: _Store, view: pd.DataFrame, fatal: set) -> None:
 
 # %% ../../nbs/02a_prepare.ipynb #dcd6d064
 def _worker_payload(detector, recognizer, det, rec, sizes, min_size) -> bytes:
-    "What each worker needs, pickled: the detector and recognizer by name when given by name, else copies of `det` / `rec`."
-    return pickle.dumps((detector if isinstance(detector, str) else det, recognizer if isinstance(recognizer, str) else rec, tuple(sizes), min_size))
+    """What each worker needs, pickled: the detector and recognizer by name when given by name, else copies of `det`
+    / `rec`."""
+    return pickle.dumps((detector if isinstance(detector, str) else det,
+                         recognizer if isinstance(recognizer, str) else rec, tuple(sizes), min_size))
 
 # %% ../../nbs/02a_prepare.ipynb #57b56fbd
 _W = {}   # in a worker process: its detector, recognizer, sizes and min_size
 
 def _init_worker(payload: bytes) -> None:
-    "Set up a worker process: one thread for torch and OpenCV, Ctrl-C left to the main process, its own detector and recognizer."
-    signal.signal(signal.SIGINT, signal.SIG_IGN); torch.set_num_threads(1)
-    if cv2.getNumThreads() != 1: cv2.setNumThreads(1)   # a spawned worker; a forked one has 1 from `_pool` (setting it after a fork can hang)
+    """Set up a worker process: one thread for torch and OpenCV, Ctrl-C left to the main process, its own detector
+    and recognizer."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)  # a spawned worker; a forked one has 1 from `_pool` (setting it after a fork can hang)
     det, rec, sizes, min_size = pickle.loads(payload)
     _W.update(det=get_detector(det), rec=load_recognizer(rec), sizes=sizes, min_size=min_size)
 
@@ -330,33 +379,45 @@ def _worker_one(path: str) -> tuple[dict, dict | None, np.ndarray | None]:
 # %% ../../nbs/02a_prepare.ipynb #b17d0651
 @contextlib.contextmanager
 def _pool(workers: int, payload: bytes) -> Iterator[concurrent.futures.ProcessPoolExecutor]:
-    "`workers` processes set up by `_init_worker` (forked where possible); meanwhile torch and OpenCV here use one thread too."
+    """`workers` processes set up by `_init_worker` (forked where possible); meanwhile torch and OpenCV here use one
+    thread too."""
     ctx = multiprocessing.get_context('fork' if 'fork' in multiprocessing.get_all_start_methods() else 'spawn')
     threads = torch.get_num_threads(), cv2.getNumThreads()
-    torch.set_num_threads(1); cv2.setNumThreads(1)     # before the fork: workers inherit it; here, more threads would only fight them
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)  # before the fork: workers inherit it; here, more threads would only fight them
     ex = concurrent.futures.ProcessPoolExecutor(workers, ctx, _init_worker, (payload,))
     try: yield ex
-    finally: ex.shutdown(wait=True, cancel_futures=True); torch.set_num_threads(threads[0]); cv2.setNumThreads(threads[1])
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads[0])
+        cv2.setNumThreads(threads[1])
 
 # %% ../../nbs/02a_prepare.ipynb #fa5454b2
 def _results(paths: list, detector, recognizer, sizes, min_size, pool=None, window: int = 64) -> Iterator[tuple]:
-    "`_prepare_one` of each path, in input order: here one at a time, or in `pool` with at most `window` files in flight."
+    """`_prepare_one` of each path, in input order: here one at a time, or in `pool` with at most `window` files in
+    flight."""
     if pool is None:
         for p in paths: yield _prepare_one(p, detector, recognizer, sizes, min_size)
         return
-    it = iter(paths); q = collections.deque(pool.submit(_worker_one, p) for p in itertools.islice(it, window))
+    it = iter(paths)
+    q = collections.deque(pool.submit(_worker_one, p) for p in itertools.islice(it, window))
     while q:
         f = q.popleft()
         if (p := next(it, None)) is not None: q.append(pool.submit(_worker_one, p))
         yield f.result()
 
 # %% ../../nbs/02a_prepare.ipynb #17580032
-def _work(store: _Store, todo: pd.DataFrame, detector, recognizer, sizes, min_size, work: Workers, fatal, progress, pool=None, window=64) -> None:
-    "Process the files of `todo` (here, or in `pool`), one pending shard per `work.chunk`; finished files are saved even when the run stops."
+def _work(store: _Store, todo: pd.DataFrame, detector, recognizer, sizes, min_size, work: Workers, fatal, progress,
+          pool=None, window=64) -> None:
+    """Process the files of `todo` (here, or in `pool`), one pending shard per `work.chunk`; finished files are saved
+    even when the run stops."""
     buf, flushing = [], False
     def flush():
         nonlocal buf, flushing
-        if buf: flushing = True; store.add_shard(buf, recognizer, work.bs); buf, flushing = [], False
+        if buf:
+            flushing = True
+            store.add_shard(buf, recognizer, work.bs)
+            buf, flushing = [], False
     path = None
     try:
         items = list(zip(todo.path, todo.sha))
@@ -364,18 +425,23 @@ def _work(store: _Store, todo: pd.DataFrame, detector, recognizer, sizes, min_si
         for path, sha in (progress_bar(items, leave=False) if progress and len(items) > 1 else items):
             r, crops, rcrop = next(results)
             buf.append(({**r, 'sha': sha, 'path': path}, crops, rcrop))
-            if r['status'] in fatal: flush(); _raise_bad(path, r['status'], r['reason'])
+            if r['status'] in fatal:
+                flush()
+                _raise_bad(path, r['status'], r['reason'])
             if len(buf) >= work.chunk: flush()
         flush()
     except BaseException as e:
         if not flushing and buf: flush()    # keep what is finished unless the batch itself failed
-        if path and not isinstance(e, PrepareError) and hasattr(e, 'add_note'): e.add_note(f'(prepare stopped at {path}; finished files are kept, rerun to resume)')
+        if path and not isinstance(e, PrepareError) and hasattr(e, 'add_note'):
+            e.add_note(f'(prepare stopped at {path}; finished files are kept, rerun to resume)')
         raise
 
 # %% ../../nbs/02a_prepare.ipynb #a6a2dda8
 def _workers_for(workers: int | None, n_files: int, detector, recognizer, det, rec, sizes, min_size) -> tuple[int, bytes | None]:
-    "How many worker processes a run gets (1: none) and their pickled set-up; warns when an explicit `workers` > 1 cannot be had."
-    if workers is not None and workers < 1: raise ValueError(f"workers={workers}: use 1 (this process only) or more, or None for one per core")
+    """How many worker processes a run gets (1: none) and their pickled set-up; warns when an explicit `workers` > 1
+    cannot be had."""
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers={workers}: use 1 (this process only) or more, or None for one per core")
     n = min((os.cpu_count() or 1) if workers is None else workers, n_files)
     if n < 2: return 1, None
     try: return n, _worker_payload(detector, recognizer, det, rec, sizes, min_size)
@@ -387,7 +453,9 @@ def _workers_for(workers: int | None, n_files: int, detector, recognizer, det, r
 # %% ../../nbs/02a_prepare.ipynb #931df6a8
 def _summary(p: Prepared, n_new: int, secs: float, max_lines: int) -> str:
     "A few lines: counts per status, work done, and the first problem lines."
-    c = p.counts(); lines = p.problems(); shown = [l for l in lines if ': multi_face:' not in l][:max_lines]
+    c = p.counts()
+    lines = p.problems()
+    shown = [l for l in lines if ': multi_face:' not in l][:max_lines]
     head = f"prepare: {len(p.report)} files -> " + ', '.join(f'{c[k]} {k}' for k in sorted(c, key=lambda k: -c[k]))
     head += f" | {n_new} processed in {secs:.1f}s | cache {p.root}"
     more = len([l for l in lines if ': multi_face:' not in l]) - len(shown)
@@ -396,7 +464,8 @@ def _summary(p: Prepared, n_new: int, secs: float, max_lines: int) -> str:
 # %% ../../nbs/02a_prepare.ipynb #33dbe63b
 @dataclasses.dataclass(frozen=True)
 class Workers:
-    "How `prepare` spreads its work: processes that read, detect and align, files per pending shard, faces per recognizer batch."
+    """How `prepare` spreads its work: processes that read, detect and align, files per pending shard, faces per
+    recognizer batch."""
     n: int | None = None   # worker processes; None: one per core; 1: this process only
     chunk: int = 128       # files per pending shard (the unit of resumption)
     bs: int = 64           # recognizer batch size
@@ -423,9 +492,11 @@ def prepare(source,                                   # anything `scan` takes: f
     det = detector if hasattr(detector, 'detect') else get_detector(detector)
     settings = cache_settings(rec, det, sizes, min_size)
     root = Path(out_dir).expanduser() if out_dir is not None else cache_dir('prepared')
-    root = root/cache_name(settings); root.mkdir(parents=True, exist_ok=True)
+    root = root/cache_name(settings)
+    root.mkdir(parents=True, exist_ok=True)
     with _Lock(root/'.lock'):
-        store = _Store(root, settings); view = store.index(df)
+        store = _Store(root, settings)
+        view = store.index(df)
         if fatal: _check_known(store, view, fatal)
         todo = view[(view.status == '') & ~view.sha.isin(store.done)]
         n, payload = _workers_for(work.n, len(todo), detector, recognizer, det, rec, sizes, min_size)

@@ -21,23 +21,29 @@ __all__ = ['Budget', 'budgets', 'attack', 'attack_table']
 
 # %% ../../nbs/06d_attack.ipynb #9000a765
 class Budget(NamedTuple):
-    "One row of an attack table: plain sampling (`strategy` None, 0 queries) or `strategy` at `queries` per returned image."
+    """One row of an attack table: plain sampling (`strategy` None, 0 queries) or `strategy` at `queries` per
+    returned image."""
     strategy: str | None = None
     queries: int = 0
     step: float = QuerySpec.step   # the surrogate step of the returned image (`QuerySpec.step`)
 
     @property
-    def step_note(self) -> str: return '' if self.step == QuerySpec.step else f', step {self.step:g}'   # only when not the default
+    def step_note(self) -> str:
+        return '' if self.step == QuerySpec.step else f', step {self.step:g}'  # only when not the default
     @property
-    def label(self) -> str: return f'{self.strategy}, {self.queries} queries{self.step_note}' if self.queries else 'plain (0 queries)'
+    def label(self) -> str:
+        return f'{self.strategy}, {self.queries} queries{self.step_note}' if self.queries else 'plain (0 queries)'
     @property
-    def spec(self) -> QuerySpec | int: return QuerySpec(self.queries, self.strategy, step=self.step) if self.queries else 0
+    def spec(self) -> QuerySpec | int:
+        return QuerySpec(self.queries, self.strategy, step=self.step) if self.queries else 0
 
-def budgets(strategies: Sequence[str], queries: Sequence[int], steps: Sequence[float] = (QuerySpec.step,)) -> list[Budget]:
+def budgets(strategies: Sequence[str], queries: Sequence[int],
+            steps: Sequence[float] = (QuerySpec.step,)) -> list[Budget]:
     "Plain sampling, then every strategy at every (positive) number of queries per image, with each surrogate step."
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad: raise ValueError(f"unknown strategies {bad}: use {list(STRATEGIES)}")
-    if any(q < 0 for q in queries): raise ValueError(f"queries={list(queries)}: a budget is 0 (plain) or more queries per image")
+    if any(q < 0 for q in queries):
+        raise ValueError(f"queries={list(queries)}: a budget is 0 (plain) or more queries per image")
     if any(st < 0 for st in steps): raise ValueError(f"steps={list(steps)}: a surrogate step is >= 0 (0: off)")
     return [Budget()] + [Budget(s, int(q), float(st))
                          for s in strategies for q in sorted(set(queries)) if q > 0 for st in steps]
@@ -51,7 +57,8 @@ def attack(pipe: ID3PM,                   # the trained model (its recognizer is
            seed: int = 0,
            folder: str | Path | None = None,  # cache folder (None: no cache)
            log=print) -> tuple[np.ndarray, dict]:
-    "Images `(N, n, S, S, 3)` of the targets at one budget, and their cost: queries and seconds per image, failed answers."
+    """Images `(N, n, S, S, 3)` of the targets at one budget, and their cost: queries and seconds per image, failed
+    answers."""
     key = short_hash([file_hash(pipe.bundle.path/'model.safetensors'), np.asarray(ids).round(6).tolist(), n, seed,
                       dataclasses.asdict(spec), repr(budget.spec)], 12)   # the whole query spec: its defaults too
     f = Path(folder)/f'attack-{key}.npz' if folder is not None else None

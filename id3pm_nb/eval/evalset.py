@@ -31,10 +31,12 @@ class EvalData:
     emb: dict                  # recognizer name -> (N, D) float32 unit rows
     pairs: pd.DataFrame        # columns a, b (row indices), same, fold
     gallery: np.ndarray        # (N,) bool: in no pair
-    flip_emb: dict = field(default_factory=dict, repr=False)   # recognizer fingerprint -> (N, 2D) mirror-concatenated features, filled on first use
+    # recognizer fingerprint -> (N, 2D) mirror-concatenated features, filled on first use
+    flip_emb: dict = field(default_factory=dict, repr=False)
     dropped: int = 0           # pairs left out: an image without a detectable face, or too few gallery images left
     source: str = ''           # where the images and pairs come from (stated in reports)
-    excluded: dict = field(default_factory=lambda: dict(people=[], pairs=0))   # left out before embedding: whose pairs, how many
+    # left out before embedding: whose pairs, how many
+    excluded: dict = field(default_factory=lambda: dict(people=[], pairs=0))
     def __repr__(self):
         return (f"EvalData({len(self.paths)} images of {len(set(self.identities))} people, {int(self.pairs.same.sum())} genuine + "
                 f"{int((~self.pairs.same).sum())} impostor pairs ({self.dropped} dropped), {int(self.gallery.sum())} gallery images, "
@@ -42,7 +44,8 @@ class EvalData:
 
 # %% ../../nbs/06_evalset.ipynb #6742d4ef
 def named_recognizers(recognizers) -> dict:
-    "Recognizers by name from a dict (name -> recognizer or spec) or a list of specs ('dlib', 'facenet', paths, objects)."
+    """Recognizers by name from a dict (name -> recognizer or spec) or a list of specs ('dlib', 'facenet', paths,
+    objects)."""
     items = recognizers.items() if isinstance(recognizers, dict) else [(r if isinstance(r, str) else getattr(r, 'name', str(r)), r) for r in recognizers]
     return {k: load_recognizer(v) for k, v in items}
 
@@ -50,7 +53,8 @@ def prepare_through(rec,                      # a `fr.Recognizer`: its own detec
                     images: pd.DataFrame,     # columns path, identity
                     size: int,                # FFHQ-aligned crop size kept beside the vectors
                     out_dir: str | os.PathLike | None = None):  # `prepare.prepare` cache root (None: its default)
-    "`prepare.prepare` of `images` through `rec`'s own photo path, quietly and cached: the one way photos become ID vectors here."
+    """`prepare.prepare` of `images` through `rec`'s own photo path, quietly and cached: the one way photos become ID
+    vectors here."""
     from id3pm_nb.data.prepare import prepare
     return prepare(images[['path', 'identity']], out_dir=out_dir, recognizer=rec, detector=rec.detector_name,
                    sizes=(size,), progress=False, verbose=False)
@@ -66,14 +70,17 @@ def pairs_eval_data(images: pd.DataFrame,               # columns path, identity
                     source: str = '',                     # where the images and pairs come from, for the report
                     exclude=(),                           # people whose pairs are dropped before anything is embedded (a model's training people)
                    ) -> EvalData:
-    "The real side for verification `pairs` of `images` plus gallery photos, each recognizer's ID vectors from its own detector and alignment."
+    """The real side for verification `pairs` of `images` plus gallery photos, each recognizer's ID vectors from its
+    own detector and alignment."""
     images = images.assign(path=[str(Path(p)) for p in images.path])
     identity_of = dict(zip(images.path, images.identity.astype(str)))
     skip = {str(n) for n in exclude}
     gone = [p for p in pairs if identity_of[str(p.a)] in skip or identity_of[str(p.b)] in skip]
     excluded = dict(people=sorted({identity_of[str(q)] for p in gone for q in p[:2]} & skip), pairs=len(gone))
     pairs = [p for p in pairs if identity_of[str(p.a)] not in skip and identity_of[str(p.b)] not in skip]
-    if not pairs: raise ValueError(f"no pair is left once the {len(exclude)} excluded people are dropped: evaluate on other people")
+    if not pairs:
+        raise ValueError(f"no pair is left once the {len(exclude)} excluded people are dropped: evaluate on other "
+                         f"people")
     in_pair = {str(q) for p in pairs for q in p[:2]}
     people = {identity_of[str(p.a)] for p in pairs if p.same}
     extra = images[images.identity.astype(str).isin(people) & ~images.path.isin(in_pair)].groupby('identity').head(max_gallery)
@@ -82,7 +89,8 @@ def pairs_eval_data(images: pd.DataFrame,               # columns path, identity
     first = next(iter(preps.values()))                                   # its crops are the ones kept
     found = set.intersection(*[set(prep.paths) for prep in preps.values()])   # images every recognizer's detector found
     keep = np.array([i for i, p in enumerate(first.paths) if p in found], int)
-    paths = np.asarray(first.paths)[keep]; row = {p: i for i, p in enumerate(paths)}
+    paths = np.asarray(first.paths)[keep]
+    row = {p: i for i, p in enumerate(paths)}
     emb = {}
     for name, prep in preps.items():
         pos = {p: i for i, p in enumerate(prep.paths)}
@@ -108,7 +116,8 @@ def lfw_eval_data(root: str | os.PathLike | None = None,  # LFW folder with pair
                   exclude=(),                              # people left out before embedding (e.g. a model's training people)
                  ) -> EvalData:
     "LFW pairs (`pairs.txt`) plus gallery photos, each recognizer's ID vectors from its own detector and alignment."
-    root = resolve_path(root, 'ID3PM_LFW', 'LFW'); imgs = lfw_images(root)
+    root = resolve_path(root, 'ID3PM_LFW', 'LFW')
+    imgs = lfw_images(root)
     pairs = lfw_pair_subset(read_lfw_pairs(root), per_fold, min_gallery, imgs.identity.value_counts().to_dict())
     return pairs_eval_data(imgs, pairs, recognizers, min_gallery, max_gallery, size, out_dir,
                            source=f"LFW pairs.txt at {root}" + (f", {per_fold} pairs per fold and kind" if per_fold else ', all pairs'), exclude=exclude)
@@ -118,25 +127,31 @@ def build_pairs(images: pd.DataFrame,   # columns path, identity
                 n_folds: int = 10,      # people are split into this many disjoint folds (as LFW's View 2)
                 per_fold: int = 300,    # genuine and as many impostor pairs per fold (fewer where a fold cannot hold them)
                 seed: int = 0) -> list:
-    "Verification pairs for any identity-labelled image set: per fold, genuine pairs of its multi-photo people and impostor pairs among its people."
+    """Verification pairs for any identity-labelled image set: per fold, genuine pairs of its multi-photo people and
+    impostor pairs among its people."""
     rng = np.random.default_rng(seed)
     paths = images.groupby(images.identity.astype(str)).path.apply(lambda s: sorted(map(str, s))).to_dict()
     people = rng.permutation(sorted(paths))
-    if len(people) < 2 * n_folds: raise ValueError(f"{len(people)} people cannot fill {n_folds} folds with impostor pairs: use fewer folds or more people")
+    if len(people) < 2 * n_folds:
+        raise ValueError(f"{len(people)} people cannot fill {n_folds} folds with impostor pairs: use fewer folds or "
+                         f"more people")
     out = []
     for f, group in enumerate(np.array_split(people, n_folds)):
         multi = [p for p in group if len(paths[p]) >= 2]
         gen, imp = set(), set()
         for _ in range(20 * per_fold):                                  # random draws; duplicates are skipped
             if len(gen) >= per_fold or not multi: break
-            p = multi[rng.integers(len(multi))]; i, j = sorted(rng.choice(len(paths[p]), 2, replace=False))
+            p = multi[rng.integers(len(multi))]
+            i, j = sorted(rng.choice(len(paths[p]), 2, replace=False))
             gen.add((paths[p][i], paths[p][j]))
         for _ in range(20 * per_fold):
             if len(imp) >= per_fold: break
-            p, q = rng.choice(len(group), 2, replace=False); p, q = group[p], group[q]
+            p, q = rng.choice(len(group), 2, replace=False)
+            p, q = group[p], group[q]
             imp.add((paths[p][rng.integers(len(paths[p]))], paths[q][rng.integers(len(paths[q]))]))
         out += [LfwPair(Path(a), Path(b), True, f) for a, b in sorted(gen)] + [LfwPair(Path(a), Path(b), False, f) for a, b in sorted(imp)]
-    if not any(p.same for p in out): raise ValueError("no person has two images: genuine pairs need people with at least two photos")
+    if not any(p.same for p in out):
+        raise ValueError("no person has two images: genuine pairs need people with at least two photos")
     return out
 
 def folder_eval_data(source,                               # identity folder (one sub-folder per person), CelebA identity file, ... (`data.scan`)
@@ -144,7 +159,8 @@ def folder_eval_data(source,                               # identity folder (on
                      n_folds: int = 10, per_fold: int = 300,  # pairs built as `build_pairs`
                      min_gallery: int = 0, max_gallery: int = 2, size: int = 128,
                      out_dir: str | os.PathLike | None = None, seed: int = 0, exclude=()) -> EvalData:
-    "Evaluation data from any identity-labelled dataset: pairs built by `build_pairs`, impostor thresholds from its own photos."
+    """Evaluation data from any identity-labelled dataset: pairs built by `build_pairs`, impostor thresholds from its
+    own photos."""
     from id3pm_nb.data.dataset import scan
     imgs = scan(source)
     return pairs_eval_data(imgs, build_pairs(imgs, n_folds, per_fold, seed), recognizers, min_gallery, max_gallery, size, out_dir,
@@ -156,15 +172,19 @@ def standin_generator(data: EvalData,    # evaluation data with gallery photos
                       mode: str = 'same', # 'same': another photo of the person (upper bound); 'other': someone else (lower bound)
                      ):
     "Stand-in generator returning real gallery crops: of the same person or of another one."
-    if mode not in ('same', 'other'): raise ValueError(f"mode={mode!r}: use 'same' (upper bound) or 'other' (lower bound)")
+    if mode not in ('same', 'other'):
+        raise ValueError(f"mode={mode!r}: use 'same' (upper bound) or 'other' (lower bound)")
     E, gal = data.emb[target], np.flatnonzero(data.gallery)
     def generate(ids, seed: int = 0, **kw):
         src = np.argmax(cosine(torch.as_tensor(ids).float().cpu().numpy(), E, matrix=True), 1)
         out = []
         for i in src:
             cand = gal[(data.identities[gal] == data.identities[i]) == (mode == 'same')]
-            if not len(cand): raise ValueError(f"no gallery image of {'' if mode == 'same' else 'anyone but '}{data.identities[i]}: build the data with min_gallery>=1")
-            start = np.random.default_rng(int(i)).integers(len(cand))      # per source; seeds then walk through the candidates
+            if not len(cand):
+                raise ValueError(f"no gallery image of {'' if mode == 'same' else 'anyone but '}{data.identities[i]}: "
+                                 f"build the data with min_gallery>=1")
+            # per source; seeds then walk through the candidates
+            start = np.random.default_rng(int(i)).integers(len(cand))
             out.append(data.crops[cand[(start + seed) % len(cand)]])
         return np.stack(out)
     generate.trained_on = frozenset()     # real photos: nobody was trained on
@@ -182,7 +202,8 @@ def exclude_seen(data: EvalData,
                  train_identities=None,           # or name them here (overrides `generate.trained_on`)
                  score_unknown: bool = False,     # score although nobody can tell whom the generator was trained on
                 ) -> tuple[EvalData, dict]:
-    "`data` without the pairs of people the generator was trained on, and a record of what was dropped (or that nobody knows)."
+    """`data` without the pairs of people the generator was trained on, and a record of what was dropped (or that
+    nobody knows)."""
     seen = train_identities if train_identities is not None else getattr(generate, 'trained_on', None)
     if seen is None:
         if not score_unknown:
@@ -192,8 +213,12 @@ def exclude_seen(data: EvalData,
         return data, dict(known=False, n_seen=None, people_dropped=None, pairs_dropped=0)
     seen = {str(n) for n in seen}
     out, n = drop_identities(data, seen)
-    if not len(out.pairs): raise ValueError(f"no pair is left after leaving out the {len(seen)} people the generator was trained on: evaluate on other people")
-    if not out.pairs.same.any(): raise ValueError(f"no genuine pair is left after leaving out the {len(seen)} people the generator was trained on: evaluate on other people")
+    if not len(out.pairs):
+        raise ValueError(f"no pair is left after leaving out the {len(seen)} people the generator was trained on: "
+                         f"evaluate on other people")
+    if not out.pairs.same.any():
+        raise ValueError(f"no genuine pair is left after leaving out the {len(seen)} people the generator was trained "
+                         f"on: evaluate on other people")
     pre = data.excluded                                                   # already left out when the data was built
     people = (seen & set(data.identities[data.pairs[['a', 'b']].to_numpy().ravel()])) | (seen & set(pre['people']))
     return out, dict(known=True, n_seen=len(seen), people_dropped=len(people), pairs_dropped=n + pre['pairs'])

@@ -30,7 +30,8 @@ __all__ = ['ALIGNMENTS', 'upscaled', 'embed_aligned', 'faces_found', 'EvalProtoc
 ALIGNMENTS = ('detect', 'fixed')
 
 def upscaled(im: np.ndarray, size: int) -> np.ndarray:
-    "A uint8 image `(S, S, 3)` enlarged (bicubic) to `size` px when it is smaller, unchanged otherwise: detectors miss small faces."
+    """A uint8 image `(S, S, 3)` enlarged (bicubic) to `size` px when it is smaller, unchanged otherwise: detectors
+    miss small faces."""
     import cv2
     return im if im.shape[0] >= size else cv2.resize(im, (size, size), interpolation=cv2.INTER_CUBIC)
 
@@ -39,15 +40,20 @@ def embed_aligned(rec,                   # a `fr.Recognizer`
                   align: str = 'detect', # 'detect': the recognizer's photo path; 'fixed': the FFHQ landmarks
                   upscale: int = 256,    # 'detect': smaller images are upscaled (bicubic) to this side first
                   bs: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    "ID vectors `(N, D)` of aligned images and `(N,)` bool (did the recognizer's detector find the face): 'detect' runs the photo path, the fixed landmarks only where it finds none."
+    """ID vectors `(N, D)` of aligned images and `(N,)` bool (did the recognizer's detector find the face): 'detect'
+    runs the photo path, the fixed landmarks only where it finds none."""
     imgs = check_images(imgs)
-    if align not in ALIGNMENTS: raise ValueError(f"align={align!r}: use 'detect' (each recognizer's own photo path) or 'fixed' (FFHQ landmarks)")
+    if align not in ALIGNMENTS:
+        raise ValueError(f"align={align!r}: use 'detect' (each recognizer's own photo path) or 'fixed' (FFHQ "
+                         f"landmarks)")
     if align == 'fixed': return rec.embed_images(imgs, bs=bs, progress=False), np.ones(len(imgs), bool)
     crops, found = [], np.zeros(len(imgs), bool)
     for i, im in enumerate(imgs):
         big = upscaled(im, upscale)
-        faces = rec.detector.detect(big); found[i] = bool(faces)
-        crops.append(rec.crop(big, faces[0].kps if faces else ffhq_kps(big.shape[0])))      # the largest face, as for photos
+        faces = rec.detector.detect(big)
+        found[i] = bool(faces)
+        # the largest face, as for photos
+        crops.append(rec.crop(big, faces[0].kps if faces else ffhq_kps(big.shape[0])))
     return rec.embed(crops, bs=bs, progress=False), found
 
 # %% ../../nbs/06b_evaluate.ipynb #cb8d4df1
@@ -62,16 +68,19 @@ def faces_found(imgs: np.ndarray,          # (N, H, W, 3) uint8 images
 # %% ../../nbs/06b_evaluate.ipynb #e002a1d4
 @dataclass(frozen=True)
 class EvalProtocol:
-    "How an evaluation samples and scores: guidance scales, samples per source, seed, false-match rates, alignment, paper scoring."
+    """How an evaluation samples and scores: guidance scales, samples per source, seed, false-match rates, alignment,
+    paper scoring."""
     guidance_scales: tuple = (None,)        # one run per scale; None passes no `guidance=`
     n_samples: int = 2                      # samples per source image (>= 2 for diversity)
     seed: int = 0                           # sample j of every source uses seed + j
     fmrs: tuple = (1e-2, 1e-3, 1e-4)        # false-match rates of the thresholds
     paper_protocol: bool = False            # also score the paper's way (mirror-concatenated, centred, angular)
-    align: str = 'detect'                   # generated images: each recognizer's own photo path ('detect') or the FFHQ landmarks ('fixed')
+    # generated images: each recognizer's own photo path ('detect') or the FFHQ landmarks ('fixed')
+    align: str = 'detect'
     bs: int = 32                            # ID vectors per generator call
     def __post_init__(self):
-        object.__setattr__(self, 'guidance_scales', tuple(self.guidance_scales)); object.__setattr__(self, 'fmrs', tuple(self.fmrs))
+        object.__setattr__(self, 'guidance_scales', tuple(self.guidance_scales))
+        object.__setattr__(self, 'fmrs', tuple(self.fmrs))
         if self.align not in ALIGNMENTS: raise ValueError(f"align={self.align!r}: use one of {ALIGNMENTS}")
         if self.n_samples < 1: raise ValueError(f"n_samples={self.n_samples}: generate at least one sample per source")
 
@@ -79,7 +88,8 @@ class EvalProtocol:
 def flip_embed(rec, imgs: np.ndarray, bs: int = 64, align: str = 'detect') -> np.ndarray:
     "Concatenated ID vectors `(N, 2D)` of FFHQ-aligned images and their mirror images (through `embed_aligned`)."
     imgs = check_images(imgs)
-    return np.concatenate([embed_aligned(rec, imgs, align, bs=bs)[0], embed_aligned(rec, np.ascontiguousarray(imgs[:, :, ::-1]), align, bs=bs)[0]], 1)
+    return np.concatenate([embed_aligned(rec, imgs, align, bs=bs)[0],
+                           embed_aligned(rec, np.ascontiguousarray(imgs[:, :, ::-1]), align, bs=bs)[0]], 1)
 
 def _small(imgs: np.ndarray, size: int = 64) -> np.ndarray:
     "Images shrunk to at most `size` px (area filter) for the pixel-space diversity measures."
@@ -94,7 +104,8 @@ def generate_samples(generate: Callable,             # generate(ids (B, D) float
                      guidance: float | None = None,   # passed as `guidance=` unless None
                      bs: int = 32,                    # ID vectors per generator call
                      **kw) -> np.ndarray:             # further generator keywords (e.g. steps)
-    "Images `(S, N, H, W, 3)`: `n_samples` per ID vector of `ids` `(N, D)`, sample `j` with `seed=seed + j`, in batches of `bs`."
+    """Images `(S, N, H, W, 3)`: `n_samples` per ID vector of `ids` `(N, D)`, sample `j` with `seed=seed + j`, in
+    batches of `bs`."""
     if guidance is not None: kw['guidance'] = guidance
     out = []
     for j in range(n_samples):
@@ -134,7 +145,8 @@ def identity_scores(cos: np.ndarray,       # (N, n): cosine of each of n images 
 # %% ../../nbs/06b_evaluate.ipynb #c8b0c7a7
 @dataclass
 class EvalResult:
-    "What `evaluate_generator` measured: a JSON-able summary, a per-source table, and the score sets behind the ROC curves."
+    """What `evaluate_generator` measured: a JSON-able summary, a per-source table, and the score sets behind the ROC
+    curves."""
     summary: dict
     table: pd.DataFrame
     curves: dict = field(default_factory=dict)   # recognizer -> {label: (attack or genuine scores, impostor scores)}
@@ -145,12 +157,16 @@ def _pair_columns(data: EvalData) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return pairs.a.to_numpy(), pairs.b.to_numpy(), pairs.same.to_numpy(bool), pairs.fold.to_numpy()
 
 def _real_side(data: EvalData, recs: dict, protocol: EvalProtocol) -> tuple[dict, dict, dict]:
-    "Per recognizer: real-pair metrics, FMR thresholds + impostor scores, and mirror-concatenated features (paper protocol)."
+    """Per recognizer: real-pair metrics, FMR thresholds + impostor scores, and mirror-concatenated features (paper
+    protocol)."""
     (a, b, same, folds), fmrs = _pair_columns(data), protocol.fmrs
     real, thr, flips = {}, {}, {}
     for fr, rec in recs.items():
-        E = data.emb[fr]; imp = impostor_scores(E, data.identities); t = fmr_thresholds(imp, fmrs)
-        s = pair_scores(E, a, b, same); acc = kfold_accuracy(s, same, folds)
+        E = data.emb[fr]
+        imp = impostor_scores(E, data.identities)
+        t = fmr_thresholds(imp, fmrs)
+        s = pair_scores(E, a, b, same)
+        acc = kfold_accuracy(s, same, folds)
         tmr, tmr_ci = accept_rates(s[same], data.identities[a[same]], t)
         real[fr] = dict(acc=acc[0], acc_std=acc[1], acc_ci=list(cluster_ci(kfold_correct(s, same, folds), data.identities[a])[1:]),
                         n_impostor=len(imp), thresholds={str(f): t[f] for f in fmrs}, tmr=tmr, tmr_ci=tmr_ci)
@@ -158,14 +174,17 @@ def _real_side(data: EvalData, recs: dict, protocol: EvalProtocol) -> tuple[dict
         if protocol.paper_protocol:
             key = (rec.fingerprint, protocol.align)
             if key not in data.flip_emb:
-                rows = np.unique(np.concatenate([a, b])); F = np.full((len(E), 2 * E.shape[1]), np.nan, np.float32)
-                F[rows] = flip_embed(rec, data.crops[rows], align=protocol.align); data.flip_emb[key] = F
+                rows = np.unique(np.concatenate([a, b]))
+                F = np.full((len(E), 2 * E.shape[1]), np.nan, np.float32)
+                F[rows] = flip_embed(rec, data.crops[rows], align=protocol.align)
+                data.flip_emb[key] = F
             F = flips[fr] = data.flip_emb[key]
             real[fr]['paper_acc'], real[fr]['paper_acc_std'] = kfold_accuracy_centered(F[a], F[b], same, folds)
     return real, thr, flips
 
 def _attack_side(rec, data: EvalData, fr: str, imgs: np.ndarray, src: np.ndarray, thr, flips, align: str = 'detect') -> tuple[dict, np.ndarray, dict]:
-    "Metrics of generated images `imgs` `(S, n_src, H, W, 3)` under one recognizer; also the sample embeddings and ROC score sets."
+    """Metrics of generated images `imgs` `(S, n_src, H, W, 3)` under one recognizer; also the sample embeddings and
+    ROC score sets."""
     (a, b, same, folds), E, (t, imp, _) = _pair_columns(data), data.emb[fr], thr
     G, found = embed_samples(rec, imgs.swapaxes(0, 1), align)            # (n_src, S, D): target by target, as the demo
     k = np.searchsorted(src, a[same])                                      # source row of each genuine pair
@@ -183,16 +202,19 @@ def _attack_side(rec, data: EvalData, fr: str, imgs: np.ndarray, src: np.ndarray
         m[f'acc_{kind}_ci'] = list(cluster_ci(kfold_correct(s, same, folds), data.identities[a])[1:])
         m[f'sar_{kind}'], m[f'sar_{kind}_ci'] = sc['sar'], sc['sar_ci']
     if flips:
-        F = flips[fr]; flipped = flip_embed(rec, imgs[0], align=align)
+        F = flips[fr]
+        flipped = flip_embed(rec, imgs[0], align=align)
         for kind in ('type1', 'type2'):
-            first, second = F[a].copy(), F[b].copy(); first[same] = flipped[k]
+            first, second = F[a].copy(), F[b].copy()
+            first[same] = flipped[k]
             if kind == 'type1': second[same] = F[a[same]]
             m[f'paper_acc_{kind}'], m[f'paper_acc_{kind}_std'] = kfold_accuracy_centered(first, second, same, folds)
     return m, G.swapaxes(0, 1), {'type I': (cos.ravel(), imp), 'type II': (att2.ravel(), imp)}
 
 # %% ../../nbs/06b_evaluate.ipynb #55bd5ad9
 def real_baseline(data: EvalData, recognizers, protocol: EvalProtocol = EvalProtocol()) -> dict:
-    "Real pairs per recognizer: 10-fold accuracy, impostor count, FMR thresholds and the true-match rate at each (the reference for attacks)."
+    """Real pairs per recognizer: 10-fold accuracy, impostor count, FMR thresholds and the true-match rate at each
+    (the reference for attacks)."""
     return _real_side(data, named_recognizers(recognizers), protocol)[0]
 
 # %% ../../nbs/06b_evaluate.ipynb #0d251f7c
@@ -211,31 +233,39 @@ def evaluate_generator(generate: Callable,           # generate(ids, seed=, guid
                        train_identities=None,        # people the generator was trained on (default: `generate.trained_on`): left out
                        score_unknown: bool = False,  # score even when nobody can tell whom it was trained on (the summary says so)
                        **gen_kw) -> EvalResult:      # further generator keywords (e.g. steps)
-    "The attack suite for `generate` on people it never saw: identity, SAR@FMR type I/II, verification accuracy, diversity, with 95% intervals over people."
-    recs = named_recognizers(recognizers); target = target or next(iter(recs))
+    """The attack suite for `generate` on people it never saw: identity, SAR@FMR type I/II, verification accuracy,
+    diversity, with 95% intervals over people."""
+    recs = named_recognizers(recognizers)
+    target = target or next(iter(recs))
     missing = [fr for fr in [target, *recs] if fr not in data.emb]
     if missing: raise KeyError(f"the evaluation data has no ID vectors for {missing}; it has {list(data.emb)}")
     if target not in recs: raise KeyError(f"target {target!r} is not among the recognizers {list(recs)}")
     data, seen = exclude_seen(data, generate, train_identities, score_unknown)
-    pairs = data.pairs; src = np.unique(pairs.a[pairs.same].to_numpy())                        # sources: first image of each genuine pair
+    pairs = data.pairs
+    src = np.unique(pairs.a[pairs.same].to_numpy())  # sources: first image of each genuine pair
     real, thr, flips = _real_side(data, recs, protocol)
     curves = {fr: {'real genuine': (thr[fr][2], thr[fr][1])} for fr in recs}
     runs, rows = [], []
     for g in protocol.guidance_scales:
-        imgs = generate_samples(generate, data.emb[target][src], protocol.n_samples, protocol.seed, g, protocol.bs, **gen_kw)   # (S, n_src, H, W, 3)
-        run, tab = dict(guidance=g, fr={}), pd.DataFrame(dict(guidance=g, path=data.paths[src], identity=data.identities[src]))
+        imgs = generate_samples(generate, data.emb[target][src], protocol.n_samples, protocol.seed, g, protocol.bs,
+                                **gen_kw)   # (S, n_src, H, W, 3)
+        run, tab = dict(guidance=g, fr={}), pd.DataFrame(dict(guidance=g, path=data.paths[src],
+                                                              identity=data.identities[src]))
         for fr, rec in recs.items():
             m, Gs, score_sets = _attack_side(rec, data, fr, imgs, src, thr[fr], flips, protocol.align)
-            run['fr'][fr] = m; tab[f'cos_{fr}'] = np.stack([cosine(x, data.emb[fr][src]) for x in Gs]).mean(0)
+            run['fr'][fr] = m
+            tab[f'cos_{fr}'] = np.stack([cosine(x, data.emb[fr][src]) for x in Gs]).mean(0)
             curves[fr].update({(lab if g is None else f'{lab} (s={g})'): v for lab, v in score_sets.items()})
             if fr == target: tab['id_div'] = [id_diversity(Gs[:, i]) for i in range(len(src))]
-        small = _small(imgs.reshape(-1, *imgs.shape[2:])).reshape(protocol.n_samples, len(src), *(_small(imgs[0, :1]).shape[1:]))
+        small = _small(imgs.reshape(-1, *imgs.shape[2:])).reshape(protocol.n_samples, len(src),
+                                                                  *(_small(imgs[0, :1]).shape[1:]))
         tab['pix_div'] = [pixel_diversity(small[:, i]) for i in range(len(src))]
         tab['ssim_div'] = [ssim_diversity(small[:, i]) for i in range(len(src))]
         for c in ('id_div', 'pix_div', 'ssim_div'):
             m_, lo, hi = cluster_ci(tab[c].to_numpy(), tab.identity.to_numpy()) if protocol.n_samples > 1 else (float('nan'),) * 3
             run[c], run[f'{c}_ci'] = m_, [lo, hi]
-        runs.append(run); rows.append(tab)
+        runs.append(run)
+        rows.append(tab)
     summary = dict(target=target, recognizers={fr: r.fingerprint for fr, r in recs.items()}, n_images=len(data.paths),
                    n_pairs=len(pairs), n_genuine=int(pairs.same.sum()), n_sources=len(src), n_people=int(len(set(data.identities[src]))),
                    n_samples=protocol.n_samples, seed=protocol.seed, fmrs=list(protocol.fmrs), identities=seen, align=protocol.align,
@@ -251,9 +281,12 @@ class Judge:
     fmr: float = 1e-2             # the false-match rate the threshold was set at
     n_impostor: int = 0           # real impostor pairs behind it
     cache: str | None = None      # `prepare.prepare` cache root for the photos' vectors
-    align: str = 'detect'         # aligned images: its own photo path ('detect', see `embed_aligned`) or the FFHQ landmarks ('fixed')
+    # aligned images: its own photo path ('detect', see `embed_aligned`) or the FFHQ landmarks ('fixed')
+    align: str = 'detect'
     strict: tuple | None = None   # (fmr, threshold) of a stricter operating point, e.g. (1e-3, t): a second SAR column
-    def __repr__(self): return f"Judge({self.rec.fingerprint}, threshold {self.threshold:.3f} at FMR {self.fmr:g} from {self.n_impostor} impostor pairs, align {self.align!r})"
+    def __repr__(self):
+        return (f"Judge({self.rec.fingerprint}, threshold {self.threshold:.3f} at FMR {self.fmr:g} from "
+                f"{self.n_impostor} impostor pairs, align {self.align!r})")
 
     @property
     def detector(self):
@@ -261,7 +294,8 @@ class Judge:
         return self.rec.detector
 
     def photos(self, paths: Sequence[str]) -> np.ndarray:
-        "ID vectors `(N, D)` of photo files through the judge's own detector and alignment; NaN rows where it finds no face."
+        """ID vectors `(N, D)` of photo files through the judge's own detector and alignment; NaN rows where it finds
+        no face."""
         df = pd.DataFrame({'path': [str(p) for p in paths], 'identity': [str(p) for p in paths]})
         prep = prepare_through(self.rec, df, 32, self.cache)
         pos = {p: i for i, p in enumerate(prep.paths)}
@@ -305,7 +339,8 @@ def lfw_judge(recognizer='facenet',          # name / path / Recognizer
               cache: str | os.PathLike | None = None,
               align: str = 'detect',         # how it embeds aligned images (`embed_aligned`)
               strict: float | None = 1e-3) -> Judge:  # a second, stricter FMR whose SAR is reported too (None: none)
-    "A `Judge` whose threshold is set at `fmr` on all different-person pairs among LFW `pairs.txt` images (the judge's path)."
+    """A `Judge` whose threshold is set at `fmr` on all different-person pairs among LFW `pairs.txt` images (the
+    judge's path)."""
     rec = load_recognizer(recognizer)
     data = lfw_eval_data(root, {'judge': rec}, per_fold, size=32, out_dir=cache)
     return data_judge(rec, data, 'judge', fmr, strict, cache, align)
@@ -363,7 +398,8 @@ def reference_scores(judge: Judge,
                      real: np.ndarray,      # (M, D) judge vectors of other real held-out faces (the FD reference)
                      inverted: tuple | None = None,
                      people=None) -> dict:  # (N,) the targets' people, the bootstrap's unit (None: each target its own)
-    "The rows real photos give: the target's own crop (what a perfect generator at this resolution scores), another photo, other people."
+    """The rows real photos give: the target's own crop (what a perfect generator at this resolution scores), another
+    photo, other people."""
     targets = np.asarray(targets, np.float32)
     own = inversion_scores(judge, crops[:, None], targets, real, inverted, people)  # "different people": vs the next
     return {f'real face at {crops.shape[1]} px (the target photo, aligned)': own,

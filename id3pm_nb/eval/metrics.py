@@ -32,7 +32,8 @@ def kfold_accuracy_centered(a: np.ndarray, b: np.ndarray, same: np.ndarray, fold
     a, b, same, folds = np.asarray(a, np.float64), np.asarray(b, np.float64), np.asarray(same, bool), np.asarray(folds)
     accs = []
     for k in np.unique(folds):
-        rest = folds != k                                                  # the other folds set the mean and the threshold
+        # the other folds set the mean and the threshold
+        rest = folds != k
         s = centered_scores(a, b, np.concatenate([a[rest], b[rest]]).mean(0), angular)
         t = best_threshold(s[rest], same[rest])
         accs.append(((s[~rest] > t) == same[~rest]).mean())
@@ -45,7 +46,8 @@ def fmr_threshold(impostor: np.ndarray, fmr: float) -> float:
     if not 0 < fmr < 1: raise ValueError(f"fmr={fmr} must be in (0, 1)")
     k = int(math.floor(fmr * len(s) + 1e-9))
     if k < 1: raise ValueError(f"FMR {fmr:g} needs at least {math.ceil(1 / fmr)} impostor scores, got {len(s)}")
-    return float(-np.partition(-s, k)[k])       # the (k+1)-th largest: exactly k impostors lie strictly above (fewer with ties)
+    # the (k+1)-th largest: exactly k impostors lie strictly above (fewer with ties)
+    return float(-np.partition(-s, k)[k])
 
 def fmr_thresholds(impostor: np.ndarray, fmrs: Sequence[float] = (1e-2, 1e-3, 1e-4)) -> dict[float, float]:
     "`fmr_threshold` for each FMR; NaN where there are too few impostor scores."
@@ -56,7 +58,8 @@ def fmr_thresholds(impostor: np.ndarray, fmrs: Sequence[float] = (1e-2, 1e-3, 1e
     return out
 
 def accept_rate(scores: np.ndarray, threshold: float) -> float:
-    "Fraction of `scores` strictly above `threshold` (SAR for attack scores, TMR for genuine ones); NaN for a NaN threshold."
+    """Fraction of `scores` strictly above `threshold` (SAR for attack scores, TMR for genuine ones); NaN for a NaN
+    threshold."""
     s = np.asarray(scores, np.float64).ravel()
     return float('nan') if math.isnan(threshold) or not len(s) else float((s > threshold).mean())
 
@@ -64,11 +67,13 @@ def accept_rate(scores: np.ndarray, threshold: float) -> float:
 def cluster_ci(x: np.ndarray,             # values (any shape), e.g. per sample scores or 0/1 accepts
                groups: np.ndarray | None = None,  # the unit each value belongs to (same shape), e.g. its person; None: each value its own
                level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    "The mean of `x` and its percentile-bootstrap interval when whole `groups` (people) are resampled, not single values."
+    """The mean of `x` and its percentile-bootstrap interval when whole `groups` (people) are resampled, not single
+    values."""
     x = np.asarray(x, np.float64).ravel()
     g = np.arange(len(x)) if groups is None else np.asarray(groups).ravel()
     if len(g) != len(x): raise ValueError(f"{len(x)} values but {len(g)} group labels")
-    ok = np.isfinite(x); x, g = x[ok], g[ok]
+    ok = np.isfinite(x)
+    x, g = x[ok], g[ok]
     if not len(x): return float('nan'), float('nan'), float('nan')
     _, inv = np.unique(g, return_inverse=True)
     sums, counts = np.bincount(inv, x), np.bincount(inv).astype(np.float64)
@@ -105,7 +110,9 @@ def pair_scores(E: np.ndarray, a: np.ndarray, b: np.ndarray, same: np.ndarray, G
     if kind == 'real': return s
     if G is None: raise ValueError(f"kind={kind!r} needs the generated ID vectors G")
     sel = same if replace == 'genuine' else np.ones_like(same)
-    if np.isnan(G[a[sel]]).any(): raise ValueError(f"{int(np.isnan(G[a[sel]]).any(1).sum())} pairs need an image generated from their first image, but G has none")
+    if np.isnan(G[a[sel]]).any():
+        raise ValueError(f"{int(np.isnan(G[a[sel]]).any(1).sum())} pairs need an image generated from their first "
+                         f"image, but G has none")
     s[same] = cosine(G[a[same]], E[a[same]] if kind == 'type1' else E[b[same]])
     if replace == 'all': s[~same] = cosine(G[a[~same]], E[b[~same]])
     return s
@@ -116,7 +123,8 @@ def kfold_correct(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> np
     scores, same, folds = np.asarray(scores), np.asarray(same, bool), np.asarray(folds)
     ok = np.zeros(len(scores), bool)
     for k in np.unique(folds):
-        t = best_threshold(scores[folds != k], same[folds != k]); m = folds == k
+        t = best_threshold(scores[folds != k], same[folds != k])
+        m = folds == k
         ok[m] = (scores[m] > t) == same[m]
     return ok
 
@@ -124,7 +132,8 @@ def accept_rates(scores: np.ndarray,    # attack or genuine scores (any shape)
                  people: np.ndarray,    # the person each score belongs to (same shape): the bootstrap's units
                  thresholds: dict,      # FMR -> threshold (NaN where it could not be set)
                  seed: int = 0) -> tuple[dict, dict]:
-    "Accept rates of `scores` at each threshold (keyed by the FMR as a string) and their 95% intervals over `people`; NaN where a threshold is."
+    """Accept rates of `scores` at each threshold (keyed by the FMR as a string) and their 95% intervals over
+    `people`; NaN where a threshold is."""
     est = {str(f): cluster_ci(np.asarray(scores) > t, people, seed=seed) if math.isfinite(t) else (float('nan'),) * 3
            for f, t in thresholds.items()}
     return {f: v[0] for f, v in est.items()}, {f: list(v[1:]) for f, v in est.items()}
@@ -137,7 +146,8 @@ def _pairs_mean(x: np.ndarray, f: Callable) -> float:
 
 def id_diversity(emb: np.ndarray) -> float:
     "Mean pairwise ID distance (1 - cosine) among the samples `(S, D)` of one identity."
-    e = l2_normalize(np.asarray(emb, np.float32)); n = len(e)
+    e = l2_normalize(np.asarray(emb, np.float32))
+    n = len(e)
     return float(np.clip(1 - e @ e.T, 0, 2)[np.triu_indices(n, 1)].mean()) if n > 1 else float('nan')
 
 def pixel_diversity(imgs: np.ndarray) -> float:
@@ -158,7 +168,8 @@ def frechet_distance(a: np.ndarray,  # (N, D) features of one set (e.g. real fac
     from scipy import linalg
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
-        raise ValueError(f"frechet_distance needs two (N >= 2, D) feature sets of one dimension, got {a.shape} and {b.shape}")
+        raise ValueError(f"frechet_distance needs two (N >= 2, D) feature sets of one dimension, got {a.shape} and "
+                         f"{b.shape}")
     ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     root = linalg.sqrtm(ca @ cb)
     return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca + cb - 2 * np.real(root)))

@@ -26,7 +26,8 @@ def summary_of(result) -> dict:
 
 # %% ../../nbs/06c_report.ipynb #cb0f27d3
 def _curve_style(labels: Sequence[str]) -> dict:
-    "Line styles for curve labels: the real genuine pairs thick black, attacks coloured by guidance scale, type II dashed."
+    """Line styles for curve labels: the real genuine pairs thick black, attacks coloured by guidance scale, type II
+    dashed."""
     scale = lambda l: float(l.split('(s=')[1].rstrip(')'))
     scales = sorted({scale(l) for l in labels if '(s=' in l})
     cmap = __import__('matplotlib').colormaps['viridis']
@@ -40,18 +41,25 @@ def plot_roc(curves: dict, fmrs: Sequence[float] = (), title: str = ''):
     "ROC curves (log FMR axis) for `{label: (positive scores, impostor scores)}`; dotted lines at `fmrs`."
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
-    fig, ax = plt.subplots(figsize=(4.2, 3.2)); lo = 1.; sty = _curve_style(list(curves))
+    fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    lo = 1.
+    sty = _curve_style(list(curves))
     for lab, (pos, neg) in curves.items():
         fpr, tpr, _ = roc_curve(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg])
-        ax.plot(np.maximum(fpr, 1 / len(neg)), tpr, label=lab, **sty[lab]); lo = min(lo, 1 / len(neg))
+        ax.plot(np.maximum(fpr, 1 / len(neg)), tpr, label=lab, **sty[lab])
+        lo = min(lo, 1 / len(neg))
     for f in fmrs: ax.axvline(f, color='grey', ls=':', lw=.8)
-    ax.set(xscale='log', xlim=(lo, 1), ylim=(0, 1.01), xlabel='false-match rate (real impostors)', ylabel='accept rate', title=title)
-    ax.legend(fontsize=7, loc='lower right'); fig.tight_layout(); return fig
+    ax.set(xscale='log', xlim=(lo, 1), ylim=(0, 1.01), xlabel='false-match rate (real '
+                                                              'impostors)', ylabel='accept rate', title=title)
+    ax.legend(fontsize=7, loc='lower right')
+    fig.tight_layout()
+    return fig
 
 def plot_tradeoff(results: dict, fr: str | None = None, div: str = 'id_div'):
     "Identity preservation (mean cosine under `fr`) against diversity `div` over guidance scales, one line per result."
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(4.2, 3.2)); sums = {k: summary_of(r) for k, r in results.items()}
+    fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    sums = {k: summary_of(r) for k, r in results.items()}
     fr = fr or next(iter(sums.values()))['target']
     for lab, s in sums.items():
         x, y = [u[div] for u in s['runs']], [u['fr'][fr]['cos_mean'] for u in s['runs']]
@@ -63,7 +71,8 @@ def plot_tradeoff(results: dict, fr: str | None = None, div: str = 'id_div'):
 
 def per_identity(res: EvalResult) -> pd.DataFrame:
     "The per-source table averaged per person and guidance scale, with the number of source images."
-    t = res.table; num = [c for c in t.columns if c.startswith('cos_') or c.endswith('_div')]
+    t = res.table
+    num = [c for c in t.columns if c.startswith('cos_') or c.endswith('_div')]
     g = t.groupby(['guidance', 'identity'], dropna=False)
     return g[num].mean().join(g.size().rename('n_sources'))
 
@@ -71,7 +80,8 @@ def per_identity(res: EvalResult) -> pd.DataFrame:
 def _scale(g) -> float: return 0. if g is None else float(g)
 
 def plot_sar(results: dict, kinds: Sequence[str] = ('type1', 'type2'), fmr: float = 1e-2):
-    "Success attack rate at `fmr` against the guidance scale per (result, judge): type I solid, type II dashed, 95% intervals over people."
+    """Success attack rate at `fmr` against the guidance scale per (result, judge): type I solid, type II dashed, 95%
+    intervals over people."""
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(4.4, 3.3))
     for i, (lab, r) in enumerate(results.items()):
@@ -83,41 +93,57 @@ def plot_sar(results: dict, kinds: Sequence[str] = ('type1', 'type2'), fmr: floa
                 y = np.array([u['fr'][fr][f'sar_{kind}'][str(fmr)] for u in s['runs']], float)
                 ci = np.array([u['fr'][fr][f'sar_{kind}_ci'][str(fmr)] for u in s['runs']], float)
                 name = f"{lab + ': ' if len(results) > 1 else ''}judge {fr}, type {'I' if kind == 'type1' else 'II'}"
-                ax.errorbar(x, y, yerr=np.abs(ci.T - y), marker='o', capsize=3, color=color, ls='-' if kind == 'type1' else '--', label=name)
+                ax.errorbar(x, y, yerr=np.abs(ci.T - y), marker='o', capsize=3, color=color,
+                            ls='-' if kind == 'type1' else '--', label=name)
     ax.set(xlabel='guidance scale s', ylabel=f'success attack rate at FMR {fmr:g}', ylim=(-0.02, 1.02))
-    ax.legend(fontsize=6); fig.tight_layout(); return fig
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
 
 def plot_scores(curves: dict, thresholds: dict, title: str = ''):
-    "Score histograms of one recognizer: real impostor and genuine pairs, and the attacks (`curves` as in `EvalResult`), with the FMR thresholds."
+    """Score histograms of one recognizer: real impostor and genuine pairs, and the attacks (`curves` as in
+    `EvalResult`), with the FMR thresholds."""
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(4.8, 3.2)); imp = None; sty = _curve_style(list(curves))
+    fig, ax = plt.subplots(figsize=(4.8, 3.2))
+    imp = None
+    sty = _curve_style(list(curves))
     for lab, (pos, neg) in curves.items():
         imp = neg
         ax.hist(pos, bins=40, density=True, histtype='step', label=lab, **sty[lab])
     if imp is not None: ax.hist(imp, bins=80, density=True, color='lightgrey', label='real impostor')
     top = ax.get_ylim()[1]
     for f, t in thresholds.items():
-        if t is not None and math.isfinite(t): ax.axvline(t, color='k', ls=':', lw=.8); ax.annotate(f'FMR {float(f):g}', (t, top * .55), fontsize=6, rotation=90)
-    ax.set(xlabel='cosine score', ylabel='density', title=title); ax.legend(fontsize=6); fig.tight_layout(); return fig
+        if t is not None and math.isfinite(t):
+            ax.axvline(t, color='k', ls=':', lw=.8)
+            ax.annotate(f'FMR {float(f):g}', (t, top * .55), fontsize=6, rotation=90)
+    ax.set(xlabel='cosine score', ylabel='density', title=title)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
 
 def transfer_matrix(results: dict,          # model label -> EvalResult or summary of `evaluate_generator`
                     fmr: float = 1e-2, kind: str = 'type1',
                     guidance=None,          # the scale to read (None: each result's last run)
                    ) -> pd.DataFrame:
-    "SAR at `fmr` of each model (rows: label and the recognizer it inverts) under each judge (columns); NaN where a judge was not run."
+    """SAR at `fmr` of each model (rows: label and the recognizer it inverts) under each judge (columns); NaN where a
+    judge was not run."""
     rows = {}
     for lab, r in results.items():
         s = summary_of(r)
         run = s['runs'][-1] if guidance is None else next(u for u in s['runs'] if u['guidance'] == guidance)
-        rows[(lab, s['target'], _scale(run['guidance']))] = {fr: m[f'sar_{kind}'][str(fmr)] for fr, m in run['fr'].items()}
-    df = pd.DataFrame.from_dict(rows, orient='index'); df.index.names = ['model', 'inverts', 's']
+        rows[(lab, s['target'], _scale(run['guidance']))] = {fr: m[f'sar_{kind}'][str(fmr)] for fr,
+                                                             m in run['fr'].items()}
+    df = pd.DataFrame.from_dict(rows, orient='index')
+    df.index.names = ['model', 'inverts', 's']
     return df
 
 def transfer_markdown(df: pd.DataFrame) -> str:
     "A `transfer_matrix` as a markdown table (blank where a judge was not run)."
     f = lambda v: '' if v is None or not math.isfinite(v) else f'{v:.2f}'
-    lines = ['| model | inverts | s | ' + ' | '.join(f'judge {c}' for c in df.columns) + ' |', '|---|---|---|' + '---|' * len(df.columns)]
-    return '\n'.join(lines + [f"| {m} | {t} | {g:g} | " + ' | '.join(f(v) for v in r) + ' |' for (m, t, g), r in zip(df.index, df.to_numpy(float))])
+    lines = ['| model | inverts | s '
+             '| ' + ' | '.join(f'judge {c}' for c in df.columns) + ' |', '|---|---|---|' + '---|' * len(df.columns)]
+    return '\n'.join(lines + [f"| {m} | {t} | {g:g} "
+                              f"| " + ' | '.join(f(v) for v in r) + ' |' for (m, t, g), r in zip(df.index, df.to_numpy(float))])
 
 # %% ../../nbs/06c_report.ipynb #5d170f56
 COMPARABLE = ("SAR at a fixed FMR with the real system's threshold, type I (against the source image) and type II (against another "
@@ -134,8 +160,11 @@ def _pm(v, ci, d=3) -> str:
     return f'{v:.{d}f} [{ci[0]:.{d}f}, {ci[1]:.{d}f}]' if ci is not None and all(ok(c) for c in ci) else f'{v:.{d}f}'
 
 def report_markdown(res: EvalResult, label: str = 'generator', plots: Sequence[str] = ()) -> str:
-    "The evaluation as a markdown report: what was scored and how, both protocols with 95% intervals over people, the plots."
-    s = res.summary; fm = [str(f) for f in s['fmrs'] if f >= 1e-3]; seen = s['identities']
+    """The evaluation as a markdown report: what was scored and how, both protocols with 95% intervals over people,
+    the plots."""
+    s = res.summary
+    fm = [str(f) for f in s['fmrs'] if f >= 1e-3]
+    seen = s['identities']
     leak = (f"People the model was trained on: {seen['n_seen']} recorded; {seen['people_dropped']} of them appear in the evaluation set "
             f"and {seen['pairs_dropped']} pairs with people a model saw were left out." if seen['known'] else
             "**Warning: nobody could tell which people this model was trained on (scored with --score_unknown); the figures may "
@@ -175,16 +204,20 @@ def report_markdown(res: EvalResult, label: str = 'generator', plots: Sequence[s
     return '\n'.join(md) + '\n'
 
 def write_result(res: EvalResult, out_dir: str | os.PathLike, label: str = 'generator') -> list[Path]:
-    "Write summary.json, report.md, the tables and the plots (SAR vs scale, trade-off, ROC and score histograms per judge) into `out_dir`."
+    """Write summary.json, report.md, the tables and the plots (SAR vs scale, trade-off, ROC and score histograms per
+    judge) into `out_dir`."""
     import matplotlib.pyplot as plt
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True); files = []
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
     with atomic_write(out/'summary.json', 'w') as f: json.dump(to_json({'label': label, **res.summary}), f, indent=1)
     files.append(out/'summary.json')
     for name, df in (('per_source.csv', res.table), ('per_identity.csv', per_identity(res))):
         with atomic_write(out/name, 'w') as f: df.to_csv(f)
         files.append(out/name)
     fmrs = [float(x) for x in res.summary['fmrs']]
-    last = res.summary['runs'][-1]['guidance']; at_last = lambda l: l == 'real genuine' or last is None or l.endswith(f'(s={last})')
+    last = res.summary['runs'][-1]['guidance']
+    at_last = lambda l: l == 'real genuine' or last is None or l.endswith(f'(s={last})')
     figs = {'sar.png': plot_sar({label: res})}
     for fr, c in res.curves.items():
         figs[f'tradeoff_{fr}.png'] = plot_tradeoff({label: res}, fr)
@@ -193,7 +226,8 @@ def write_result(res: EvalResult, out_dir: str | os.PathLike, label: str = 'gene
                                                f'{label}: {fr}' + ('' if last is None else f', s = {_scale(last):g}'))
     for name, fig in figs.items():
         with atomic_write(out/name) as f: fig.savefig(f, dpi=100, format='png')
-        plt.close(fig); files.append(out/name)
+        plt.close(fig)
+        files.append(out/name)
     with atomic_write(out/'report.md', 'w') as f: f.write(report_markdown(res, label, list(figs)))
     return files + [out/'report.md']
 
@@ -208,7 +242,8 @@ def run_eval(generate: Callable,                   # the generator to attack wit
              root: str | os.PathLike | None = None,  # LFW folder when `data` is None (None: $ID3PM_LFW)
              per_fold: int | None = None,          # pairs per fold and class when building `data` (None: all 6000)
              **kw) -> EvalResult:                  # `evaluate_generator` options (train_identities, score_unknown) and generator keywords
-    "Evaluate `generate` on LFW (built from `root`/$ID3PM_LFW unless `data` is given) and write the report to `out_dir`."
+    """Evaluate `generate` on LFW (built from `root`/$ID3PM_LFW unless `data` is given) and write the report to
+    `out_dir`."""
     recs = named_recognizers(recognizers)
     data = data if data is not None else lfw_eval_data(root, recs, per_fold)
     res = evaluate_generator(generate, data, recs, target, protocol, **kw)
@@ -222,7 +257,8 @@ def _fmr(col: str) -> str:
     return f"{m}e{int(e)}"
 
 def markdown_table(df: pd.DataFrame, judge: str = 'judge', inverted: str = 'inverted') -> str:
-    "The scores table as markdown: cosine with its 95% interval, SAR, face found, diversity, FD, cost (blank where not defined)."
+    """The scores table as markdown: cosine with its 95% interval, SAR, face found, diversity, FD, cost (blank where
+    not defined)."""
     f = lambda v, d=3: '' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{v:.{d}f}'
     strict = [c for c in df.columns if c.startswith('sar@') and not c.endswith(('_lo', '_hi'))]
     head = ['method', f'{judge} cos [95% CI]', f'SAR@FMR1e-2 ({judge})', *[f'SAR@FMR{_fmr(c)}' for c in strict],
@@ -258,9 +294,14 @@ def query_curve(table: pd.DataFrame,      # scores table (`evaluate.scores_table
     if baseline is not None and baseline in table.index:
         ax.axhline(table.loc[baseline, 'cos'], color='grey', ls='--', label=baseline)
     budgets = sorted({b for _, _, b in rows})
-    ax.set_xscale('symlog', linthresh=1); ax.set_xlabel('queries to the black box per returned image')
-    ax.set_xticks(budgets, [str(b) for b in budgets]); ax.set_xlim(-0.3, 1.4 * max(budgets))
-    ax.set_ylabel(f'{judge} cosine to the target photo'); ax.legend(fontsize=8); ax.grid(alpha=.3)
+    ax.set_xscale('symlog', linthresh=1)
+    ax.set_xlabel('queries to the black box per returned image')
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.set_xlim(-0.3, 1.4 * max(budgets))
+    ax.set_ylabel(f'{judge} cosine to the target photo')
+    ax.legend(fontsize=8)
+    ax.grid(alpha=.3)
     if path is None: return fig
-    fig.savefig(path, dpi=100, bbox_inches='tight'); plt.close(fig)
+    fig.savefig(path, dpi=100, bbox_inches='tight')
+    plt.close(fig)
     return Path(path)

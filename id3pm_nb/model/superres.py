@@ -25,7 +25,8 @@ __all__ = ['SR_PRESETS', 'downsample', 'bicubic', 'augment_low_res', 'prior_eps'
 # %% ../../nbs/03e_superres.ipynb #55448964
 def downsample(x: Tensor,  # images (B, C, H, W) in [-1, 1]
                size: int) -> Tensor:  # side of the low-res output
-    "Area (box-filter) downsampling to `size` x `size`: how `prepare.prepare` makes its smaller crops of one aligned face."
+    """Area (box-filter) downsampling to `size` x `size`: how `prepare.prepare` makes its smaller crops of one
+    aligned face."""
     return F.interpolate(x.float(), size=(size, size), mode='area').to(x.dtype)
 
 def bicubic(x: Tensor,  # low-res images (B, C, h, w)
@@ -50,13 +51,18 @@ def prior_eps(x_t: Tensor,  # noisy images (B, C, H, W)
 
 class BicubicPrior(nn.Module):
     "The eps model of an SR stage with a prior: the SR network's output plus the exact eps of N(bicubic(low), var·I)."
-    def __init__(self, net: nn.Module, sched: Schedule, var: float):  # an SRUNet, its training schedule, the prior's variance
-        super().__init__(); self.net, self.sched, self.var = net, sched, var
-    def forward(self, x: Tensor, t: Tensor, prior_mean: Tensor, **cond) -> Tensor:  # x, prior_mean (B, C, H, W); t (B,) timesteps
+    def __init__(self, net: nn.Module, sched: Schedule,
+                 var: float):  # an SRUNet, its training schedule, the prior's variance
+        super().__init__()
+        self.net, self.sched, self.var = net, sched, var
+    def forward(self, x: Tensor, t: Tensor, prior_mean: Tensor,
+                **cond) -> Tensor:  # x, prior_mean (B, C, H, W); t (B,) timesteps
         a = self.sched.alphas_cumprod.to(x.device)[t.round().long()].float().view(-1, 1, 1, 1)
         return self.net(x, t, **cond).float() + prior_eps(x.float(), a, prior_mean.float(), self.var)
-    def start(self, x: Tensor, prior_mean: Tensor, **cond) -> Tensor:  # (tempered) unit noise (B, C, H, W) -> x at the last step
-        "Where sampling starts: the prior's marginal at the schedule's last step, N(√ᾱ·mean, (ᾱ·var + 1 − ᾱ)·I), around `x`."
+    def start(self, x: Tensor, prior_mean: Tensor,
+              **cond) -> Tensor:  # (tempered) unit noise (B, C, H, W) -> x at the last step
+        """Where sampling starts: the prior's marginal at the schedule's last step, N(√ᾱ·mean, (ᾱ·var + 1 − ᾱ)·I),
+        around `x`."""
         a = float(self.sched.alphas_cumprod[-1])
         return a ** .5 * prior_mean.float() + (a * self.var + 1 - a) ** .5 * x
 
@@ -73,15 +79,18 @@ def upsample(sr: nn.Module | Bundle,  # a loaded SR bundle (`bundle.sr`: its sch
              noise: torch.Generator | Callable | None = None,  # N(0, I): a generator, a noise sampler, or None (global RNG)
              callback: Callable | None = None,  # the sampler's callback
              disable: bool = True) -> Tensor:  # no progress bar
-    "Super-resolve `low_res` to (B, 3, S, S) in [-1, 1] (S = the model's image_size): `sample` with the low-res image as a model input."
+    """Super-resolve `low_res` to (B, 3, S, S) in [-1, 1] (S = the model's image_size): `sample` with the low-res
+    image as a model input."""
     if isinstance(sr, Bundle):
         info, schedule, prior_var, spec = sr.info, sr.schedule, sr.info.get('prior_var'), spec or sr.spec
         noise_level = info.get('noise_level', 0) if noise_level is None else noise_level
         sr = sr.model
-    if spec is None: raise ValueError("upsample with a bare SR model needs spec=SamplingSpec(...); an SR bundle brings its own")
+    if spec is None:
+        raise ValueError("upsample with a bare SR model needs spec=SamplingSpec(...); an SR bundle brings its own")
     cfg: UNetConfig = unwrap(sr).cfg
     if not cfg.cond_img_ch: raise ValueError("upsample needs an SR model (built with sr_config), not a base UNet")
-    if low_res.ndim != 4 or low_res.shape[1] != 3: raise ValueError(f"low_res has shape {tuple(low_res.shape)}, expected (B, 3, h, w)")
+    if low_res.ndim != 4 or low_res.shape[1] != 3:
+        raise ValueError(f"low_res has shape {tuple(low_res.shape)}, expected (B, 3, h, w)")
     sched = schedule if isinstance(schedule, Schedule) else get_schedule(schedule, 1000)
     level = noise_level or 0
     if not 0 <= level < len(sched): raise ValueError(f"noise_level={level} outside 0..{len(sched) - 1}")
@@ -96,7 +105,8 @@ def upsample(sr: nn.Module | Bundle,  # a loaded SR bundle (`bundle.sr`: its sch
 # %% ../../nbs/03e_superres.ipynb #dec08622
 @dataclasses.dataclass
 class SRPreset:
-    "What an SR stage trains: its U-Net (an `sr_config` preset and overrides), the two sizes, batch, learning rate, budget and prior."
+    """What an SR stage trains: its U-Net (an `sr_config` preset and overrides), the two sizes, batch, learning rate,
+    budget and prior."""
     name: str
     cfg: dict             # {'preset': an sr_config preset, **overrides}
     low: int              # low-res side: the base model's image size
@@ -114,7 +124,8 @@ class SRPreset:
 
     def unet(self, id_dim: int | None) -> UNetConfig:
         "The SR U-Net config for ID vectors of `id_dim` (None: no ID condition)."
-        c = dict(self.cfg); return sr_config(c.pop('preset'), image_size=self.size, low_res_size=self.low, id_dim=id_dim, **c)
+        c = dict(self.cfg)
+        return sr_config(c.pop('preset'), image_size=self.size, low_res_size=self.low, id_dim=id_dim, **c)
 
 _SR_CPU = {'preset': 'tiny', 'patch': 2, 'ch': 32, 'ch_mult': (1, 2, 4), 'attn_res': (8,), 'norm_groups': 16}
 SR_PRESETS = {
@@ -135,8 +146,11 @@ def check_sr_fits(base: dict,  # the base bundle's `bundle.json`
                   sr: dict,  # the SR bundle's
                   where: str = 'the SR stage'):  # how to name the SR bundle in errors
     "Raise unless the SR stage `sr` can upsample the base model's images: kinds, sizes and recognizer."
-    if sr.get('kind') != 'sr': raise ArtifactError(f"{where} is not a super-resolution stage (kind {sr.get('kind')!r}): train one with id3pm_train_sr")
-    if base.get('kind', 'base') != 'base': raise ArtifactError(f"the bundle to attach {where} to is not a base model (kind {base.get('kind')!r})")
+    if sr.get('kind') != 'sr':
+        raise ArtifactError(f"{where} is not a super-resolution stage (kind {sr.get('kind')!r}): train one with "
+                            f"id3pm_train_sr")
+    if base.get('kind', 'base') != 'base':
+        raise ArtifactError(f"the bundle to attach {where} to is not a base model (kind {base.get('kind')!r})")
     if sr['low_res_size'] != base['image_size']:
         raise ValueError(f"{where} upsamples {sr['low_res_size']} px images, but the base model makes {base['image_size']} px ones: "
                          f"train an SR stage whose low-res side is {base['image_size']}")
@@ -146,7 +160,8 @@ def check_sr_fits(base: dict,  # the base bundle's `bundle.json`
 
 def attach_sr(bundle: str | os.PathLike,  # a base bundle folder; rewritten with the SR stage in `sr/`
               sr: str | os.PathLike | Bundle) -> Path:  # an SR bundle folder (from id3pm_train_sr) or a loaded one
-    "Add (or replace) the SR stage of base bundle `bundle`, atomically; the base model, its metadata and people stay as they are."
+    """Add (or replace) the SR stage of base bundle `bundle`, atomically; the base model, its metadata and people
+    stay as they are."""
     base, srb = load_bundle(bundle), sr if isinstance(sr, Bundle) else load_bundle(sr)
     check_sr_fits(base.info, srb.info, str(srb.path))
     return save_bundle(bundle, base, base.info.get('meta'), sr=srb, sr_meta=srb.info.get('meta'))

@@ -33,7 +33,9 @@ def pack_state(obj: Any, prefix: str = 's') -> tuple[Any, dict[str, Tensor]]:
     "Split nested state into a JSON-able structure and named tensors (for safetensors): no pickle needed to load it."
     tensors = {}
     def enc(o, path):
-        if isinstance(o, Tensor): tensors[path] = o.detach().cpu().clone().contiguous(); return {'__tensor__': path}
+        if isinstance(o, Tensor):
+            tensors[path] = o.detach().cpu().clone().contiguous()
+            return {'__tensor__': path}
         if isinstance(o, np.ndarray): return {'__ndarray__': o.tolist(), 'dtype': str(o.dtype)}
         if isinstance(o, np.generic): return o.item()
         if isinstance(o, dict):
@@ -72,7 +74,9 @@ def rng_states(gen: torch.Generator | None = None) -> dict:
 
 def set_rng_states(s: dict, gen: torch.Generator | None = None):
     "Restore what `rng_states` returned."
-    random.setstate(s['python']); np.random.set_state(s['numpy']); torch.set_rng_state(s['torch'])
+    random.setstate(s['python'])
+    np.random.set_state(s['numpy'])
+    torch.set_rng_state(s['torch'])
     if 'cuda' in s and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
     if gen is not None and 'gen' in s: gen.set_state(s['gen'])
 
@@ -85,14 +89,16 @@ def _opt_to_device(opt, device):
 
 # %% ../../nbs/04a_checkpoint.ipynb #57df6bb2
 class SkipDL(TfmdDL):
-    "DataLoader `dl` resumed mid-epoch: its index list without the first `n_skip` items; `on_start()` runs as the first remaining batch starts loading."
+    """DataLoader `dl` resumed mid-epoch: its index list without the first `n_skip` items; `on_start()` runs as the
+    first remaining batch starts loading."""
     def __init__(self, dl, n_skip: int, on_start: Callable[[], None] | None = None):
         self.dl, self.n_skip, self.on_start = dl, n_skip, on_start
         self.bs, self.device, self.drop_last, self.dataset, fake, self.num_workers, self.offs, self.pin_memory = \
             attrgetter('bs', 'device', 'drop_last', 'dataset', 'fake_l', 'num_workers', 'offs', 'pin_memory')(dl)
         self.fake_l = _FakeLoader(self, fake.pin_memory, fake.num_workers, fake.timeout,
                                   persistent_workers=fake.persistent_workers, pin_memory_device=fake.pin_memory_device)
-    def __len__(self): return len(self.dl)  # the whole epoch: fastai's progress counts the batches done before the kill too
+    def __len__(self):
+        return len(self.dl)  # the whole epoch: fastai's progress counts the batches done before the kill too
     def randomize(self): self.dl.randomize()
     def before_iter(self): self.dl.before_iter()
     def get_idxs(self): return list(self.dl.get_idxs())[self.n_skip:]
@@ -162,8 +168,10 @@ class CheckpointCallback(Callback):
                    'state.safetensors': lambda p: write_tensors(p, ts),
                    'state.json': lambda p: p.write_text(json.dumps(js)),
                    'config.json': lambda p: save_config(model.cfg, p)}
-        if learn.ema_model is not None: writers['ema.safetensors'] = lambda p: write_tensors(p, learn.ema_model.state_dict())
-        meta = dict(format=CKPT_FORMAT, version=1, iteration=it, epoch=epoch, world_size=len(states), **learn.settings())
+        if learn.ema_model is not None:
+            writers['ema.safetensors'] = lambda p: write_tensors(p, learn.ema_model.state_dict())
+        meta = dict(format=CKPT_FORMAT, version=1, iteration=it, epoch=epoch, world_size=len(states),
+                    **learn.settings())
         path = write_folder(self.folder/f'ckpt-{it:08d}', writers, meta)
         for old in list_checkpoints(self.folder)[:-self.keep]: shutil.rmtree(old, ignore_errors=True)
         return path
@@ -178,11 +186,15 @@ class CheckpointCallback(Callback):
     def _restore_fit_state(self):
         "At before_fit of a resumed fit: optimizer, GradScaler, recorder; then skip finished epochs."
         s, learn = self.pending, self.learn
-        if s['n_epoch'] != learn.n_epoch: raise ArtifactError(f"the checkpoint was taken in a fit of {s['n_epoch']} epochs, this fit has {learn.n_epoch}: resume with the same call")
+        if s['n_epoch'] != learn.n_epoch:
+            raise ArtifactError(f"the checkpoint was taken in a fit of {s['n_epoch']} epochs, this fit has "
+                                f"{learn.n_epoch}: resume with the same call")
         learn.train_iter = s['train_iter']
-        learn.opt.load_state_dict(s['opt']); _opt_to_device(learn.opt, next(learn.model.parameters()).device)
+        learn.opt.load_state_dict(s['opt'])
+        _opt_to_device(learn.opt, next(learn.model.parameters()).device)
         if s['scaler'] and getattr(learn, 'scaler', None): learn.scaler.load_state_dict(s['scaler'])
-        r = learn.recorder; rs = s['recorder']
+        r = learn.recorder
+        rs = s['recorder']
         r.losses, r.lrs, r.iters, r.values = rs['losses'], rs['lrs'], rs['iters'], rs['values']
         r.smooth_loss.val, r.smooth_loss.count = torch.tensor(rs['smooth'][0]), rs['smooth'][1]
 
@@ -194,10 +206,12 @@ class CheckpointCallback(Callback):
     def after_epoch(self):
         if getattr(self, '_logger', None) is not None:  # a skipped epoch: undo what Recorder appended
             self.learn.logger, self._logger = self._logger, None
-            self.learn.recorder.values.pop(); self.learn.recorder.iters.pop()
+            self.learn.recorder.values.pop()
+            self.learn.recorder.iters.pop()
 
     def _resume_epoch(self, dl):
-        "In the interrupted epoch: the same permutation without the batches done (`SkipDL`), RNGs restored where the run left off."
+        """In the interrupted epoch: the same permutation without the batches done (`SkipDL`), RNGs restored where
+        the run left off."""
         s, learn, self.pending = self.pending, self.learn, None
         dl.rng.setstate(s['epoch_rng'])
         self.skip = s['iter_in_epoch']
@@ -205,7 +219,8 @@ class CheckpointCallback(Callback):
         rank = world()[0]
         states = s['rng'][rank] if rank < len(s['rng']) else None
         restore = None if states is None else lambda: set_rng_states(states, learn.diffusion.gen)
-        learn.dl = SkipDL(learn.dl, self.skip * learn.dl.bs, restore)   # this epoch only: the next one takes dls.train again
+        # this epoch only: the next one takes dls.train again
+        learn.dl = SkipDL(learn.dl, self.skip * learn.dl.bs, restore)
 
 # %% ../../nbs/04a_checkpoint.ipynb #36f6ca65
 def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
@@ -222,18 +237,24 @@ def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
 # %% ../../nbs/04a_checkpoint.ipynb #117b40d7
 def load_checkpoint(learn,  # a train.DiffusionLearner built like the one that saved it
                     path: str | os.PathLike | None = None, verify: bool = True) -> dict:
-    "Load weights + EMA from checkpoint `path` (default: the newest in its CheckpointCallback's folder); the rest waits for the next fit."
+    """Load weights + EMA from checkpoint `path` (default: the newest in its CheckpointCallback's folder); the rest
+    waits for the next fit."""
     cb = getattr(learn, 'checkpoint', None)
     if path is None:
-        if cb is None: raise ValueError("this learner has no checkpoint folder: add a CheckpointCallback(folder) to get_learner's cbs, or pass a checkpoint path")
+        if cb is None:
+            raise ValueError("this learner has no checkpoint folder: add a CheckpointCallback(folder) to get_learner's "
+                             "cbs, or pass a checkpoint path")
         path = latest_checkpoint(cb.folder)
         if path is None: raise FileNotFoundError(f"no complete checkpoint in {cb.folder}")
     path = Path(path)
-    m = read_manifest(path, CKPT_FORMAT, 'checkpoint', verify=verify, hint=' (is this a checkpoint folder ckpt-<iteration>?)')
+    m = read_manifest(path, CKPT_FORMAT, 'checkpoint', verify=verify, hint=' (is this a checkpoint folder '
+                                                                           'ckpt-<iteration>?)')
     model = unwrap(learn.model)
-    cfg = read_json(path/'config.json'); cfg.pop('__class__', None)
+    cfg = read_json(path/'config.json')
+    cfg.pop('__class__', None)
     diff = {k: (v, getattr(model.cfg, k, None)) for k, v in cfg.items() if to_json(getattr(model.cfg, k, None)) != v}
-    if diff: raise ArtifactError(f"{path/'config.json'} is for another model: (checkpoint, this model) differ in {diff}")
+    if diff:
+        raise ArtifactError(f"{path/'config.json'} is for another model: (checkpoint, this model) differ in {diff}")
     load_weights(model, path/'model.safetensors')
     if learn.ema_model is not None:
         if (path/'ema.safetensors').is_file(): load_weights(learn.ema_model, path/'ema.safetensors')

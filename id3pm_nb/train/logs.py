@@ -22,7 +22,8 @@ __all__ = ['LOG_FILES', 'CURVES', 'read_rows', 'read_log', 'TrainLog', 'plot_run
 LOG_FILES = ('log.csv', 'steps.csv', 'tb')  # what a run folder's logs are made of
 
 def read_rows(path: str | os.PathLike) -> list[dict]:
-    "The rows of a log CSV written by `TrainLog` as dicts of numbers; a line cut short by a kill is dropped. `[]` if absent."
+    """The rows of a log CSV written by `TrainLog` as dicts of numbers; a line cut short by a kill is dropped. `[]`
+    if absent."""
     path = Path(path)
     if not path.is_file(): return []
     lines = path.read_text().split('\n')
@@ -48,14 +49,18 @@ def read_log(folder: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     import pandas as pd
     folder = Path(folder)
     if not (folder/'log.csv').is_file() and not (folder/'steps.csv').is_file():
-        raise FileNotFoundError(f"{folder} holds no training log (log.csv, steps.csv): train with id3pm_train, or get_learner(..., cbs=[TrainLog(folder)])")
-    head = lambda p: p.read_text().split('\n', 1)[0].split(',') if p.is_file() else None   # the columns, also of a log with no rows yet
+        raise FileNotFoundError(f"{folder} holds no training log (log.csv, steps.csv): train with id3pm_train, or "
+                                f"get_learner(..., cbs=[TrainLog(folder)])")
+    # the columns, also of a log with no rows yet
+    head = lambda p: p.read_text().split('\n', 1)[0].split(',') if p.is_file() else None
     return tuple(pd.DataFrame(read_rows(folder/n), columns=head(folder/n)) for n in ('steps.csv', 'log.csv'))
 
 # %% ../../nbs/04_logs.ipynb #ac1f4aa6
 class TrainLog(Callback):
-    "CSV logs (`steps.csv` every `every` iterations, `log.csv` every epoch) and TensorBoard events (`tb/`) in `folder`; a resumed fit continues them."
-    order, run_valid = 52, False  # after the Recorder (50), before checkpoints (55): what a checkpoint covers is on disk first
+    """CSV logs (`steps.csv` every `every` iterations, `log.csv` every epoch) and TensorBoard events (`tb/`) in
+    `folder`; a resumed fit continues them."""
+    # after the Recorder (50), before checkpoints (55): what a checkpoint covers is on disk first
+    order, run_valid = 52, False
     STEPS = ('iteration', 'epoch', 'loss', 'smooth_loss', 'lr', 'images_per_s')
     def __init__(self, folder: str | os.PathLike, every: int = 10):
         if every < 1: raise ValueError(f"log every={every}: must be >= 1")
@@ -63,7 +68,8 @@ class TrainLog(Callback):
 
     @property
     def epoch_cols(self) -> list[str]:
-        "Columns of `log.csv`: epoch, iteration, the Recorder's values (train_loss, valid_loss, metrics), lr, seconds, images/s."
+        """Columns of `log.csv`: epoch, iteration, the Recorder's values (train_loss, valid_loss, metrics), lr,
+        seconds, images/s."""
         names = [n for n in self.learn.recorder.metric_names if n not in ('epoch', 'time')]
         return ['epoch', 'iteration', *names, 'lr', 'seconds', 'images_per_s']
 
@@ -75,12 +81,16 @@ class TrainLog(Callback):
     def before_epoch(self): self.trained, self.t_epoch, self.n_epoch_imgs = False, time.perf_counter(), 0
     def before_train(self):
         if not self.active: return
-        if not self.opened: self._open(); self.opened = True
+        if not self.opened:
+            self._open()
+            self.opened = True
         self.trained, self.t_rows, self.n_row_imgs = True, time.perf_counter(), 0
 
     def after_batch(self):
         if not self.active: return
-        n = len(self.learn.xb[0]); self.n_row_imgs += n; self.n_epoch_imgs += n
+        n = len(self.learn.xb[0])
+        self.n_row_imgs += n
+        self.n_epoch_imgs += n
         it = self.learn.train_iter
         if it % self.every == 0:
             now = time.perf_counter()
@@ -108,7 +118,8 @@ class TrainLog(Callback):
         "Put a preview grid (PNG) into the TensorBoard events at `iteration`."
         if self.tb is None: return
         from PIL import Image
-        self.tb.add_image('preview', np.asarray(Image.open(path).convert('RGB')), iteration, dataformats='HWC'); self.tb.flush()
+        self.tb.add_image('preview', np.asarray(Image.open(path).convert('RGB')), iteration, dataformats='HWC')
+        self.tb.flush()
 
     # -- writing --
     def _step_row(self, row: dict, file: bool = True):
@@ -124,7 +135,8 @@ class TrainLog(Callback):
         if self.tb is not None: self.tb.flush()
 
     def _open(self):
-        "Continue the logs where this fit stands: a resumed fit drops rows past its checkpoint; a new fit sets earlier logs aside."
+        """Continue the logs where this fit stands: a resumed fit drops rows past its checkpoint; a new fit sets
+        earlier logs aside."""
         from torch.utils.tensorboard import SummaryWriter
         it, n_done = self.learn.train_iter, len(self.learn.recorder.values)
         steps, epochs = read_rows(self.folder/'steps.csv'), read_rows(self.folder/'log.csv')
@@ -134,7 +146,8 @@ class TrainLog(Callback):
         purge = min([it + 1] + [r['iteration'] for r in dropped])   # an epoch row the resume logs again is purged too
         self.folder.mkdir(parents=True, exist_ok=True)
         for name, cols, rows in (('steps.csv', self.STEPS, steps), ('log.csv', self.epoch_cols, epochs)):
-            _write_rows(self.folder/name, cols, rows); self.files[name] = open(self.folder/name, 'a')
+            _write_rows(self.folder/name, cols, rows)
+            self.files[name] = open(self.folder/name, 'a')
         self.tb = SummaryWriter(str(self.folder/'tb'), purge_step=purge if self.resuming else None, flush_secs=30)
         for r in steps:
             if r['iteration'] >= purge: self._step_row(r, file=False)  # what the purge hid and the CSV keeps
@@ -145,11 +158,13 @@ class TrainLog(Callback):
             if purge <= int(p.stem.split('-')[1]) <= it: self.add_image(p, int(p.stem.split('-')[1]))
 
     def _set_aside(self):
-        "Move the logs of an earlier (not resumed) run into `previous-<n>/`, so a new run starts clean and nothing is lost."
+        """Move the logs of an earlier (not resumed) run into `previous-<n>/`, so a new run starts clean and nothing
+        is lost."""
         old = [self.folder/n for n in LOG_FILES if (self.folder/n).exists()]
         if not old: return
         k = 1 + sum(1 for _ in self.folder.glob('previous-*'))
-        dest = self.folder/f'previous-{k}'; dest.mkdir()
+        dest = self.folder/f'previous-{k}'
+        dest.mkdir()
         for p in old: os.replace(p, dest/p.name)
 
 # %% ../../nbs/04_logs.ipynb #772b7e5e
@@ -158,20 +173,25 @@ CURVES = ('smooth_loss', 'valid_loss', 'id_gain', 'lr', 'images_per_s')  # the p
 def plot_runs(runs: Sequence[str | os.PathLike],      # run folders (each with a TrainLog's files)
               metrics: Sequence[str] = CURVES,        # columns of steps.csv or log.csv, one panel each
               labels: Sequence[str] | None = None):   # legend names (default: the folder names)
-    "Learning curves of one or several runs side by side: a panel per metric against the iteration, a line per run; the figure."
+    """Learning curves of one or several runs side by side: a panel per metric against the iteration, a line per run;
+    the figure."""
     import matplotlib.pyplot as plt
     runs = [Path(r) for r in ([runs] if isinstance(runs, (str, os.PathLike)) else runs)]
     labels = list(labels or [r.name if r.name not in ('', '.') else str(r) for r in runs])
     tables = [read_log(r) for r in runs]
-    for (steps, epochs), lab in zip(tables, labels):      # checked before a figure is opened, so a bad name leaves none behind
+    # checked before a figure is opened, so a bad name leaves none behind
+    for (steps, epochs), lab in zip(tables, labels):
         if (bad := [m for m in metrics if m not in steps.columns and m not in epochs.columns]):
-            raise ValueError(f"no column {bad[0]!r} in the logs of {lab}: use one of {sorted(set(steps.columns) | set(epochs.columns))}")
+            raise ValueError(f"no column {bad[0]!r} in the logs of {lab}: use one of "
+                             f"{sorted(set(steps.columns) | set(epochs.columns))}")
     fig, axs = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 2.8), squeeze=False)
     for ax, m in zip(axs[0], metrics):
         for (steps, epochs), lab in zip(tables, labels):
             t = steps if m in steps.columns else epochs
-            ax.plot(t.iteration, t[m], '.-' if t is epochs or len(t) < 30 else '-', ms=4, lw=1, label=lab)   # dots where rows are few
+            # dots where rows are few
+            ax.plot(t.iteration, t[m], '.-' if t is epochs or len(t) < 30 else '-', ms=4, lw=1, label=lab)
         ax.set(title=m.replace('_', ' '), xlabel='iteration')
         if m == 'lr': ax.set_yscale('log')
-    axs[0][0].legend(fontsize=7); fig.tight_layout()
+    axs[0][0].legend(fontsize=7)
+    fig.tight_layout()
     return fig

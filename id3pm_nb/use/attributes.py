@@ -26,13 +26,17 @@ __all__ = ['POSE_MODEL', 'POSE_POINTS', 'ATTRIBUTES', 'check_faces', 'crop_landm
 
 # %% ../../nbs/05d_attributes.ipynb #3997632f
 def check_faces(imgs) -> np.ndarray:
-    "Aligned faces as uint8 `(N,S,S,3)`: from uint8 `(N,S,S,3)` / `(S,S,3)` or a [-1,1] tensor `(N,3,S,S)`; errors say what is wrong."
+    """Aligned faces as uint8 `(N,S,S,3)`: from uint8 `(N,S,S,3)` / `(S,S,3)` or a [-1,1] tensor `(N,3,S,S)`; errors
+    say what is wrong."""
     if isinstance(imgs, torch.Tensor): imgs = tensor2img(imgs) if imgs.is_floating_point() else imgs.cpu().numpy()
     a = np.asarray(imgs)
     if a.ndim == 3: a = a[None]
     if a.ndim != 4 or a.shape[-1] != 3: raise ValueError(f"aligned faces must be shaped (N, S, S, 3), got {a.shape}")
-    if a.shape[1] != a.shape[2]: raise ValueError(f"aligned faces must be square FFHQ-style crops, got {a.shape[1]}x{a.shape[2]}")
-    if a.dtype != np.uint8: raise ValueError(f"aligned faces must be uint8, got {a.dtype}: convert with np.clip(x, 0, 255).astype(np.uint8)")
+    if a.shape[1] != a.shape[2]:
+        raise ValueError(f"aligned faces must be square FFHQ-style crops, got {a.shape[1]}x{a.shape[2]}")
+    if a.dtype != np.uint8:
+        raise ValueError(f"aligned faces must be uint8, got {a.dtype}: convert with np.clip(x, 0, "
+                         f"255).astype(np.uint8)")
     if a.shape[1] < 16: raise ValueError(f"{a.shape[1]} px crops are too small for landmarks: use at least 16 px")
     return a
 
@@ -43,7 +47,8 @@ def crop_landmarks(imgs,            # aligned faces, see `check_faces`
     sp, rect = dlib_model('sp68'), dlib_rect(ffhq_kps(work))
     out = []
     for im in check_faces(imgs):
-        if im.shape[0] != work: im = cv2.resize(im, (work, work), interpolation=cv2.INTER_CUBIC if im.shape[0] < work else cv2.INTER_AREA)
+        if im.shape[0] != work:
+            im = cv2.resize(im, (work, work), interpolation=cv2.INTER_CUBIC if im.shape[0] < work else cv2.INTER_AREA)
         out.append([(q.x, q.y) for q in sp(np.ascontiguousarray(im), rect).parts()])
     return np.asarray(out, np.float32).reshape(-1, 68, 2) / work
 
@@ -63,7 +68,8 @@ def _yaw_pitch(l: np.ndarray) -> tuple[float, float]:
 def head_pose(lm: np.ndarray) -> np.ndarray:
     "Yaw and pitch in degrees `(N,2)` from 68-point landmarks `(N,68,2)` (crop units)."
     lm = np.asarray(lm, np.float64)
-    if lm.ndim != 3 or lm.shape[1:] != (68, 2): raise ValueError(f"head_pose needs 68-point landmarks (N, 68, 2), got {lm.shape}")
+    if lm.ndim != 3 or lm.shape[1:] != (68, 2):
+        raise ValueError(f"head_pose needs 68-point landmarks (N, 68, 2), got {lm.shape}")
     return np.array([_yaw_pitch(l) for l in lm], np.float32).reshape(-1, 2)
 
 # %% ../../nbs/05d_attributes.ipynb #d0eb2dad
@@ -75,7 +81,8 @@ class Attributes:
     "Per-face attributes in their units (`raw` `(N,A)`, columns `names`) and the U-Net's attribute vectors (`values`)."
     raw: np.ndarray      # (N, A) float32, in ATTRIBUTES units
     names: tuple         # the A attribute names
-    filled: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))  # rows given the median (not measured)
+    # rows given the median (not measured)
+    filled: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
     def __post_init__(self):
         self.raw, self.names = np.asarray(self.raw, np.float32).reshape(-1, len(self.names)), tuple(self.names)
         bad = [n for n in self.names if n not in ATTRIBUTES]
@@ -90,17 +97,21 @@ class Attributes:
     def flip(self) -> np.ndarray: return np.array([1.] + [self._col(k)[3] for k in range(len(self.names))], np.float32)
     def scaled(self, raw: np.ndarray) -> np.ndarray:
         "Attribute vectors `(..., 1+A)` for raw values `(..., A)`."
-        raw = np.asarray(raw, np.float32); off, sc = (np.array([self._col(k)[i] for k in range(len(self.names))], np.float32) for i in (1, 2))
+        raw = np.asarray(raw, np.float32)
+        off, sc = (np.array([self._col(k)[i] for k in range(len(self.names))], np.float32) for i in (1, 2))
         return np.concatenate([np.ones_like(raw[..., :1]), (raw - off) / sc], -1)
     @property
     def values(self) -> np.ndarray: return self.scaled(self.raw)
     def encode(self, **raw) -> np.ndarray:
         "The attribute vector `(1+A,)` for values in units, e.g. `encode(yaw=20, pitch=0)`; every name must be given."
         missing, extra = set(self.names) - set(raw), set(raw) - set(self.names)
-        if missing or extra: raise ValueError(f"encode needs exactly {list(self.names)}: missing {sorted(missing)}, unknown {sorted(extra)}")
+        if missing or extra:
+            raise ValueError(f"encode needs exactly {list(self.names)}: missing {sorted(missing)}, unknown "
+                             f"{sorted(extra)}")
         return self.scaled(np.array([raw[n] for n in self.names], np.float32))
     def frame(self) -> pd.DataFrame: return pd.DataFrame(self.raw, columns=list(self.names))
-    def __repr__(self): return f"Attributes({len(self)} faces: {', '.join(f'{n} [{ATTRIBUTES[n][0]}]' for n in self.names)})"
+    def __repr__(self):
+        return f"Attributes({len(self)} faces: {', '.join(f'{n} [{ATTRIBUTES[n][0]}]' for n in self.names)})"
 
 # %% ../../nbs/05d_attributes.ipynb #7a01a4aa
 def face_attributes(imgs,                                  # aligned faces (see `check_faces`)
@@ -108,25 +119,33 @@ def face_attributes(imgs,                                  # aligned faces (see 
                     work: int = 256,                       # landmark / age-gender working size
                    ) -> Attributes:
     "Measure head pose (and age / gender when named) of FFHQ-aligned faces; `.values` is the U-Net's `(N, 1+A)` input."
-    names = tuple(names); bad = [n for n in names if n not in ATTRIBUTES]
+    names = tuple(names)
+    bad = [n for n in names if n not in ATTRIBUTES]
     if bad or not names: raise ValueError(f"names={list(names)}: choose one or more of {list(ATTRIBUTES)}")
-    a = check_faces(imgs); cols, filled = {}, np.zeros(len(a), bool)
+    a = check_faces(imgs)
+    cols, filled = {}, np.zeros(len(a), bool)
     if {'yaw', 'pitch'} & set(names): cols['yaw'], cols['pitch'] = head_pose(crop_landmarks(a, work)).T
     if {'age', 'male'} & set(names):
         from id3pm_nb.use.directions import predict_age_gender
         big = [cv2.resize(im, (work, work), interpolation=cv2.INTER_CUBIC) for im in a]
-        ag = predict_age_gender(big); filled = ~ag.found.to_numpy(bool)
-        cols['age'], cols['male'] = ag.age.to_numpy(np.float32), np.where(ag.gender == 'male', 1., -1.).astype(np.float32)
+        ag = predict_age_gender(big)
+        filled = ~ag.found.to_numpy(bool)
+        cols['age'], cols['male'] = ag.age.to_numpy(np.float32), np.where(ag.gender == 'male', 1.,
+                                                                          -1.).astype(np.float32)
     raw = np.stack([cols[n] for n in names], 1).astype(np.float32)
     filled |= ~np.isfinite(raw).all(1)
-    if filled.all() and len(a): raise ValueError(f"no attributes could be measured on any of the {len(a)} faces: are they FFHQ-aligned crops?")
+    if filled.all() and len(a):
+        raise ValueError(f"no attributes could be measured on any of the {len(a)} faces: are they FFHQ-aligned crops?")
     if filled.any(): raw[filled] = np.nanmedian(np.where(filled[:, None], np.nan, raw), 0)
     return Attributes(raw, names, np.flatnonzero(filled))
 
 # %% ../../nbs/05d_attributes.ipynb #da81624d
 def attr_dls(prepared: Prepared, attrs: Attributes, size: int = 32, bs: int = 64, split=None, **kw):
-    "`get_dls` whose batches are (image, ID vector, attribute vector `(B, 1+A)`) for the `attrs` of every prepared face."
-    if len(attrs) != len(prepared): raise ValueError(f"{len(attrs)} attribute rows for {len(prepared)} prepared faces: measure them on the same Prepared")
+    """`get_dls` whose batches are (image, ID vector, attribute vector `(B, 1+A)`) for the `attrs` of every prepared
+    face."""
+    if len(attrs) != len(prepared):
+        raise ValueError(f"{len(attrs)} attribute rows for {len(prepared)} prepared faces: measure them on the same "
+                         f"Prepared")
     return get_dls(prepared, size, bs, split=split, attrs=attrs.values, attr_flip=attrs.flip, **kw)
 
 # %% ../../nbs/05d_attributes.ipynb #dcdfaae1
@@ -139,17 +158,23 @@ def attribute_sweep(model,                      # a loaded bundle (`bundle.load_
                     bs: int = 64,
                     schedule=None,              # a bare model's training schedule: a name (T = 1000) or a `Schedule`; a bundle brings its own
                    ) -> np.ndarray:
-    "Samples uint8 `(N, C, H, W, 3)`: every ID vector with every attribute vector, one starting noise per row (on the model's device)."
+    """Samples uint8 `(N, C, H, W, 3)`: every ID vector with every attribute vector, one starting noise per row (on
+    the model's device)."""
     from id3pm_nb.model.bundle import Bundle
     if isinstance(model, Bundle): model, schedule = model.model, model.schedule
-    elif schedule is None: raise ValueError("attribute_sweep needs the schedule the model was trained with: pass the loaded bundle, or schedule= (a name or a Schedule)")
+    elif schedule is None:
+        raise ValueError("attribute_sweep needs the schedule the model was trained with: pass the loaded bundle, or "
+                         "schedule= (a name or a Schedule)")
     ids, attrs = torch.as_tensor(np.asarray(ids), dtype=torch.float32), torch.as_tensor(np.asarray(attrs), dtype=torch.float32)
     cfg = model.cfg
-    if not cfg.attr_dim: raise ValueError("this model has no attribute input (attr_dim=None): train it with attribute batches")
+    if not cfg.attr_dim:
+        raise ValueError("this model has no attribute input (attr_dim=None): train it with attribute batches")
     if ids.ndim != 2 or attrs.ndim != 2 or attrs.shape[1] != cfg.attr_dim:
-        raise ValueError(f"need ids (N, {cfg.id_dim}) and attrs (C, {cfg.attr_dim}); got {tuple(ids.shape)} and {tuple(attrs.shape)}")
+        raise ValueError(f"need ids (N, {cfg.id_dim}) and attrs (C, {cfg.attr_dim}); got {tuple(ids.shape)} and "
+                         f"{tuple(attrs.shape)}")
     N, C, S = len(ids), len(attrs), cfg.image_size
-    noise = torch.stack([torch.randn(cfg.in_ch, S, S, generator=torch.Generator().manual_seed(seed + k)) for k in range(N)])
+    noise = torch.stack([torch.randn(cfg.in_ch, S, S,
+                                     generator=torch.Generator().manual_seed(seed + k)) for k in range(N)])
     x, y, a = noise.repeat_interleave(C, 0), ids.repeat_interleave(C, 0), attrs.repeat(N, 1)   # row-major (N*C, ...)
     dev = next(model.parameters()).device
     out = [sample(model, x[i:i+bs].to(dev), y[i:i+bs], spec, attr=a[i:i+bs], schedule=schedule, disable=True)
@@ -163,7 +188,8 @@ def sweep_scores(imgs: np.ndarray,       # (N, C, H, W, 3) from `attribute_sweep
                  targets=None,           # (N, D) target ID vectors of the rows, in `rec`'s space
                 ) -> tuple[pd.DataFrame, dict]:
     "Per column: requested and measured attribute (mean, std) and identity cosine; overall correlation and slope."
-    N, C = imgs.shape[:2]; req = np.asarray(requested, np.float32)
+    N, C = imgs.shape[:2]
+    req = np.asarray(requested, np.float32)
     if len(req) != C: raise ValueError(f"{len(req)} requested values for {C} columns")
     got = face_attributes(imgs.reshape(-1, *imgs.shape[2:]), (name,)).raw[:, 0].reshape(N, C)
     r_all = np.broadcast_to(req, (N, C)).ravel()
@@ -172,5 +198,6 @@ def sweep_scores(imgs: np.ndarray,       # (N, C, H, W, 3) from `attribute_sweep
     if rec is not None:
         E = rec.embed_images(imgs.reshape(-1, *imgs.shape[2:]), progress=False).reshape(N, C, -1)
         cos = np.stack([cosine(E[:, j], targets) for j in range(C)], 1)      # (N, C)
-        cols['id_cos'] = cos.mean(0); summary.update(id_cos=float(cos.mean()), id_cos_range=float(np.ptp(cos.mean(0))))
+        cols['id_cos'] = cos.mean(0)
+        summary.update(id_cos=float(cos.mean()), id_cos_range=float(np.ptp(cos.mean(0))))
     return cols, summary

