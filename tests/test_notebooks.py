@@ -112,3 +112,52 @@ def test_every_notebook_starts_with_the_set_up_cell():
     T = importlib.util.module_from_spec(_s); _s.loader.exec_module(T)
     assert T.main(['--check']) == 0, 'a notebook lacks the set-up cell or has an old one: run python tools/notebook_setup.py'
     assert len(NOTEBOOKS) > 30 and all(T.setup_cell(json.loads(p.read_text())) for p in NOTEBOOKS)
+
+
+# ---- teach first (issue 22): after each exported definition, an example whose output shows ------------------------
+def _directives(src: str) -> list[str]: return [l[2:].strip().replace(' ', '') for l in src.splitlines() if l.startswith('#|')]
+def _exported(c) -> bool:
+    return c['cell_type'] == 'code' and any(d.startswith(('export', 'exports')) for d in _directives(R.cell_source(c)))
+def _hidden(c) -> bool: return any(d in ('hide', 'eval:false') or d.startswith('exporti') for d in _directives(R.cell_source(c)))
+
+
+def _public_defs(src: str) -> list[str]:
+    import ast
+    try: tree = ast.parse(src)
+    except SyntaxError: return []
+    return [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and not n.name.startswith('_')]
+
+
+def examples_shown(nb: dict) -> tuple[list[str], list[str]]:
+    "Exported public definitions followed (before the next one) by a visible cell with an output, and those that are not."
+    cells, shown, missing = nb['cells'], [], []
+    for i, c in enumerate(cells):
+        names = _public_defs(R.cell_source(c)) if _exported(c) else []
+        if not names: continue
+        ok = False
+        for d in cells[i + 1:]:
+            if _exported(d) and _public_defs(R.cell_source(d)): break
+            if d['cell_type'] == 'code' and not _exported(d) and not _hidden(d) and d.get('outputs'): ok = True; break
+        (shown if ok else missing).append(names[0])
+    return shown, missing
+
+
+CHAPTERS = [p for p in NOTEBOOKS if p.parent == ROOT/'nbs']
+
+
+@pytest.mark.parametrize('path', CHAPTERS, ids=lambda p: p.name)
+def test_chapters_teach_by_showing(path):
+    "Most exported definitions are followed by a visible example with an output; error-path checks sit in hidden cells."
+    nb = json.loads(path.read_text())
+    shown, missing = examples_shown(nb)
+    assert len(shown) >= len(missing), f"{path.name}: {len(missing)} of {len(shown) + len(missing)} exported definitions have no visible example with an output: {missing}"
+    import ast
+    visible_checks = []
+    for c in nb['cells']:
+        if c['cell_type'] != 'code' or _hidden(c) or _exported(c) or 'test_fail' not in R.cell_source(c): continue
+        try: body = ast.parse('\n'.join(l for l in R.cell_source(c).splitlines() if not l.startswith(('%', '!')))).body
+        except SyntaxError: continue
+        if any(isinstance(n, ast.Expr) and getattr(getattr(n.value, 'func', None), 'id', '') == 'test_fail' for n in body):
+            visible_checks.append(R.cell_source(c).splitlines()[0][:80])
+    assert not visible_checks, f"{path.name}: error-path checks (test_fail) in visible cells; give them a `#| hide` cell: {visible_checks}"

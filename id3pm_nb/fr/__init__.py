@@ -1,1 +1,2 @@
-"The black box and its neighbours: face detection and alignment, the recognizers (dlib, FaceNet, ArcFace ONNX) and the converter one of them needs."
+"""The black box and its neighbours: face detection and alignment, the recognizers (dlib, FaceNet, ArcFace ONNX) and
+the converter one of them needs."""
