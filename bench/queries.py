@@ -50,7 +50,8 @@ def log(msg): print(f"[queries {time.strftime('%H:%M:%S')}] {msg}", file=sys.std
 def run(a) -> dict:
     from id3pm_nb.core import atomic_write
     from id3pm_nb.eval.attack import attack, attack_table, budgets as make_budgets
-    from id3pm_nb.cli.demo import labeled_grid, linear_baseline
+    from id3pm_nb.cli.demo import linear_baseline
+    from id3pm_nb.eval.report import labeled_grid
     from id3pm_nb.eval.report import markdown_table, query_curve
     from id3pm_nb.use.queries import STRATEGIES, QuerySpec
     strategies = [s.strip() for s in a.strategies.split(',') if s.strip()]

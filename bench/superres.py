@@ -115,7 +115,8 @@ def table_md(rows: dict, judge: str = 'FaceNet') -> str:
 
 def main(argv=None) -> dict:
     args = parse(argv)
-    from id3pm_nb.cli.demo import heldout_people, labeled_grid
+    from id3pm_nb.cli.demo import heldout_people
+    from id3pm_nb.eval.report import labeled_grid
     from id3pm_nb.core import atomic_write, default_device, img2tensor, tensor2img
     from id3pm_nb.data.prepare import load_prepared
     from id3pm_nb.eval.evaluate import lfw_judge

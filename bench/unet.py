@@ -1,4 +1,6 @@
-"""Throughput of id3pm_nb's UNet vs diffusers' UNet2DModel at a matched configuration, measured side by side.
+"""Throughput of id3pm_nb's UNet vs diffusers' UNet2DModel at a matched configuration, measured side by side, and of
+the same UNet with the opt-in CPU kernels (`model.cpu.cpu_kernels`: GroupNorm fused with AdaGN in bf16, int16 dropout
+masks) against it without them.
 
 Training step (forward + backward + AdamW step) and inference (forward under inference_mode), in samples/s, fp32 and
 bf16 autocast. Both models: same channels, res blocks, attention resolutions and head size, scale-shift norm,
@@ -6,15 +8,17 @@ BigGAN-style residual up/down sampling, and the ID vector projected by a linear 
 (diffusers: class_embed_type='identity' fed with that projection).
 
     python bench/unet.py                          # 'small' preset on CPU, batch 16 (a few minutes on 2 cores)
+    python bench/unet.py --preset tiny --batch 8 --no-diffusers   # the CPU kernels' ratio alone, quickly
     python bench/unet.py --preset paper --device cuda --batch 64
 """
 from __future__ import annotations
-import argparse, time
+import argparse, copy, time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from id3pm_nb.model.cpu import cpu_kernels
 from id3pm_nb.model.unet import UNet, UNetConfig, num_params, unet_config
 
 
@@ -85,16 +89,20 @@ def main():
     p.add_argument('--threads', type=int, default=0, help='torch threads (0: leave the default)')
     p.add_argument('--compile', action='store_true', help='also time torch.compile(ours)')
     p.add_argument('--diffusers-cl', action='store_true', help='also time diffusers converted to channels_last')
+    p.add_argument('--no-diffusers', action='store_true', help="time ours with and without the CPU kernels only")
     a = p.parse_args()
     dev = torch.device(a.device)
     if a.threads: torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     cfg = unet_config(a.preset)
-    ours, dif = UNet(cfg).to(dev), DiffusersID(cfg).to(dev)
+    ours = UNet(cfg).to(dev)
+    models = {'ours': ours, 'ours_cpu': cpu_kernels(copy.deepcopy(ours))}   # the same weights, the CPU kernels
     print(f"preset={a.preset} image={cfg.image_size} ch={cfg.ch} mult={cfg.ch_mult} blocks={cfg.num_res_blocks} "
-          f"attn={cfg.attn_res} head_ch={cfg.head_ch} batch={a.batch} device={dev} threads={torch.get_num_threads()}")
-    print(f"parameters: ours {num_params(ours)/1e6:.2f}M, diffusers {num_params(dif)/1e6:.2f}M")
-    models = {'ours': ours, 'diffusers': dif}
+          f"attn={cfg.attn_res} head_ch={cfg.head_ch} dropout={cfg.dropout} batch={a.batch} device={dev} "
+          f"threads={torch.get_num_threads()}")
+    if not a.no_diffusers:
+        models['diffusers'] = DiffusersID(cfg).to(dev)
+        print(f"parameters: ours {num_params(ours)/1e6:.2f}M, diffusers {num_params(models['diffusers'])/1e6:.2f}M")
     if a.diffusers_cl: models['diffusers_cl'] = DiffusersID(cfg).to(dev).to(memory_format=torch.channels_last)
     if a.compile: models['ours_compiled'] = torch.compile(UNet(cfg).to(dev))
     x = torch.randn(a.batch, cfg.in_ch, cfg.image_size, cfg.image_size, device=dev)
@@ -105,8 +113,10 @@ def main():
             dtype = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[dn]
             res = bench(models, x, t, y, mode == 'train', dtype, a.rounds, a.iters)
             row = '  '.join(f"{k} {a.batch / s:7.1f}/s" for k, s in res.items())
-            ratios = '  '.join(f"{k}/diffusers {res['diffusers'] / s:.2f}x" for k, s in res.items() if k != 'diffusers')
-            print(f"{mode:5s} {dn}: {row}   |  {ratios}", flush=True)
+            ratios = [f"cpu kernels {res['ours'] / res['ours_cpu']:.2f}x"]
+            if 'diffusers' in res:
+                ratios += [f"{k}/diffusers {res['diffusers'] / s:.2f}x" for k, s in res.items() if k != 'diffusers']
+            print(f"{mode:5s} {dn}: {row}   |  {'  '.join(ratios)}", flush=True)
 
 
 if __name__ == '__main__': main()

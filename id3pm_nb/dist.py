@@ -57,7 +57,7 @@ def gather(obj: Any) -> list:
     return out
 
 # %% ../nbs/00a_dist.ipynb #cfd596cb
-def shard_map(fn: Callable[[list], Any],  # maps a list of items to an array (len(items), ...), e.g. a recognizer on images
+def shard_map(fn: Callable[[list], Any],  # a list of items -> an array (len(items), ...), e.g. a recognizer on images
               items: Sequence,  # all items (the same list on every process)
               bs: int = 64) -> np.ndarray:  # items per call of `fn`
     "Apply `fn` in batches to this process's share of `items` (every world-size-th) and gather all results in order."

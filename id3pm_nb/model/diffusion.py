@@ -47,7 +47,8 @@ class Schedule:
         if self.timesteps.shape != (n,):
             raise ValueError(f"schedule {name!r}: {len(self.timesteps)} timesteps for {n} betas")
         self.name = name
-        self.alphas_cumprod = torch.cumprod(1 - self.betas, 0) if alphas_cumprod is None else torch.as_tensor(alphas_cumprod, dtype=torch.float64).cpu()
+        self.alphas_cumprod = (torch.cumprod(1 - self.betas, 0) if alphas_cumprod is None
+                               else torch.as_tensor(alphas_cumprod, dtype=torch.float64).cpu())
         self.alphas_cumprod_prev = F.pad(self.alphas_cumprod[:-1], (1, 0), value=1.)  # abar_{t-1}, 1 before step 0
         ac, acp = self.alphas_cumprod, self.alphas_cumprod_prev
         self.sqrt_ac, self.sqrt_1m_ac = ac.sqrt(), (1 - ac).sqrt()  # taken in float64, cast at use
@@ -61,7 +62,9 @@ class Schedule:
     def __len__(self) -> int: return len(self.betas)
     def __repr__(self) -> str:
         ts = self.timesteps.tolist()
-        return f"Schedule({self.name or 'custom'}, {len(self)} steps, timesteps {ts[:3]}...{ts[-2:]})" if len(ts) > 5 else f"Schedule({self.name or 'custom'}, timesteps {ts})"
+        name = self.name or 'custom'
+        if len(ts) <= 5: return f"Schedule({name}, timesteps {ts})"
+        return f"Schedule({name}, {len(self)} steps, timesteps {ts[:3]}...{ts[-2:]})"
 
 # %% ../../nbs/03b_diffusion.ipynb #38aa63ec
 def get_schedule(name: str = 'cosine',  # 'linear' (DDPM) or 'cosine' (improved DDPM)

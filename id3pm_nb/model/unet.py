@@ -7,16 +7,13 @@ from __future__ import annotations
 import dataclasses, math
 
 import torch
-from fastcore.basics import patch
 import torch.nn.functional as F
 from torch import nn
 
-from .prior import GaussianPrior
-
 # %% auto #0
-__all__ = ['UNetConfig', 'unet_config', 'sr_config', 'timestep_embedding', 'zero_module', 'EmbedMLP', 'GroupNormAffine',
-           'group_norm', 'GroupNorm', 'dropout', 'Dropout', 'ResBlock', 'AttnBlock', 'Downsample', 'Upsample', 'Stage',
-           'UNet', 'num_params', 'perturb_zero_init', 'SRUNet', 'build_unet']
+__all__ = ['UNetConfig', 'unet_config', 'sr_config', 'timestep_embedding', 'zero_module', 'EmbedMLP', 'group_norm', 'GroupNorm',
+           'ResBlock', 'AttnBlock', 'Downsample', 'Upsample', 'Stage', 'UNet', 'num_params', 'perturb_zero_init',
+           'SRUNet']
 
 # %% ../../nbs/03_unet.ipynb #55943c5d
 @dataclasses.dataclass
@@ -34,22 +31,23 @@ class UNetConfig:
     dropout: float = 0.1             # dropout inside residual blocks
     learn_sigma: bool = False        # also predict the variance interpolation (improved DDPM)
     id_dim: int | None = 512         # ID vector size; None: no ID conditioning
-    id_norm: bool = True             # standardise ID vectors (training mean/std, stored as buffers) before the projection
+    id_norm: bool = True             # standardise ID vectors (training mean/std, buffers) before the projection
     attr_dim: int | None = None      # attribute vector size; None: no attribute conditioning
     resblock_updown: bool = True     # BigGAN-style residual blocks for up/down sampling
     norm_groups: int = 32            # GroupNorm groups
     cond_img_ch: int = 0             # channels of a concatenated conditioning image (SR: 3)
     noise_cond: bool = False         # embed a noise-augmentation level (SR)
     low_res_size: int | None = None  # SR only: side of the low-resolution input
-    patch: int = 1                   # pixels per side folded into channels at the input (2: a 32 px model runs at 16 px inside)
-    prior_rank: int = 0              # > 0: refine a fitted Gaussian prior (linear ID decoder + low-rank covariance, see `prior`)
+    patch: int = 1                   # pixels per side folded into channels at the input (2: 32 px run at 16 px)
+    prior_rank: int = 0              # > 0: a `prior.PriorUNet` refining a Gaussian prior of this covariance rank
     prior_steps: int = 1000          # T of the training schedule the prior is fitted for
 
     def __post_init__(self):
         self.ch_mult, self.attn_res = tuple(self.ch_mult), tuple(self.attn_res)
         n = 2 ** (len(self.ch_mult) - 1) * self.patch
         if self.patch < 1: raise ValueError(f"patch={self.patch}: must be >= 1")
-        if self.image_size % n: raise ValueError(f"image_size={self.image_size} must be divisible by {n} (patch * 2**(len(ch_mult)-1))")
+        if self.image_size % n:
+            raise ValueError(f"image_size={self.image_size} must be divisible by {n} (patch * 2**(len(ch_mult)-1))")
         if self.prior_rank and (not self.id_dim or self.cond_img_ch):
             raise ValueError("prior_rank > 0 needs ID conditioning (id_dim) and is for base models (cond_img_ch=0)")
         sizes = [self.image_size // self.patch // 2**i for i in range(len(self.ch_mult))]
@@ -57,11 +55,14 @@ class UNetConfig:
         if bad: raise ValueError(f"attn_res {bad} are not resolutions of this U-Net; choose from {sizes}")
         for c in {self.ch * m for m in self.ch_mult}:
             if c % self.norm_groups: raise ValueError(f"{c} channels do not split into norm_groups={self.norm_groups}")
-        attn_chs = {self.ch * m for m, r in zip(self.ch_mult, sizes) if r in self.attn_res} | {self.ch * self.ch_mult[-1]}
+        attn_chs = {self.ch * m for m, r in zip(self.ch_mult, sizes) if r in self.attn_res}
+        attn_chs |= {self.ch * self.ch_mult[-1]}                            # the middle block's attention
         for c in attn_chs:
-            if self.num_heads is not None and c % self.num_heads: raise ValueError(f"{c} attention channels do not split into num_heads={self.num_heads}")
+            if self.num_heads is not None and c % self.num_heads:
+                raise ValueError(f"{c} attention channels do not split into num_heads={self.num_heads}")
             if self.num_heads is None and (not self.head_ch or c % self.head_ch):
-                raise ValueError(f"{c} attention channels do not split into heads of head_ch={self.head_ch}; set head_ch or num_heads")
+                raise ValueError(f"{c} attention channels do not split into heads of head_ch={self.head_ch}; "
+                                 "set head_ch or num_heads")
 
     @property
     def emb_ch(self) -> int: return 4 * self.ch
@@ -106,7 +107,7 @@ def sr_config(preset: str = 'paper', **overrides) -> UNetConfig:
 
 # %% ../../nbs/03_unet.ipynb #2adeed72
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.) -> torch.Tensor:
-    "Sinusoidal embedding `(B, dim)` = [cos(t*f), sin(t*f)] of real timesteps `t` `(B,)`, f geometric from 1 to 1/max_period."
+    "Sinusoidal embedding `(B, dim)` = [cos(t*f), sin(t*f)] of real timesteps `t` `(B,)`, f from 1 to 1/max_period."
     half = dim // 2
     f = torch.exp(torch.arange(half, device=t.device, dtype=torch.float32) * (-math.log(max_period) / half))
     a = t.float()[:, None] * f[None]                                    # (B, dim/2)
@@ -120,78 +121,28 @@ def zero_module(m: nn.Module) -> nn.Module:
 
 class EmbedMLP(nn.Sequential):
     "Sinusoidal features `(B, ch)` -> embedding `(B, 4ch)`: Linear, SiLU, Linear."
-    def __init__(self, ch: int, emb_ch: int): super().__init__(nn.Linear(ch, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch))
+    def __init__(self, ch: int, emb_ch: int):
+        super().__init__(nn.Linear(ch, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch))
 
 # %% ../../nbs/03_unet.ipynb #98c1fccd
-def _per_ch(v: torch.Tensor, C: int) -> torch.Tensor:
-    "Per-group values `(B, G)` repeated for each channel of the group -> `(B, C, 1, 1)`."
-    return v.repeat_interleave(C // v.shape[1], 1)[..., None, None]
-
-class GroupNormAffine(torch.autograd.Function):
-    "`GN(x)·w·(1+scale) + b·(1+scale) + shift` as one affine pass over group-centred `x`, with a hand-written backward."
-    @staticmethod
-    def forward(ctx, x, G: int, weight, bias, scale, shift, eps: float):  # x (B,C,H,W); weight, bias (C,); scale, shift (B,C)|None
-        B, C = x.shape[:2]; n = x.numel() // (B * G)
-        acc = torch.promote_types(x.dtype, torch.float32)                                # fp32 (fp64 for fp64 inputs)
-        gsum = lambda t: t.sum((2, 3)).to(acc).view(B, G, -1).sum(-1)                   # (B,C,H,W) -> (B,G)
-        m0 = (gsum(x) / n).to(x.dtype)                                                   # rough group mean, exact in x.dtype
-        d = x - _per_ch(m0, C)                                                           # centred: no cancellation in bf16
-        dm = gsum(d) / n                                                                 # what the rough mean missed
-        rstd = (gsum(d.square()) / n - dm.square() + eps).rsqrt()                        # (B,G)
-        w, b = weight.to(acc).expand(B, C), bias.to(acc).expand(B, C)
-        if scale is not None: s1 = 1 + scale.to(acc); w, b = w * s1, b * s1 + shift.to(acc)  # (B,C)
-        a = _per_ch(rstd, C)[..., 0, 0] * w
-        ctx.save_for_backward(d, weight, bias, scale, w, a, dm, rstd)                  # d, not x: no recomputation
-        return torch.addcmul((b - _per_ch(dm, C)[..., 0, 0] * a).to(x.dtype)[..., None, None], d, a.to(x.dtype)[..., None, None])
-
-    @staticmethod
-    def backward(ctx, gy):
-        d, weight, bias, scale, w, a, dm, rstd = ctx.saved_tensors                      # d = x̂ / rstd + dm
-        B, C = d.shape[:2]; G = rstd.shape[1]; n = d.numel() // (B * G); acc = w.dtype
-        pc = lambda v: _per_ch(v, C)[..., 0, 0]                                         # (B,G) -> (B,C)
-        gb = gy.sum((2, 3)).to(acc)                                                      # dL/d(shift-like term) (B,C)
-        gw = pc(rstd) * ((d * gy).sum((2, 3)).to(acc) - pc(dm) * gb)                    # dL/d(scale-like term) (B,C)
-        m1 = (w * gb).view(B, G, -1).sum(-1) / n                                         # group mean of dL/dx̂
-        m2 = (w * gw).view(B, G, -1).sum(-1) / n                                         # ... of dL/dx̂ · x̂
-        p = -m2 * rstd.square()                                                          # dx = a·gy + p·(d - dm) - rstd·m1
-        gx = torch.addcmul(_per_ch(-rstd * m1 - p * dm, C).to(d.dtype), d, _per_ch(p, C).to(d.dtype))
-        gx.addcmul_(gy, a.to(d.dtype)[..., None, None])
-        if scale is None: return gx, None, gw.sum(0).to(weight.dtype), gb.sum(0).to(bias.dtype), None, None, None
-        s1 = 1 + scale.to(acc)
-        gs = gw * weight.to(acc) + gb * bias.to(acc)
-        return gx, None, (gw * s1).sum(0).to(weight.dtype), (gb * s1).sum(0).to(bias.dtype), gs.to(scale.dtype), gb.to(scale.dtype), None
-
-def _is_cl(x: torch.Tensor) -> bool: return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
 def group_norm(x: torch.Tensor, G: int, weight: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor | None = None,
                shift: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
-    "GroupNorm of `x` `(B,C,H,W)`, then `·(1+scale) + shift` `(B,C)` if given; fused for bf16/fp16 channels-last on CPU."
-    if x.device.type == 'cpu' and x.dtype in (torch.bfloat16, torch.float16) and _is_cl(x):
-        return GroupNormAffine.apply(x, G, weight, bias, scale, shift, eps)
+    "GroupNorm of `x` `(B,C,H,W)` in `G` groups, then `·(1+scale) + shift` `(B,C)` if given (AdaGN)."
     h = F.group_norm(x, G, weight, bias, eps)
-    return h if scale is None else torch.addcmul(shift[..., None, None].to(h.dtype), h, (scale + 1)[..., None, None].to(h.dtype))
+    if scale is None: return h
+    return torch.addcmul(shift[..., None, None].to(h.dtype), h, (scale + 1)[..., None, None].to(h.dtype))
 
 # %% ../../nbs/03_unet.ipynb #98dd1d28
 class GroupNorm(nn.GroupNorm):
     "GroupNorm with an optional per-sample scale-shift (AdaGN) and an optional SiLU after it."
     def __init__(self, groups: int, ch: int, act: bool = False):
-        super().__init__(groups, ch); self.act = act
+        super().__init__(groups, ch)
+        self.act = act
 
-    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None,
+                shift: torch.Tensor | None = None) -> torch.Tensor:
         h = group_norm(x, self.num_groups, self.weight, self.bias, scale, shift, self.eps)
-        return F.silu(h, inplace=not torch.is_grad_enabled()) if self.act else h  # in place only when autograd needs no copy
-
-# %% ../../nbs/03_unet.ipynb #9b24ae52
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    "Inverted dropout of `x` with probability `p`; identity when not training or p=0."
-    if not training or p == 0: return x
-    if x.device.type != 'cpu': return F.dropout(x, p, True)
-    keep = torch.empty_like(x, dtype=torch.int16).random_() >= round(p * 32768)  # random_ fills [0, 32767]
-    return x * keep.to(x.dtype).mul_(1 / (1 - p))
-
-class Dropout(nn.Dropout):
-    "`nn.Dropout` using `dropout`."
-    def forward(self, x: torch.Tensor) -> torch.Tensor: return dropout(x, self.p, self.training)
+        return F.silu(h, inplace=not torch.is_grad_enabled()) if self.act else h  # in place if autograd needs no copy
 
 # %% ../../nbs/03_unet.ipynb #625fd9d1
 def _resample(x: torch.Tensor, mode: str | None) -> torch.Tensor:
@@ -202,13 +153,14 @@ def _resample(x: torch.Tensor, mode: str | None) -> torch.Tensor:
 
 class ResBlock(nn.Module):
     "ADM residual block with scale-shift norm driven by the embedding; optional BigGAN-style up/down sampling."
-    def __init__(self, in_ch: int, emb_ch: int, out_ch: int, dropout: float = 0., resample: str | None = None, groups: int = 32):
+    def __init__(self, in_ch: int, emb_ch: int, out_ch: int, dropout: float = 0., resample: str | None = None,
+                 groups: int = 32):
         super().__init__()
         self.resample = resample
         self.norm1, self.conv1 = GroupNorm(groups, in_ch, act=True), nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb = nn.Linear(emb_ch, 2 * out_ch)
         self.norm2 = GroupNorm(groups, out_ch, act=True)
-        self.drop = Dropout(dropout)
+        self.drop = nn.Dropout(dropout)
         self.conv2 = zero_module(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.skip = nn.Identity() if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1)
 
@@ -248,7 +200,8 @@ class Downsample(nn.Conv2d):
 class Upsample(nn.Conv2d):
     "Nearest 2x up-sampling then a 3x3 convolution."
     def __init__(self, ch: int): super().__init__(ch, ch, 3, padding=1)
-    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor: return super().forward(_resample(x, 'up'))
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        return super().forward(_resample(x, 'up'))
 
 # %% ../../nbs/03_unet.ipynb #15b01241
 class Stage(nn.ModuleList):
@@ -262,52 +215,66 @@ def _heads(cfg: UNetConfig, ch: int) -> int:
     "Number of attention heads for `ch` channels under `cfg`."
     return cfg.num_heads or ch // cfg.head_ch
 
-def _check_vec(v: torch.Tensor | None, dim: int | None, B: int, name: str, field: str, ref: torch.Tensor) -> torch.Tensor | None:
+def _check_vec(v: torch.Tensor | None, dim: int | None, B: int, name: str, field: str,
+               ref: torch.Tensor) -> torch.Tensor | None:
     "Validate condition vector `v` `(B, dim)`; None stays None (the null condition)."
     if v is None: return None
     if dim is None: raise ValueError(f"this model has no {name} conditioning ({field}=None) but {name} was given")
     if v.ndim != 2 or v.shape[1] != dim or v.shape[0] != B:
-        raise ValueError(f"{name} has shape {tuple(v.shape)}, expected ({B}, {dim}): this model was built with {field}={dim}")
-    if v.device.type != 'meta' and not torch.compiler.is_compiling() and not torch.isfinite(v).all(): raise ValueError(f"{name} contains NaN or inf values; pass finite vectors (zeros for the null condition)")
+        raise ValueError(f"{name} has shape {tuple(v.shape)}, expected ({B}, {dim}): "
+                         f"this model was built with {field}={dim}")
+    if v.device.type != 'meta' and not torch.compiler.is_compiling() and not torch.isfinite(v).all():
+        raise ValueError(f"{name} contains NaN or inf values; pass finite vectors (zeros for the null condition)")
     return v.to(ref.dtype)
 
 # %% ../../nbs/03_unet.ipynb #6312d767
 class UNet(nn.Module):
     "ADM U-Net for eps (and optionally variance) prediction, conditioned on the timestep, an ID vector and attributes."
     def __init__(self, cfg: UNetConfig):
+        if cfg.prior_rank and type(self) is UNet:
+            raise ValueError(f"prior_rank={cfg.prior_rank} describes a U-Net refining a Gaussian prior: build it with "
+                             "build_unet(cfg) or PriorUNet(cfg) from id3pm_nb.model.prior")
         super().__init__()
         self.cfg, ch, E, G = cfg, cfg.ch, cfg.emb_ch, cfg.norm_groups
         self.time_embed = EmbedMLP(ch, E)
         self.id_proj = nn.Linear(cfg.id_dim, E) if cfg.id_dim else None
         if cfg.id_dim and cfg.id_norm:                                     # set from training vectors by `set_id_stats`
-            self.register_buffer('id_mean', torch.zeros(cfg.id_dim)); self.register_buffer('id_inv_std', torch.ones(cfg.id_dim))
+            self.register_buffer('id_mean', torch.zeros(cfg.id_dim))
+            self.register_buffer('id_inv_std', torch.ones(cfg.id_dim))
         self.attr_proj = nn.Linear(cfg.attr_dim, E) if cfg.attr_dim else None
-        self.prior = GaussianPrior(cfg.in_ch * cfg.image_size ** 2, cfg.id_dim, cfg.prior_rank, cfg.prior_steps) if cfg.prior_rank else None
         self.conv_in = nn.Conv2d(cfg.input_channels, ch, 3, padding=1)
         res = lambda i, o, r=None: ResBlock(i, E, o, cfg.dropout, r, G)
         attn = lambda c: AttnBlock(c, _heads(cfg, c), G)
         self.down, skips, c, size = nn.ModuleList(), [ch], ch, cfg.image_size // cfg.patch
         for lvl, m in enumerate(cfg.ch_mult):
             for _ in range(cfg.num_res_blocks):
-                layers = [res(c, ch * m)]; c = ch * m
+                layers = [res(c, ch * m)]
+                c = ch * m
                 if size in cfg.attn_res: layers.append(attn(c))
-                self.down.append(Stage(layers)); skips.append(c)
+                self.down.append(Stage(layers))
+                skips.append(c)
             if lvl < len(cfg.ch_mult) - 1:
-                self.down.append(Stage([res(c, c, 'down') if cfg.resblock_updown else Downsample(c)])); skips.append(c); size //= 2
+                self.down.append(Stage([res(c, c, 'down') if cfg.resblock_updown else Downsample(c)]))
+                skips.append(c)
+                size //= 2
         self.mid = Stage([res(c, c), attn(c), res(c, c)])
         self.up = nn.ModuleList()
         for lvl, m in reversed(list(enumerate(cfg.ch_mult))):
             for i in range(cfg.num_res_blocks + 1):
-                layers = [res(c + skips.pop(), ch * m)]; c = ch * m
+                layers = [res(c + skips.pop(), ch * m)]
+                c = ch * m
                 if size in cfg.attn_res: layers.append(attn(c))
                 if lvl and i == cfg.num_res_blocks:
-                    layers.append(res(c, c, 'up') if cfg.resblock_updown else Upsample(c)); size *= 2
+                    layers.append(res(c, c, 'up') if cfg.resblock_updown else Upsample(c))
+                    size *= 2
                 self.up.append(Stage(layers))
-        self.out = nn.Sequential(GroupNorm(G, c, act=True), zero_module(nn.Conv2d(c, cfg.out_channels * cfg.patch ** 2, 3, padding=1)))
+        self.out = nn.Sequential(GroupNorm(G, c, act=True),
+                                 zero_module(nn.Conv2d(c, cfg.out_channels * cfg.patch ** 2, 3, padding=1)))
         self.to(memory_format=torch.channels_last)
 
-    def embed(self, t: torch.Tensor, y: torch.Tensor | None = None, attr: torch.Tensor | None = None, B: int | None = None) -> torch.Tensor:
-        "Embedding `(B, 4ch)`: MLP(sinusoids(t)) + Linear(standardised y) + Linear(attr); None conditions are zero vectors."
+    def embed(self, t: torch.Tensor, y: torch.Tensor | None = None, attr: torch.Tensor | None = None,
+              B: int | None = None) -> torch.Tensor:
+        "Embedding `(B, 4ch)`: MLP(sinusoids(t)) + Linear(standardised y) + Linear(attr); None conditions are zeros."
         B = B or t.shape[0]
         emb = self._embed_level(self.time_embed, t, B, 't')
         for proj, v, name, field in ((self.id_proj, y, 'y', 'id_dim'), (self.attr_proj, attr, 'attr', 'attr_dim')):
@@ -325,15 +292,18 @@ class UNet(nn.Module):
     @torch.no_grad()
     def set_id_stats(self, ids) -> UNet:
         "Standardise future ID vectors with the mean and per-dimension std of training vectors `ids` `(N, id_dim)`."
-        if not hasattr(self, 'id_mean'): raise ValueError("this model has no ID standardisation (id_dim=None or id_norm=False)")
+        if not hasattr(self, 'id_mean'):
+            raise ValueError("this model has no ID standardisation (id_dim=None or id_norm=False)")
         ids = torch.as_tensor(ids, dtype=torch.float64)
         if ids.ndim == 2: ids = ids[ids.ne(0).any(1)]                         # null (all-zero) rows carry no statistics
         if ids.ndim != 2 or ids.shape[1] != self.cfg.id_dim or len(ids) < 2:
-            raise ValueError(f"ID vectors have shape {tuple(ids.shape)} (null rows left out): need (N >= 2, {self.cfg.id_dim}) training vectors")
+            raise ValueError(f"ID vectors have shape {tuple(ids.shape)} (null rows left out): "
+                             f"need (N >= 2, {self.cfg.id_dim}) training vectors")
         if not torch.isfinite(ids).all(): raise ValueError("ID vectors contain NaN or inf values")
         sd = ids.std(0)
         sd = sd.clamp_min(max(0.1 * float(sd.mean()), 1e-8))                 # a near-constant dimension is not blown up
-        self.id_mean.copy_(ids.mean(0)); self.id_inv_std.copy_(1 / sd)
+        self.id_mean.copy_(ids.mean(0))
+        self.id_inv_std.copy_(1 / sd)
         return self
 
     def normalize_id(self, y: torch.Tensor) -> torch.Tensor:
@@ -347,37 +317,37 @@ class UNet(nn.Module):
         w = mlp[0].weight
         t = torch.as_tensor(t, device=w.device)
         if t.ndim == 0: t = t.expand(B)
-        if t.shape != (B,): raise ValueError(f"{name} has shape {tuple(t.shape)}, expected ({B},) (one value per image) or a scalar")
+        if t.shape != (B,):
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected ({B},) (one value per image) or a scalar")
         return mlp(timestep_embedding(t, self.cfg.ch).to(w.dtype))
 
     def backbone(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         "The U-Net proper: `x` `(B, C, H, W)` and embedding `(B, 4ch)` -> `(B, out_channels, H, W)`."
-        emb = F.silu(emb)                                                   # shared first op of every block's projection
+        emb = F.silu(emb)                                       # shared first op of every block's projection
         p = self.cfg.patch
         if p > 1: x = F.pixel_unshuffle(x, p)                               # (B, C·p², H/p, W/p)
         h = self.conv_in(x.contiguous(memory_format=torch.channels_last))
         hs = [h]
-        for stage in self.down: h = stage(h, emb); hs.append(h)
+        for stage in self.down:
+            h = stage(h, emb)
+            hs.append(h)
         h = self.mid(h, emb)
         for stage in self.up: h = stage(torch.cat([h, hs.pop()], dim=1), emb)
         h = self.out(h)
         return F.pixel_shuffle(h, p) if p > 1 else h
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, attr: torch.Tensor | None = None) -> torch.Tensor:
-        "Predict eps (and variance values when `learn_sigma`) for `x` `(B,C,H,W)` at timesteps `t` `(B,)` given ID `y` `(B, id_dim)`."
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+                attr: torch.Tensor | None = None) -> torch.Tensor:
+        "Predict eps (and variance values when `learn_sigma`) for `x` `(B,C,H,W)` at timesteps `t` `(B,)` given ID `y`."
         self._check_x(x)
-        emb = self.embed(t, y, attr, B=x.shape[0])
-        if self.prior is None: return self.backbone(x, emb)
-        x0, eps = self.prior(x, torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0]), None if y is None else self.normalize_id(y))
-        out = self.backbone(torch.cat([x, x0.clamp(-1.5, 1.5).to(x.dtype)], 1), emb)       # the network sees the Gaussian's estimate
-        C = self.cfg.out_ch
-        return torch.cat([out[:, :C].float() + eps, out[:, C:].float()], 1)                   # and predicts what it misses
+        return self.backbone(x, self.embed(t, y, attr, B=x.shape[0]))
 
     def _check_x(self, x: torch.Tensor, extra_ch: int = 0):
         c = self.cfg.in_ch + extra_ch
         if x.ndim != 4 or x.shape[1] != c: raise ValueError(f"x has shape {tuple(x.shape)}, expected (B, {c}, H, W)")
         n = 2 ** (len(self.cfg.ch_mult) - 1) * self.cfg.patch
-        if x.shape[2] % n or x.shape[3] % n: raise ValueError(f"image size {tuple(x.shape[2:])} must be divisible by {n}")
+        if x.shape[2] % n or x.shape[3] % n:
+            raise ValueError(f"image size {tuple(x.shape[2:])} must be divisible by {n}")
 
 # %% ../../nbs/03_unet.ipynb #a9892942
 def num_params(m: nn.Module) -> int:
@@ -393,27 +363,6 @@ def perturb_zero_init(m: nn.Module, std: float = 0.02, seed: int = 0) -> nn.Modu
         if not p.any(): p.copy_(torch.randn(p.shape, generator=g) * std)
     return m
 
-# %% ../../nbs/03_unet.ipynb #2b03413e
-@patch(as_prop=True)
-def prior_set(self: UNet) -> bool:
-    "Is the Gaussian prior fitted (always True without one)?"
-    return self.prior is None or self.prior.is_fitted
-
-@patch
-@torch.no_grad()
-def set_prior(self: UNet,
-               x: torch.Tensor,             # (N, C, H, W) training faces in [-1, 1] (with their mirror images if training flips)
-               ids: torch.Tensor,           # (N, id_dim) their raw ID vectors (standardised here, as in `forward`)
-               alphas_cumprod: torch.Tensor, # (T,) ᾱ of the training schedule
-               valid: tuple | None = None,  # (faces, raw ids) of held-out people, to choose the ridge strength
-              ) -> UNet:
-    "Fit the Gaussian prior from training faces and ID vectors (after `set_id_stats`)."
-    if self.prior is None: raise ValueError("this model has no Gaussian prior (prior_rank=0)")
-    if not self.id_stats_set: raise ValueError("set the ID standardisation first (set_id_stats): the prior works on standardised vectors")
-    z = lambda v: self.normalize_id(torch.as_tensor(v, dtype=torch.float32, device=self.prior.b.device))
-    self.prior.fit(x.to(self.prior.b.device), z(ids), alphas_cumprod, None if valid is None else (valid[0], z(valid[1])))
-    return self
-
 # %% ../../nbs/03_unet.ipynb #1abdd45b
 class SRUNet(UNet):
     "U-Net conditioned on an upsampled low-resolution image, its noise-augmentation level and optionally the ID."
@@ -424,20 +373,19 @@ class SRUNet(UNet):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, low_res: torch.Tensor, y: torch.Tensor | None = None,
                 noise_level: torch.Tensor | None = None) -> torch.Tensor:
-        "Predict eps for `x` `(B,C,H,W)` given `low_res` `(B,C,h,w)`, ID `y` and the augmentation level `(B,)` (units of `t`)."
+        "Predict eps for `x` `(B,C,H,W)` given `low_res` `(B,C,h,w)`, ID `y` and the augmentation level `(B,)`."
         self._check_x(x)
         if low_res.ndim != 4 or low_res.shape[:2] != (x.shape[0], self.cfg.cond_img_ch):
-            raise ValueError(f"low_res has shape {tuple(low_res.shape)}, expected ({x.shape[0]}, {self.cfg.cond_img_ch}, h, w)")
+            raise ValueError(f"low_res has shape {tuple(low_res.shape)}, "
+                             f"expected ({x.shape[0]}, {self.cfg.cond_img_ch}, h, w)")
         if self.cfg.low_res_size and low_res.shape[-1] != self.cfg.low_res_size:
-            raise ValueError(f"low_res is {low_res.shape[-1]} px, but this model was trained on {self.cfg.low_res_size} px inputs")
+            raise ValueError(f"low_res is {low_res.shape[-1]} px, "
+                             f"but this model was trained on {self.cfg.low_res_size} px inputs")
         up = F.interpolate(low_res.to(x.dtype), size=x.shape[-2:], mode='bilinear', align_corners=False)
         emb = self.embed(t, y, B=x.shape[0])
         if self.noise_embed is not None:
-            emb = emb + self._embed_level(self.noise_embed, 0. if noise_level is None else noise_level, x.shape[0], 'noise_level')
-        elif noise_level is not None: raise ValueError("this SR model has no noise-level conditioning (noise_cond=False)")
+            level = 0. if noise_level is None else noise_level
+            emb = emb + self._embed_level(self.noise_embed, level, x.shape[0], 'noise_level')
+        elif noise_level is not None:
+            raise ValueError("this SR model has no noise-level conditioning (noise_cond=False)")
         return self.backbone(torch.cat([x, up], dim=1), emb)
-
-# %% ../../nbs/03_unet.ipynb #69454055
-def build_unet(cfg: UNetConfig) -> UNet:
-    "The network `cfg` describes: an `SRUNet` when it takes a low-res image (`cond_img_ch > 0`), else a `UNet`."
-    return (SRUNet if cfg.cond_img_ch else UNet)(cfg)

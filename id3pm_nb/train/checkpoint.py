@@ -21,7 +21,8 @@ from fastai.optimizer import OptimWrapper
 from fastai.torch_core import to_detach
 
 from ..core import save_config, to_json
-from ..model.bundle import ArtifactError, load_weights, read_json, read_manifest, read_tensors, write_folder, write_tensors
+from ..model.bundle import (ArtifactError, load_weights, read_json, read_manifest, read_tensors, write_folder,
+                                   write_tensors)
 from ..dist import gather, unwrap, world
 
 # %% auto #0
@@ -157,11 +158,12 @@ class CheckpointCallback(Callback):
         self.last_saved = it
         if world()[0] != 0: return None
         epoch, done = (learn.n_epoch, 0) if finished else (learn.epoch, self.done)
+        scaler = learn.scaler.state_dict() if getattr(learn, 'scaler', None) else None
+        ema_updates = getattr(learn, 'ema', None) and learn.ema.n_updates
         state = dict(train_iter=it, epoch=epoch, iter_in_epoch=done, n_iter=self.n_train,
-                     n_epoch=learn.n_epoch, pct_train=learn.pct_train, fit_call=learn.fit_call, epoch_rng=self.epoch_rng,
-                     rng=states, ema_updates=getattr(learn, 'ema', None) and learn.ema.n_updates,
-                     opt=learn.opt.state_dict(), scaler=learn.scaler.state_dict() if getattr(learn, 'scaler', None) else None,
-                     recorder=self._recorder_state())
+                     n_epoch=learn.n_epoch, pct_train=learn.pct_train, fit_call=learn.fit_call,
+                     epoch_rng=self.epoch_rng, rng=states, ema_updates=ema_updates,
+                     opt=learn.opt.state_dict(), scaler=scaler, recorder=self._recorder_state())
         js, ts = pack_state(state)
         model = unwrap(learn.model)
         writers = {'model.safetensors': lambda p: write_tensors(p, model.state_dict()),

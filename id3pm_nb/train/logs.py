@@ -95,8 +95,9 @@ class TrainLog(Callback):
         if it % self.every == 0:
             now = time.perf_counter()
             r = self.learn.recorder
-            self._step_row(dict(iteration=it, epoch=self.learn.epoch, loss=float(self.learn.loss.detach()), smooth_loss=float(r.losses[-1]),
-                                lr=float(r.lrs[-1]), images_per_s=self.n_row_imgs / max(now - self.t_rows, 1e-9)))
+            self._step_row(dict(iteration=it, epoch=self.learn.epoch, loss=float(self.learn.loss.detach()),
+                                smooth_loss=float(r.losses[-1]), lr=float(r.lrs[-1]),
+                                images_per_s=self.n_row_imgs / max(now - self.t_rows, 1e-9)))
             self.t_rows, self.n_row_imgs = now, 0
         ck = getattr(self.learn, 'checkpoint', None)
         if ck is not None and it % ck.every == 0: self._flush()   # the checkpoint saved next covers only rows on disk
@@ -105,7 +106,8 @@ class TrainLog(Callback):
         if not (self.active and self.trained): return           # an epoch a resume skipped logs nothing
         r, sec = self.learn.recorder, time.perf_counter() - self.t_epoch
         vals = dict(zip(self.epoch_cols[2:-3], map(float, r.values[-1])))
-        self._epoch_row(dict(epoch=self.learn.epoch, iteration=self.learn.train_iter, **vals, lr=float(r.lrs[-1]) if r.lrs else float('nan'),
+        lr = float(r.lrs[-1]) if r.lrs else float('nan')
+        self._epoch_row(dict(epoch=self.learn.epoch, iteration=self.learn.train_iter, **vals, lr=lr,
                              seconds=sec, images_per_s=self.n_epoch_imgs / max(sec, 1e-9)))
         self._flush()
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..model.unet import UNetConfig, build_unet, sr_config
+from ..model.unet import UNetConfig, sr_config
+from ..model.prior import build_unet
 from ..model.diffusion import Schedule, get_schedule
 from ..model.sampling import SamplingSpec
 from ..model.bundle import truncate
@@ -21,69 +22,83 @@ __all__ = ['residual_var', 'SRDiffusionCallback', 'SRPreview', 'get_sr_learner']
 # %% ../../nbs/04d_sr.ipynb #a14ea301
 def residual_var(dl,  # batches (hi, ...) in a fixed order, e.g. the validation loader
                  low_res_size: int, n_batches: int = 4) -> float:
-    "Variance of hi - bicubic(downsample(hi)) over the first `n_batches` of `dl`, to 2 significant digits: the prior's var."
-    r = torch.cat([b[0].float() - bicubic(downsample(b[0].float(), low_res_size), b[0].shape[-1]) for b, _ in zip(dl, range(n_batches))])
+    "Variance of hi - bicubic(downsample(hi)) over the first `n_batches` of `dl`, to 2 significant digits: the prior's."
+    res = lambda hi: hi - bicubic(downsample(hi, low_res_size), hi.shape[-1])   # what the bicubic upsample misses
+    r = torch.cat([res(b[0].float()) for b, _ in zip(dl, range(n_batches))])
     return float(f'{float(r.var()):.2g}')
 
 # %% ../../nbs/04d_sr.ipynb #64618f20
 class SRDiffusionCallback(DiffusionCallback):
-    "`before_batch` for the SR model: target = hi-res x0, condition = its noise-augmented low-res copy + level (+ ID); the network learns what the prior misses."
+    """`before_batch` for the SR model: target = hi-res x0, condition = its noise-augmented low-res copy + level (+ ID);
+    the network learns what the prior misses."""
     name = 'diffusion'  # learn.diffusion, like the base model's callback
     id_pos = 3          # xb = (x_t, t, low_res, y, noise_level)
     def __init__(self, sched: Schedule | None = None, p_uncond: float = 0.1,  # None: get_schedule('cosine', 1000)
                  aug_max: int = 250,  # noise-augmentation levels are drawn from 0..aug_max
                  noise_level: int = 0,  # default level for sampling (recorded in the bundle)
-                 prior_var: float | None = None,  # variance of the prior N(bicubic(low), var·I); None: no prior (the paper's SR)
-                 max_t: int | None = None,  # train on the first max_t steps only (needs the prior, which sampling starts from); None: all
+                 # variance of the prior N(bicubic(low), var·I); None: no prior (the paper's SR)
+                 prior_var: float | None = None,
+                 # train on the first max_t steps only (needs the prior, which sampling starts from); None: all
+                 max_t: int | None = None,
                  temperature: float = SamplingSpec.temperature,  # default sampling temperature (recorded in the bundle)
                  seed: int = 0, valid_seed: int = 1234):
-        if prior_var is not None and not prior_var > 0: raise ValueError(f"prior_var={prior_var}: must be > 0 (None: no prior)")
-        if max_t is not None and prior_var is None: raise ValueError(f"max_t={max_t} needs a prior to start sampling from: pass prior_var")
+        if prior_var is not None and not prior_var > 0:
+            raise ValueError(f"prior_var={prior_var}: must be > 0 (None: no prior)")
+        if max_t is not None and prior_var is None:
+            raise ValueError(f"max_t={max_t} needs a prior to start sampling from: pass prior_var")
         if not temperature > 0: raise ValueError(f"temperature={temperature}: must be > 0")
         sched = get_schedule('cosine', 1000) if sched is None else sched
         self.T, self.max_t = len(sched), max_t
         super().__init__(sched if max_t is None else truncate(sched, max_t), p_uncond, 0., seed, valid_seed)
-        if not 0 <= aug_max < len(self.sched): raise ValueError(f"aug_max={aug_max}: must be in 0..{len(self.sched) - 1}")
-        if not 0 <= noise_level <= aug_max: raise ValueError(f"noise_level={noise_level}: must be in the trained range 0..aug_max={aug_max}")
+        if not 0 <= aug_max < len(self.sched):
+            raise ValueError(f"aug_max={aug_max}: must be in 0..{len(self.sched) - 1}")
+        if not 0 <= noise_level <= aug_max:
+            raise ValueError(f"noise_level={noise_level}: must be in the trained range 0..aug_max={aug_max}")
         self.aug_max, self.noise_level, self.prior_var, self.temperature = aug_max, noise_level, prior_var, temperature
 
     def settings(self) -> dict:
         cfg = unwrap(self.learn.model).cfg if self.learn else None
-        return dict(super().settings(), kind='sr', T=self.T, max_t=self.max_t, aug_max=self.aug_max, noise_level=self.noise_level,
-                    prior_var=self.prior_var, temperature=self.temperature, low_res_size=cfg.low_res_size if cfg else None)
+        return dict(super().settings(), kind='sr', T=self.T, max_t=self.max_t, aug_max=self.aug_max,
+                    noise_level=self.noise_level, prior_var=self.prior_var, temperature=self.temperature,
+                    low_res_size=cfg.low_res_size if cfg else None)
 
     def default_preview(self, dls) -> SRPreview:
-        "What `PreviewCallback` samples when not told: bicubic, SR sample and real image for the first 4 held-out faces."
+        "What `PreviewCallback` samples when not told: bicubic, SR sample and real image of the first 4 held-out faces."
         return SRPreview.from_dls(dls)
 
     def before_batch(self):
-        "Noise the hi-res image as the base model does, the low-res copy (the batch's, else `downsample`d) third; then take the prior's eps off the target."
+        """Noise the hi-res image as the base model does, the low-res copy (the batch's, else `downsample`d) third; then
+        take the prior's eps off the target."""
         hi, *rest = (*self.learn.xb, *self.learn.yb)
-        low = rest[1] if len(rest) > 1 and rest[1].ndim == 4 else downsample(hi, unwrap(self.learn.model).cfg.low_res_size)
+        stored = len(rest) > 1 and rest[1].ndim == 4   # a low-res crop in the batch
+        low = rest[1] if stored else downsample(hi, unwrap(self.learn.model).cfg.low_res_size)
         self.learn.xb, self.learn.yb = (hi,), (rest[0] if rest else None, low)
         super().before_batch()
         if self.prior_var is None: return
         noise, x0, x_t, t = self.learn.yb
         a = self.sched.alphas_cumprod.to(x_t.device)[t].float().view(-1, 1, 1, 1)
-        self.learn.yb = (noise - prior_eps(x_t.float(), a, bicubic(low, hi.shape[-1]), self.prior_var).to(noise.dtype), x0, x_t, t)
+        p_eps = prior_eps(x_t.float(), a, bicubic(low, hi.shape[-1]), self.prior_var).to(noise.dtype)
+        self.learn.yb = (noise - p_eps, x0, x_t, t)
 
     def conditions(self, b: tuple, g: torch.Generator) -> tuple:
         "`(low_aug, y, level)`: the augmented low-res image, the (dropped) ID vector and the augmentation level."
         x0, y, low = b[:3]
         level = torch.randint(0, self.aug_max + 1, (x0.shape[0],), generator=g, device=x0.device)
-        low = augment_low_res(low, level, self.sched, torch.randn(low.shape, generator=g, device=low.device, dtype=low.dtype))
+        aug = torch.randn(low.shape, generator=g, device=low.device, dtype=low.dtype)
+        low = augment_low_res(low, level, self.sched, aug)
         y = y if unwrap(self.learn.model).cfg.id_dim else None
         return (low, drop_condition(y, self.p_uncond if self.training else 0., g), level.float())
 
 # %% ../../nbs/04d_sr.ipynb #2e141bc1
 class SRPreview:
     "Preview sampler: bicubic upsample, SR sample (EMA model) and real image for the first held-out faces."
-    def __init__(self, hi: Tensor, ids: Tensor | None, steps: int = SamplingSpec.steps, noise_level: int = 0, seed: int = 0):
+    def __init__(self, hi: Tensor, ids: Tensor | None, steps: int = SamplingSpec.steps, noise_level: int = 0,
+                 seed: int = 0):
         self.hi, self.ids, self.steps, self.noise_level, self.seed = hi.cpu(), ids, steps, noise_level, seed
         self.nrow = len(hi)  # grid rows: bicubic, SR, real
     @classmethod
     def from_dls(cls, dls, n: int = 4, **kwargs) -> SRPreview:
-        "Preview the first `n` held-out faces of `dls` (validation; training if it is empty); `kwargs` as for `SRPreview`."
+        "Preview the first `n` held-out faces of `dls` (validation; training if it is empty); `kwargs`: `SRPreview`."
         b = dls.valid.one_batch() if len(dls.valid) else dls.train.one_batch()
         return cls(b[0][:n].float(), b[1][:n].float() if len(b) > 1 else None, **kwargs)
     def __call__(self, learn) -> Tensor:
@@ -92,21 +107,24 @@ class SRPreview:
         low = downsample(self.hi, cfg.low_res_size).to(dev)
         spec = SamplingSpec(1., steps=self.steps, temperature=learn.diffusion.temperature, precision=learn.precision)
         out = upsample(model, low, self.ids.to(dev) if self.ids is not None and cfg.id_dim else None, spec,
-                       noise_level=self.noise_level, prior_var=learn.diffusion.prior_var, schedule=learn.diffusion.sched,
-                       noise=torch.Generator(dev).manual_seed(self.seed))
+                       noise_level=self.noise_level, prior_var=learn.diffusion.prior_var,
+                       schedule=learn.diffusion.sched, noise=torch.Generator(dev).manual_seed(self.seed))
         return torch.cat([bicubic(low, cfg.image_size).clamp(-1, 1).cpu(), out.cpu(), self.hi])
 
 def get_sr_learner(dls,  # DataLoaders of (hi-res img, id_vector[, low-res img])
                    model: nn.Module | UNetConfig | str = 'small',  # an SRUNet, its config, or an SR preset name
-                   cbs: list | None = None,  # more callbacks, as for get_learner (CheckpointCallback, PreviewCallback, TrainLog, ...)
+                   # more callbacks, as for get_learner (CheckpointCallback, PreviewCallback, TrainLog, ...)
+                   cbs: list | None = None,
                    low_res_size: int | None = None,  # for a preset name: low-res side (default: the preset's)
-                   prior: bool = True,  # refine N(bicubic(low), var·I), var measured on the data (False: the paper's plain SR)
-                   max_t: int | None = None,  # train the first max_t steps only, sampling from the prior there (None: all steps)
+                   # refine N(bicubic(low), var·I), var measured on the data (False: the paper's plain SR)
+                   prior: bool = True,
+                   # train the first max_t steps only, sampling from the prior there (None: all steps)
+                   max_t: int | None = None,
                    aug_max: int = 250, noise_level: int = 0,  # training augmentation range, default sampling level
                    temperature: float = SamplingSpec.temperature,  # the default sampling temperature the bundle records
                    seed: int = 0,  # seed of the SR callback's generator
-                   **kwargs) -> DiffusionLearner:  # more get_learner arguments: lr, ema_decay, precision, clip, min_snr, ...
-    "A `DiffusionLearner` for the SR stage: `SRDiffusionCallback` (cosine/1000, p_uncond 0.1) on the `get_learner` machinery."
+                   **kwargs) -> DiffusionLearner:  # more get_learner args: lr, ema_decay, precision, clip, min_snr, ...
+    "A `DiffusionLearner` for the SR stage: `SRDiffusionCallback` (cosine/1000, p_uncond 0.1) built by `get_learner`."
     b = dls.valid.one_batch() if len(dls.valid) else dls.train.one_batch()
     if isinstance(model, str):
         size, id_dim = b[0].shape[-1], (b[1].shape[-1] if len(b) > 1 else None)
@@ -115,7 +133,10 @@ def get_sr_learner(dls,  # DataLoaders of (hi-res img, id_vector[, low-res img])
     model = build_unet(model) if isinstance(model, UNetConfig) else model
     cfg = getattr(unwrap(model), 'cfg', None)
     if not getattr(cfg, 'cond_img_ch', 0): raise ValueError("get_sr_learner needs an SR model (sr_config / SRUNet)")
-    if prior and cfg.learn_sigma: raise ValueError("prior=True needs a fixed-variance SR model (learn_sigma=False); use prior=False for the paper's learned variance")
+    if prior and cfg.learn_sigma:
+        raise ValueError("prior=True needs a fixed-variance SR model (learn_sigma=False); use prior=False for the "
+                         "paper's learned variance")
     var = residual_var(dls.valid if len(dls.valid) else dls.train, cfg.low_res_size) if prior else None
-    diffusion = SRDiffusionCallback(aug_max=aug_max, noise_level=noise_level, prior_var=var, max_t=max_t, temperature=temperature, seed=seed)
+    diffusion = SRDiffusionCallback(aug_max=aug_max, noise_level=noise_level, prior_var=var, max_t=max_t,
+                                    temperature=temperature, seed=seed)
     return get_learner(dls, model, cbs=cbs, diffusion=diffusion, **kwargs)

@@ -74,7 +74,8 @@ def head_pose(lm: np.ndarray) -> np.ndarray:
 
 # %% ../../nbs/05d_attributes.ipynb #d0eb2dad
 ATTRIBUTES = {  # name: (unit, offset, scale, sign under a horizontal flip)
-    'yaw': ('deg', 0., 30., -1.), 'pitch': ('deg', 0., 30., 1.), 'age': ('years', 40., 20., 1.), 'male': ('+1/-1', 0., 1., 1.)}
+    'yaw': ('deg', 0., 30., -1.), 'pitch': ('deg', 0., 30., 1.),
+    'age': ('years', 40., 20., 1.), 'male': ('+1/-1', 0., 1., 1.)}
 
 @dataclasses.dataclass
 class Attributes:
@@ -130,8 +131,8 @@ def face_attributes(imgs,                                  # aligned faces (see 
         big = [cv2.resize(im, (work, work), interpolation=cv2.INTER_CUBIC) for im in a]
         ag = predict_age_gender(big)
         filled = ~ag.found.to_numpy(bool)
-        cols['age'], cols['male'] = ag.age.to_numpy(np.float32), np.where(ag.gender == 'male', 1.,
-                                                                          -1.).astype(np.float32)
+        cols['age'] = ag.age.to_numpy(np.float32)
+        cols['male'] = np.where(ag.gender == 'male', 1., -1.).astype(np.float32)
     raw = np.stack([cols[n] for n in names], 1).astype(np.float32)
     filled |= ~np.isfinite(raw).all(1)
     if filled.all() and len(a):
@@ -149,14 +150,14 @@ def attr_dls(prepared: Prepared, attrs: Attributes, size: int = 32, bs: int = 64
     return get_dls(prepared, size, bs, split=split, attrs=attrs.values, attr_flip=attrs.flip, **kw)
 
 # %% ../../nbs/05d_attributes.ipynb #dcdfaae1
-def attribute_sweep(model,                      # a loaded bundle (`bundle.load_bundle`: its schedule is used), or an attribute-conditioned eps model
+def attribute_sweep(model,                      # a `Bundle` (brings its schedule) or a bare attribute-conditioned model
                     ids,                        # (N, D) ID vectors, one row each
-                    attrs,                      # (C, 1+A) attribute vectors, one column each (e.g. from `Attributes.encode`)
-                    spec: SamplingSpec = SamplingSpec(sampler='ddim', steps=25, temperature=1., attr_scale=3.),  # ID and
-                                                # attribute guidance 3 by default
+                    attrs,                      # (C, 1+A) attribute vectors, one column each (e.g. `Attributes.encode`)
+                    # ID and attribute guidance 3 by default
+                    spec: SamplingSpec = SamplingSpec(sampler='ddim', steps=25, temperature=1., attr_scale=3.),
                     seed: int = 0,              # row k starts from the noise of seed + k
                     bs: int = 64,
-                    schedule=None,              # a bare model's training schedule: a name (T = 1000) or a `Schedule`; a bundle brings its own
+                    schedule=None,              # a bare model's training schedule: a name (T = 1000) or a `Schedule`
                    ) -> np.ndarray:
     """Samples uint8 `(N, C, H, W, 3)`: every ID vector with every attribute vector, one starting noise per row (on
     the model's device)."""
@@ -165,7 +166,8 @@ def attribute_sweep(model,                      # a loaded bundle (`bundle.load_
     elif schedule is None:
         raise ValueError("attribute_sweep needs the schedule the model was trained with: pass the loaded bundle, or "
                          "schedule= (a name or a Schedule)")
-    ids, attrs = torch.as_tensor(np.asarray(ids), dtype=torch.float32), torch.as_tensor(np.asarray(attrs), dtype=torch.float32)
+    ids = torch.as_tensor(np.asarray(ids), dtype=torch.float32)
+    attrs = torch.as_tensor(np.asarray(attrs), dtype=torch.float32)
     cfg = model.cfg
     if not cfg.attr_dim:
         raise ValueError("this model has no attribute input (attr_dim=None): train it with attribute batches")

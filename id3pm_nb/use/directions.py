@@ -165,7 +165,7 @@ class Direction:
                 f"[{self.lo:.3f}, {self.hi:.3f}])")
 
 def with_spread(d,                  # a `Direction`, or a (D,) vector
-                ids,                # (N, D) ID vectors whose spread along `d` sets its unit: those the model was trained on
+                ids,                # (N, D) vectors whose spread along `d` sets its unit (the model's training ones)
                 name: str = 'user', # the name of a bare vector
                ) -> Direction:
     "`d` with the spread (`std`) and range (`lo`, `hi`) of ID vectors `ids` along it."
@@ -181,12 +181,13 @@ def with_spread(d,                  # a `Direction`, or a (D,) vector
 def attribute_direction(ids,                  # (N, D) ID vectors
                         labels,               # (N,) labels: bools, -1/1 or 0/1, or strings with `positive`
                         name: str,            # the direction's name, e.g. 'female'
-                        method: str = 'logreg',  # 'logreg', 'svm' (classifier normals) or 'means' (difference of class means)
+                        method: str = 'logreg',  # 'logreg', 'svm' (classifier normals) or 'means' (mean difference)
                         groups=None,          # (N,) identity of each vector: folds never split a person
                         k: int = 5,           # cross-validation folds for the held-out accuracy
                         seed: int = 0,
                         positive=None,        # the positive label when labels are strings
-                        orthogonal_to: Sequence = (),  # directions (`Direction` or (D,)) removed from the fitted one, in every fold too
+                        # directions (`Direction` or (D,)) removed from the fitted one, in every fold too
+                        orthogonal_to: Sequence = (),
                        ) -> Direction:
     """A `method` direction towards the positive class, fitted on all vectors, with its k-fold held-out accuracy and
     the vectors' spread along it."""
@@ -230,7 +231,8 @@ def orthogonalize(d, *others) -> np.ndarray:
 # %% ../../nbs/05b_directions.ipynb #a6cfd98b
 def move(y,                                  # (..., D) unit ID vector(s)
          d: Direction,                       # a direction that knows the data's spread along it (`std`, `lo`, `hi`)
-         alpha: float | Sequence[float],     # standard deviations of the data along `d`; a list adds a leading axis; (A, N) one per vector
+         # standard deviations of the data along `d`; a list adds a leading axis; (A, N) one per vector
+         alpha: float | Sequence[float],
          clip: bool = True,                  # keep the projection inside the data's range [lo, hi]
         ):
     """Move unit ID vector(s) `y` by `alpha` standard deviations of the data along `d`, inside the data's range, on
@@ -255,7 +257,8 @@ def pca_directions(pca: IDPCA,  # from `fit_pca`
                    ids,         # (N, D) the ID vectors the PCA was fitted on: their spread along each component
                    k: int = 5) -> dict[str, Direction]:
     "The top `k` principal components as `Direction`s 'PC1'..'PCk', with the spread of `ids` along each."
-    return {f'PC{j + 1}': with_spread(Direction(f'PC{j + 1}', pca.components[j], 'pca'), ids) for j in range(min(k, len(pca.components)))}
+    return {f'PC{j + 1}': with_spread(Direction(f'PC{j + 1}', pca.components[j], 'pca'), ids)
+            for j in range(min(k, len(pca.components)))}
 
 # %% ../../nbs/05b_directions.ipynb #cce853c2
 def read_celeba_attrs(path: str | Path):
@@ -319,7 +322,8 @@ def predict_age_gender(imgs: Sequence,          # uint8 RGB images (H, W, 3), or
         h, w = im.shape[:2]
         dist = lambda f: (f['face'][0] + f['face'][2] - w)**2 + (f['face'][1] + f['face'][3] - h)**2
         f = min(faces, key=dist) if faces else None
-        rows.append(dict(found=f is not None, gender=f['gender']['value'] if f else None, gender_conf=f['gender']['confidence'] if f else np.nan,
+        rows.append(dict(found=f is not None, gender=f['gender']['value'] if f else None,
+                         gender_conf=f['gender']['confidence'] if f else np.nan,
                          age=f['age']['value'] if f else np.nan, age_conf=f['age']['confidence'] if f else np.nan))
     return pd.DataFrame(rows, columns=['found', 'gender', 'gender_conf', 'age', 'age_conf'])
 
@@ -335,16 +339,18 @@ def label_people(imgs: Sequence,      # the people's photos: uint8 RGB images or
     pred = predict_age_gender(imgs, progress).assign(identity=person)
     pred = pred[pred.found.astype(bool)]
     if not len(pred): raise ValueError(f"the age/gender model found no face in any of the {len(person)} photos")
-    vote = pd.Series(np.where(pred.gender == 'female', 1., -1.) * pred.gender_conf.to_numpy(float), index=pred.identity).groupby(level=0).sum()
+    signed = np.where(pred.gender == 'female', 1., -1.) * pred.gender_conf.to_numpy(float)
+    vote = pd.Series(signed, index=pred.identity).groupby(level=0).sum()
     g = pred.groupby('identity')
-    return pd.DataFrame(dict(gender=np.where(vote > 0, 'female', 'male'), agreement=g.gender.apply(lambda s: s.value_counts(normalize=True).iloc[0]),
+    agreement = g.gender.apply(lambda s: s.value_counts(normalize=True).iloc[0])
+    return pd.DataFrame(dict(gender=np.where(vote > 0, 'female', 'male'), agreement=agreement,
                              age=g.age.median(), photos=g.size()), index=vote.index.rename('identity'))
 
 def age_gender_directions(ids,               # (N, D) ID vectors of labelled people's photos
                           identities,        # (N,) the person of each vector
                           labels,            # per-person labels: `label_people`'s table (columns gender, age)
                           old: float = 50.,  # 'older' means a median predicted age >= old
-                          spread_ids=None,   # (M, D) vectors whose spread sets the unit of edits (default: `ids`), e.g. a model's training vectors
+                          spread_ids=None,   # (M, D) training vectors setting the edits' unit (default: `ids`)
                           k: int = 5,        # cross-validation folds (fewer when a class has fewer people)
                          ) -> dict[str, Direction]:
     """The 'female' direction and the 'older' one, with the gender component removed, from per-person age and gender
@@ -352,7 +358,8 @@ def age_gender_directions(ids,               # (N, D) ID vectors of labelled peo
     person = np.asarray(identities).astype(str)
     keep = np.isin(person, labels.index.astype(str))
     x, person = np.asarray(ids, np.float32)[keep], person[keep]
-    female, older = labels_for(list(person), labels, 'gender') == 'female', labels_for(list(person), labels, 'age') >= old
+    female = labels_for(list(person), labels, 'gender') == 'female'
+    older = labels_for(list(person), labels, 'age') >= old
     folds = lambda y: max(2, min(k, len(set(person[y])), len(set(person[~y]))))
     dirs = {'female': attribute_direction(x, female, 'female', groups=person, k=folds(female))}
     dirs['older'] = attribute_direction(x, older, 'older', groups=person, k=folds(older),
@@ -400,7 +407,8 @@ def _seeded(pipe,                  # an `ID3PM` pipeline
     "uint8 samples `(M, H, W, 3)` of `pipe`, one per ID vector, each row's noise from its seed alone."
     spec = spec or pipe.spec
     y, seeds = torch.from_numpy(check_ids(np.asarray(_as_tensor(ids).cpu()), pipe.dim)), np.asarray(seeds)
-    return np.concatenate([tensor2img(pipe._sample_base(y[i:i + bs], seeds[i:i + bs], spec, False).cpu()) for i in range(0, len(y), bs)])
+    return np.concatenate([tensor2img(pipe._sample_base(y[i:i + bs], seeds[i:i + bs], spec, False).cpu())
+                           for i in range(0, len(y), bs)])
 
 def edit_generator(pipe, spec: SamplingSpec | None = None) -> Callable:  # spec None: the bundle's (`ID3PM.spec`)
     """`generate(ids, seed=0, guidance=None, steps=None, queries=0)` over an `ID3PM` pipeline whose noise comes from
@@ -441,7 +449,8 @@ def sample_age_gender(imgs,                 # (..., S, S, 3) uint8 aligned faces
     up = lambda ims: [cv2.resize(im, (work, work), interpolation=cv2.INTER_CUBIC) for im in ims]
     r = pd.concat([predict_age_gender(up(flat[i:i + 64])) for i in range(0, len(flat), 64)], ignore_index=True)
     found = r.found.to_numpy(bool)
-    female, age = np.where(found, (r.gender == 'female').to_numpy(float), np.nan), np.where(found, r.age.to_numpy(float), np.nan)
+    female = np.where(found, (r.gender == 'female').to_numpy(float), np.nan)
+    age = np.where(found, r.age.to_numpy(float), np.nan)
     return female.reshape(a.shape[:-3]), age.reshape(a.shape[:-3])
 
 def _row_mean(v: np.ndarray) -> np.ndarray:
@@ -456,12 +465,13 @@ def attribute_moved(before: np.ndarray,  # (N, n) a value per sample of each per
                    ) -> np.ndarray:
     """Per person `(N,)`: 1 if the mean of their samples moved the way `sign` asks (crossed 0.5 if `flip`), 0 if not,
     NaN if unread."""
-    b, a, s = _row_mean(np.asarray(before, float)), _row_mean(np.asarray(after, float)), np.broadcast_to(np.asarray(sign, float), (len(before),))
+    b, a = _row_mean(np.asarray(before, float)), _row_mean(np.asarray(after, float))
+    s = np.broadcast_to(np.asarray(sign, float), (len(before),))
     ok = ((a > .5) == (s > 0)) & ((b > .5) != (s > 0)) if flip else np.sign(a - b) == s
     return np.where(np.isfinite(a) & np.isfinite(b), ok.astype(float), np.nan)
 
 def closer_to_own(E: np.ndarray,          # (N, n, D) recognizer vectors of n samples of each of N people
-                  targets: np.ndarray,    # (N, D) the same recognizer's vectors of the people themselves (e.g. their photos)
+                  targets: np.ndarray,    # (N, D) the same recognizer's vectors of the people themselves (their photos)
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per person: mean cosine of their samples to their own target, mean cosine to the other people's, and whether
     the first is larger."""

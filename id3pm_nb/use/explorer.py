@@ -26,15 +26,15 @@ def explore(generate: Callable,            # generate(ids (1, D), **kw) -> uint8
             steps: int | None = None,      # passed as `steps=` (sampler steps)
             other=None,                    # (D,) a second identity to interpolate towards (slerp), or None
             t: float = 0.,                 # how far towards `other`: 0 is `y`, 1 is `other`
-            queries: int = 0,              # refine with this many queries to the black box (passed as `queries=` when > 0)
+            queries: int = 0,              # refine with this many queries to the black box (`queries=`, when > 0)
            ) -> tuple[np.ndarray, np.ndarray]:
     """One image `(H,W,3)` of identity `y` (or of the way from `y` to `other` at `t`) moved by `alpha` along `d`, and
     the ID vector used."""
     base0 = l2_normalize(np.asarray(y, np.float32))
     base = base0 if other is None or t == 0 else np.asarray(slerp(base0, other, t), np.float32)
     y2 = base if d is None or alpha == 0 else np.asarray(move(base, d, alpha), np.float32)
-    kw = {k: v for k,
-          v in dict(guidance=guidance, seed=seed, steps=steps, queries=queries or None).items() if v is not None}
+    knobs = dict(guidance=guidance, seed=seed, steps=steps, queries=queries or None)
+    kw = {k: v for k, v in knobs.items() if v is not None}
     return check_images(generate(y2[None], **kw), 1)[0], y2
 
 def embed_upload(recognizer, data: bytes) -> np.ndarray:
@@ -61,9 +61,9 @@ def _edit_info(d: Direction | None, y, y2, name: str) -> str:
     return (f"{d.name}: projection {p:+.3f} → {p2:+.3f}{edge}; data std {d.std:.3f}, range {d.lo:+.3f} .. {d.hi:+.3f}; "
             f"{c}")
 
-def explorer(generate: Callable,     # generate(ids, guidance=, seed=, steps=, queries=) -> uint8 images, e.g. `edit_generator(pipe)`
+def explorer(generate: Callable,     # generate(ids, guidance=, seed=, steps=, queries=) -> uint8, e.g. edit_generator
              identities: dict,       # name -> (D,) ID vector, for the identity pickers
-             directions: dict,       # name -> `Direction` that knows the data's spread (`attribute_direction`, `pca_directions`, `with_spread`)
+             directions: dict,       # name -> `Direction` with the data's spread (`attribute_direction`, `with_spread`)
              recognizer=None,        # a `fr.Recognizer`: adds an upload button whose photo is embedded
              alpha_max: float = 3.,  # alpha slider range is [-alpha_max, alpha_max] standard deviations of the data
              guidance: float = 3.,   # initial guidance scale
@@ -80,20 +80,23 @@ def explorer(generate: Callable,     # generate(ids, guidance=, seed=, steps=, q
                          f"pca_directions, or with_spread(vector, training_ids)")
     dirs, faces = {'(none)': None, **directions}, dict(faces or {})
     slide = dict(continuous_update=False, style={'description_width': '80px'})
-    c = dict(identity=W.Dropdown(options=list(ids), description='identity'), towards=W.Dropdown(options=['(none)', *ids], description='towards'),
+    c = dict(identity=W.Dropdown(options=list(ids), description='identity'),
+             towards=W.Dropdown(options=['(none)', *ids], description='towards'),
              mix=W.FloatSlider(value=0., min=0., max=1., step=.1, description='mix', **slide),
              direction=W.Dropdown(options=list(dirs), description='direction'),
              alpha=W.FloatSlider(value=0., min=-alpha_max, max=alpha_max, step=.25, description='alpha (std)', **slide),
              guidance=W.FloatSlider(value=guidance, min=0., max=10., step=.5, description='guidance', **slide),
-             seed=W.IntText(value=0, description='seed'), steps=W.IntSlider(value=steps, min=2, max=100, step=1, description='steps', **slide),
-             queries=W.Dropdown(options=[0, 4, 16, 64], value=0, description='refine: queries', style={'description_width': '100px'}))
+             seed=W.IntText(value=0, description='seed'),
+             steps=W.IntSlider(value=steps, min=2, max=100, step=1, description='steps', **slide),
+             queries=W.Dropdown(options=[0, 4, 16, 64], value=0, description='refine: queries',
+                                style={'description_width': '100px'}))
     img, real, info = W.Image(format='png', width=width), W.Image(format='png', width=width // 2), W.HTML()
     def update(*_):
         name, other = c['identity'].value, c['towards'].value
         d = dirs[c['direction'].value]
         q = c['queries'].value
-        out, y2 = explore(generate, ids[name], d, c['alpha'].value, c['guidance'].value, c['seed'].value, c['steps'].value,
-                          None if other == '(none)' else ids[other], c['mix'].value, q)
+        out, y2 = explore(generate, ids[name], d, c['alpha'].value, c['guidance'].value, c['seed'].value,
+                          c['steps'].value, None if other == '(none)' else ids[other], c['mix'].value, q)
         img.value = _png(out)
         info.value = _edit_info(d, ids[name], y2, name) + (f'; chosen with {q} queries to the black box' if q else '')
         real.value = _png(faces[name]) if name in faces else b''

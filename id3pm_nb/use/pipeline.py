@@ -78,8 +78,9 @@ class Targets:
     faces: np.ndarray | None = None   # (N, S, S, 3) uint8 FFHQ-aligned real faces, or None
     def __len__(self) -> int: return len(self.ids)
     def __repr__(self):
+        more = '...' if len(self) > 3 else ''
         return (f"Targets({len(self)} x {self.ids.shape[1]}-D, fingerprint={self.fingerprint!r}, "
-                f"faces={'yes' if self.faces is not None else 'no'}, names={self.names[:3]}{'...' if len(self) > 3 else ''})")
+                f"faces={'yes' if self.faces is not None else 'no'}, names={self.names[:3]}{more})")
 
 def concat_targets(ts: Sequence[Targets]) -> Targets:
     "One `Targets` from several (fingerprints must agree; faces kept only when every part has them at one size)."
@@ -87,7 +88,8 @@ def concat_targets(ts: Sequence[Targets]) -> Targets:
     if len(fps) > 1: raise ValueError(f"targets mix ID vectors of several recognizers: {sorted(fps)}")
     faces = [t.faces for t in ts]
     keep = all(f is not None for f in faces) and len({f.shape[1:] for f in faces}) == 1
-    return Targets(np.concatenate([t.ids for t in ts]), sum((list(t.names) for t in ts), []), fps.pop() if fps else None,
+    names = sum((list(t.names) for t in ts), [])
+    return Targets(np.concatenate([t.ids for t in ts]), names, fps.pop() if fps else None,
                    np.concatenate(faces) if keep else None)
 
 # %% ../../nbs/05a_pipeline.ipynb #64e6525c
@@ -96,7 +98,7 @@ class ID3PM:
     from IDs."""
     def __init__(self, bundle: Bundle,
                  device: str | torch.device | None = None,  # None: a GPU when present, else CPU
-                 recognizer=None,                           # name / path / Recognizer; None: the one named by the fingerprint
+                 recognizer=None,                           # a name, path or Recognizer; None: the fingerprint's
                  detector='dlib'):                          # face detector for photos (the one `prepare.prepare` uses)
         if bundle.info.get('kind', 'base') != 'base' or bundle.model.cfg.cond_img_ch:
             raise ArtifactError(f"{bundle.path} holds a super-resolution stage, not a base model: load the bundle "
@@ -153,7 +155,8 @@ def _embed_photos(self: ID3PM, imgs: list, names: list, aligned: bool) -> Target
     "Targets of uint8 photos (detected, aligned and embedded) or of already-aligned crops (`aligned`)."
     S = self.image_size
     if aligned:
-        faces = np.stack([cv2.resize(im, (S, S), interpolation=cv2.INTER_AREA) if im.shape[0] != S else im for im in imgs])
+        fit = lambda im: cv2.resize(im, (S, S), interpolation=cv2.INTER_AREA) if im.shape[0] != S else im
+        faces = np.stack([fit(im) for im in imgs])
         return Targets(self.recognizer.embed_images(list(imgs), progress=False), list(names), self.fingerprint, faces)
     faces, rcrops = [], []
     for im, name in zip(imgs, names):
@@ -282,7 +285,9 @@ def row_seeds(ids: np.ndarray,  # (N, D) the targets' unit ID vectors
               n: int,           # samples per target
               seed: int = 0) -> np.ndarray:
     "Seeds `(N*n,)` of every (target, sample): from the call's seed, the target's ID vector and the sample's index."
-    h = lambda v, j: int.from_bytes(hashlib.sha256(np.round(v, 5).astype(np.float32).tobytes() + f'{seed}/{j}'.encode()).digest()[:7], 'little')
+    def h(v, j):
+        key = np.round(v, 5).astype(np.float32).tobytes() + f'{seed}/{j}'.encode()
+        return int.from_bytes(hashlib.sha256(key).digest()[:7], 'little')
     return np.array([h(v, j) for v in np.asarray(ids) for j in range(n)], np.int64)
 
 @patch(as_prop=True)
@@ -303,14 +308,14 @@ def _sample_base(self: ID3PM, y: torch.Tensor, seeds: np.ndarray, spec: Sampling
 def sample(self: ID3PM,
            ids,                       # (N, D) ID vectors (checked and normalised)
            n: int = 4,                # images per ID vector
-           spec: SamplingSpec | None = None,  # how to sample (scale, sampler, steps, ...); None: the bundle's, `ID3PM.spec`
+           spec: SamplingSpec | None = None,  # how to sample (scale, sampler, steps...); None: `ID3PM.spec`
            *,
            seed: int = 0,             # one seed for the call; every (target, sample) gets its own noise from it
-           queries: int | QuerySpec = 0,  # queries to the black box per image (0: none), or a `QuerySpec` (strategy, black box)
-           sr: bool | SamplingSpec = False,  # also run the bundle's SR stage (True: with its own spec; or the spec to use)
+           queries: int | QuerySpec = 0,  # queries to the black box per image (0: none), or a `QuerySpec`
+           sr: bool | SamplingSpec = False,  # also run the SR stage (True: with its own spec; or the spec to use)
            bs: int = 64,              # images per batch
            progress: bool = True,
-           attr=None,                 # attribute vector (A,) for all, or (N, A) one per ID vector (models trained with attributes)
+           attr=None,                 # attributes (A,) for all, or (N, A) one per ID vector (models trained with them)
           ) -> np.ndarray:
     "`n` uint8 images `(N, n, H, W, 3)` per ID vector of `ids`, deterministic under `seed`."
     return self._images(check_ids(ids, self.dim), n, spec or self.spec, seed, query_spec(queries), sr, bs, progress,
@@ -389,8 +394,9 @@ def _search(self: ID3PM, ids: np.ndarray, n: int, spec: SamplingSpec, seed: int,
     if bb.dim != self.dim:
         raise ValueError(f"the black box {bb.name} answers {bb.dim}-D vectors, but the model inverts {self.dim}-D ones")
     if 'beam' in qs.strategy and spec.sampler != 'ddpm':
-        raise ValueError(f"strategy {qs.strategy!r} needs the ancestral sampler (sampler='ddpm'), not {spec.sampler!r}: "
-                         "particles kept twice must draw fresh noise; use strategy 'best' or 'feedback' with this sampler")
+        raise ValueError(f"strategy {qs.strategy!r} needs the ancestral sampler (sampler='ddpm'), "
+                         f"not {spec.sampler!r}: particles kept twice must draw fresh noise; "
+                         "use strategy 'best' or 'feedback' with this sampler")
     # candidate j of image i: its own noise
     seeds = row_seeds(ids, n * qs.budget, seed).reshape(len(ids) * n, qs.budget)
     # varied candidates, unless spec says
@@ -438,9 +444,11 @@ class Inversion:
     def grid(self, size: int | None = None, real: bool = True, pad: int = 2) -> np.ndarray:
         "One uint8 picture: a row per target, its real face first (if known and `real`), then its samples."
         size = size or self.images.shape[2]
-        rs = lambda im: im if im.shape[0] == size else cv2.resize(im, (size, size),
-                                                                  interpolation=cv2.INTER_AREA if im.shape[0] > size else cv2.INTER_CUBIC)
-        rows = [([self.faces[i]] if real and self.faces is not None else []) + list(self.images[i]) for i in range(len(self))]
+        def rs(im):
+            if im.shape[0] == size: return im
+            return cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA if im.shape[0] > size else cv2.INTER_CUBIC)
+        face = lambda i: [self.faces[i]] if real and self.faces is not None else []
+        rows = [face(i) + list(self.images[i]) for i in range(len(self))]
         return image_grid(np.stack([rs(im) for r in rows for im in r]), nrow=len(rows[0]), pad=pad)
 
     def show(self, size: int | None = None, **kw):
@@ -450,18 +458,19 @@ class Inversion:
 # %% ../../nbs/05a_pipeline.ipynb #635c7c86
 @patch
 def invert(self: ID3PM,
-           targets,                   # photos, identity folders, ID vectors, a Prepared cache, a dict, `Targets`, or a list
+           targets,                   # photos, identity folders, ID vectors, Prepared, dict, `Targets`, or a list
            n: int = 4,                # images per target
-           spec: SamplingSpec | None = None,  # how to sample (scale, sampler, steps, ...); None: the bundle's, `ID3PM.spec`
+           spec: SamplingSpec | None = None,  # how to sample (scale, sampler, steps...); None: `ID3PM.spec`
            *,
            seed: int = 0,
            queries: int | QuerySpec = 0,  # queries to the black box per returned image (0: none), or a `QuerySpec`
-           sr: bool | SamplingSpec = False,  # run the super-resolution stage (True: with its own spec; or the spec to use)
+           sr: bool | SamplingSpec = False,  # run the SR stage (True: with its own spec; or the spec to use)
            attr=None,                 # attribute vector(s) (A,) or (N, A), for bundles trained with attributes
            bs: int = 64,              # images per batch
            progress: bool = True) -> Inversion:
     """Generate `n` faces per target identity from the bundle's model; deterministic under `seed`. Photos are detected
-    and aligned; for aligned crops or raw vectors of a known recognizer, pass `self.targets(x, aligned=, fingerprint=)`."""
+    and aligned; for aligned crops or raw vectors of a known recognizer, pass
+    `self.targets(x, aligned=, fingerprint=)`."""
     t, qs, spec = self.targets(targets), query_spec(queries), spec or self.spec
     imgs, found = self._images(t.ids, n, spec, seed, qs, sr, bs, progress, attr)
     used = qs.candidates(spec) if found is not None else spec   # what reached the sampler (`QuerySpec.candidates`)
