@@ -59,8 +59,9 @@ def quick_presets():
 
 
 def run(a) -> dict:
-    from id3pm_nb.cli.demo import (DEMO_PRESETS, bundle_matches, demo_data, demo_key, demo_train, heldout_people, holdout_split,
-                               labeled_grid, linear_baseline)
+    from id3pm_nb.cli.demo import (DEMO_PRESETS, bundle_matches, demo_data, demo_key, demo_train, heldout_people,
+                                   holdout_split, linear_baseline)
+    from id3pm_nb.eval.report import labeled_grid
     from id3pm_nb.eval.attack import Budget, attack
     from id3pm_nb.data.lfw import find_lfw
     from id3pm_nb.core import atomic_write, default_device, seed_everything

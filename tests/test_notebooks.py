@@ -1,7 +1,7 @@
 """The committed notebooks show true small outputs, and the renderer that makes them (tools/render_notebooks.py) works:
 fingerprints that follow code only, small cleaned outputs, lock-safe merges, the check that names what to fix.
 These tests never run notebooks (CI runs every cell through nbdev_test); they read the committed files."""
-import importlib.util, json
+import ast, importlib.util, json
 from pathlib import Path
 
 import pytest
@@ -122,7 +122,6 @@ def _hidden(c) -> bool: return any(d in ('hide', 'eval:false') or d.startswith('
 
 
 def _public_defs(src: str) -> list[str]:
-    import ast
     try: tree = ast.parse(src)
     except SyntaxError: return []
     return [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
@@ -152,7 +151,6 @@ def test_chapters_teach_by_showing(path):
     nb = json.loads(path.read_text())
     shown, missing = examples_shown(nb)
     assert len(shown) >= len(missing), f"{path.name}: {len(missing)} of {len(shown) + len(missing)} exported definitions have no visible example with an output: {missing}"
-    import ast
     visible_checks = []
     for c in nb['cells']:
         if c['cell_type'] != 'code' or _hidden(c) or _exported(c) or 'test_fail' not in R.cell_source(c): continue
