@@ -17,7 +17,8 @@ def held_out(a, log, queried: bool) -> SimpleNamespace:
     (else the demo's recipe trained into --out), the FaceNet judge (refused if it took part: `queried` when the bench
     queries the bundle's recognizer) and the held-out people's ID vectors."""
     from id3pm_nb.core import default_device, seed_everything
-    from id3pm_nb.cli.demo import demo_data, demo_key, demo_preset, demo_train, heldout_people, holdout_split
+    from id3pm_nb.cli.demo import demo_data, demo_key, demo_preset, demo_train, heldout_people
+    from id3pm_nb.data.dataset import holdout_split
     from id3pm_nb.eval.evaluate import check_judge, lfw_judge
     from id3pm_nb.data.lfw import find_lfw
     from id3pm_nb.use.pipeline import ID3PM

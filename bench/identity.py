@@ -60,7 +60,8 @@ def quick_presets():
 
 def run(a) -> dict:
     from id3pm_nb.cli.demo import (DEMO_PRESETS, bundle_matches, demo_data, demo_key, demo_train, heldout_people,
-                                   holdout_split, linear_baseline)
+                                   linear_baseline)
+    from id3pm_nb.data.dataset import holdout_split
     from id3pm_nb.eval.report import labeled_grid
     from id3pm_nb.eval.attack import Budget, attack
     from id3pm_nb.data.lfw import find_lfw

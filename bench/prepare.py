@@ -74,7 +74,7 @@ def child(args_list: list) -> dict:
 
 def compare(root_old: str, root_new: str) -> str:
     "Whether two caches of the same files agree: crops, statuses, and ID vectors (smallest cosine)."
-    from id3pm_nb.data.prepare import load_prepared
+    from id3pm_nb.data.store import load_prepared
     a, b = load_prepared(root_old), load_prepared(root_new)
     same = (a.report.drop(columns='row').equals(b.report.drop(columns='row')) and list(a.paths) == list(b.paths)
             and all(np.array_equal(a.crops[s], b.crops[s]) for s in a.sizes))

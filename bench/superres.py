@@ -47,7 +47,9 @@ def log(msg): print(f"[superres {time.strftime('%H:%M:%S')}] {msg}", file=sys.st
 
 def quick_bundle(out: Path, lfw: str, cache: str):
     "A miniature base model and SR stage (a few iterations on 60 LFW faces at 32 and 64 px), attached: (bundle, cache)."
-    from id3pm_nb.cli.demo import DemoPreset, demo_train, holdout_split, sr_train
+    from id3pm_nb.cli.demo import DemoPreset, demo_train
+    from id3pm_nb.data.dataset import holdout_split
+    from id3pm_nb.train.sr import sr_train
     from id3pm_nb.data.lfw import find_lfw, lfw_subset
     from id3pm_nb.data.prepare import prepare
     from id3pm_nb.data.dataset import scan
@@ -118,7 +120,7 @@ def main(argv=None) -> dict:
     from id3pm_nb.cli.demo import heldout_people
     from id3pm_nb.eval.report import labeled_grid
     from id3pm_nb.core import atomic_write, default_device, img2tensor, tensor2img
-    from id3pm_nb.data.prepare import load_prepared
+    from id3pm_nb.data.store import load_prepared
     from id3pm_nb.eval.evaluate import lfw_judge
     from id3pm_nb.use.pipeline import ID3PM
     from id3pm_nb.model.superres import bicubic

@@ -84,7 +84,7 @@ def test_budget_plan_counts_the_measuring_time():
 def planned(tmp_path_factory):
     "An uninterrupted planned fit of 13 iterations (two epochs of 5 and 3 of the third), checkpoints every 3 kept."
     from id3pm_nb.train.budget import budget_plan
-    from id3pm_nb.train.learner import train
+    from id3pm_nb.train.budget import train
     out = tmp_path_factory.mktemp('budget')
     learn = tiny_learner(out/'full')
     plan = budget_plan(learn, 0.05, sec_per_iter=0.15)   # 3 s at 0.15 s a step
@@ -131,7 +131,7 @@ def test_the_final_checkpoint_is_finished(planned):
 @pytest.mark.parametrize('it', [3, 9, 12, 13])   # in the first epoch, the second, the cut third; the finished run
 def test_resume_ends_at_the_same_iteration(planned, tmp_path, it):
     "`fit_budget` on a folder holding a mid-run checkpoint resumes the recorded plan, whatever budget it is given now."
-    from id3pm_nb.cli.demo import fit_budget
+    from id3pm_nb.train.budget import fit_budget
     out, plan, full = planned
     shutil.copytree(out/'full'/f'ckpt-{it:08d}', tmp_path/'run'/f'ckpt-{it:08d}')
     learn = tiny_learner(tmp_path/'run')
@@ -144,7 +144,7 @@ def test_resume_ends_at_the_same_iteration(planned, tmp_path, it):
 def test_fit_and_save_writes_the_plan_into_the_bundle(tmp_path):
     "A tiny real budget: the iterations trained are the iterations planned, and the bundle says so."
     from id3pm_nb.model.bundle import load_bundle
-    from id3pm_nb.cli.demo import fit_and_save
+    from id3pm_nb.train.budget import fit_and_save
     learn = tiny_learner()
     info = fit_and_save(learn, tmp_path/'bundle', dict(recognizer='test', train_identities=[]), minutes=0.05,
                         log=lambda m: None, progress=False)

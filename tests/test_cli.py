@@ -138,10 +138,13 @@ def test_sample(scripts, bundle, prepared, tmp_path):
     assert [r['scale'] for r in runs] == [0, 2] and all(r['queries'] == 0 and r['steps'] == 3 for r in runs)
     z = np.load(tmp_path/'s'/'ids.npz')
     assert z['ids'].shape == (2, 128) and str(z['fingerprint']).startswith('dlib_resnet_v1-')
-    # the same call again gives the same images (seeded)
+    # the same person and seed alone gives the same images (seeded per target and sample). The other target and scale
+    # change the batch, and CPU kernels pick their algorithm by shape: up to an occasional uint8 level (05a_pipeline)
     r2 = run(scripts, 'sample', bundle, person, '--out', tmp_path/'t', '--n', '2', '--scale', '2', '--steps', '3', '--seed', '5', '--quiet')
-    a, b = (np.asarray(__import__('PIL.Image').Image.open(d/f'000_{person.name}'/'s2_01.png')) for d in (tmp_path/'s', tmp_path/'t'))
-    assert r2.returncode == 0 and (a == b).all()
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    for f in ('s2_00.png', 's2_01.png'):
+        a, b = (np.asarray(__import__('PIL.Image').Image.open(d/f'000_{person.name}'/f), int) for d in (tmp_path/'s', tmp_path/'t'))
+        assert np.abs(a - b).max() <= 1 and (a != b).mean() < 0.01, (f, np.abs(a - b).max(), (a != b).mean())
     # with 4 queries per image to the bundle's recognizer: the cost and the queried recognizer are recorded
     r3 = run(scripts, 'sample', bundle, person, '--out', tmp_path/'q', '--n', '2', '--scale', '2', '--steps', '3', '--queries', '4', '--quiet')
     assert r3.returncode == 0, r3.stderr[-3000:]

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from id3pm_nb.data.prepare import PrepareError, Workers, load_prepared, prepare
+from id3pm_nb.data.prepare import PrepareError, Workers, prepare
+from id3pm_nb.data.store import load_prepared
 from id3pm_nb.data.dataset import read_image
 from id3pm_nb.fr.detect import DlibDetector, get_detector
 from id3pm_nb.fr.recognizer import cosine, load_recognizer

@@ -33,7 +33,8 @@ def worker(out: Path):
     from safetensors.torch import save_file
     from id3pm_nb.core import seed_everything
     from id3pm_nb.model.unet import UNet, unet_config, perturb_zero_init
-    from id3pm_nb.train.learner import get_learner, train
+    from id3pm_nb.train.learner import get_learner
+    from id3pm_nb.train.budget import train
     from id3pm_nb.dist import world, shard_map, unwrap
     from id3pm_nb.train.checkpoint import CheckpointCallback, latest_checkpoint
     torch.set_num_threads(1)

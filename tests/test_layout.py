@@ -118,9 +118,8 @@ def test_lines_read():
 
 
 def test_modules_stay_small():
-    # code lines: blank and comment-only lines (docments above a parameter, wrapped comments) do not count
-    code = lambda p: sum(1 for l in p.read_text().splitlines() if l.strip() and not l.lstrip().startswith('#'))
-    big = {dotted(p): n for p in modules() if (n := code(p)) > MAX_LINES}
+    "Every module under 450 lines as a reader meets them: physical lines, blank ones and comments included."
+    big = {dotted(p): n for p in modules() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not big, f"modules over {MAX_LINES} lines (split them along a concern): {big}"
 
 

@@ -40,8 +40,8 @@ def main(cache: Path, out: Path, mode: str):
     "mode: 'full' (uninterrupted), 'victim' (slow, to be killed), 'resume' (continue the victim's run)."
     from fastai.callback.core import Callback
     from id3pm_nb.core import seed_everything
-    from id3pm_nb.data.prepare import load_prepared
-    from id3pm_nb.cli.demo import sr_split, sr_train
+    from id3pm_nb.data.store import load_prepared
+    from id3pm_nb.train.sr import sr_split, sr_train
     from id3pm_nb.train.checkpoint import CheckpointCallback
     from id3pm_nb.train.learner import PreviewCallback
 
@@ -97,8 +97,8 @@ def test_attached_bundle_samples_in_a_fresh_process(cache, tmp_path):
     "id3pm_train_sr --attach adds the stage to a base bundle without touching its model; id3pm_sample --sr then writes 64 px faces."
     from id3pm_nb.core import file_hash
     from id3pm_nb.data.dataset import get_dls
-    from id3pm_nb.data.prepare import load_prepared
-    from id3pm_nb.cli.demo import sr_split
+    from id3pm_nb.data.store import load_prepared
+    from id3pm_nb.train.sr import sr_split
     from id3pm_nb.train.learner import get_learner
     from id3pm_nb.model.bundle import load_bundle, save_bundle
     from id3pm_nb.model.unet import unet_config

@@ -4,30 +4,27 @@
 
 # %% ../../nbs/07_demo.ipynb #73865d32
 from __future__ import annotations
-import contextlib, dataclasses, json, os, sys, time
+import dataclasses, json, os, time
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ..core import (Log, atomic_write, default_device, file_hash, image_grid, img2tensor, seed_everything,
-                           short_hash, tensor2img, to_json)
-from ..dist import broadcast, world
-from ..model.prior import LinearDecoder
-from ..data.dataset import Splits, get_dls, scan, split_identities
+from ..core import (Log, atomic_write, default_device, img2tensor, seed_everything, short_hash, tensor2img,
+                           to_json)
+from ..model.prior import LinearDecoder, linear_decoder
+from ..data.dataset import Splits, get_dls, holdout_split, scan
 from ..data.prepare import prepare
 from ..data.lfw import find_lfw, lfw_subset
 from ..model.unet import UNetConfig, num_params, unet_config
-from ..model.bundle import save_bundle
 from ..train.logs import TrainLog
-from ..train.checkpoint import CheckpointCallback, latest_checkpoint
-from ..train.learner import IDPreview, PreviewCallback, get_learner, train
-from ..train.budget import budget_plan
+from ..train.checkpoint import CheckpointCallback
+from ..train.learner import IDPreview, PreviewCallback, get_learner
+from ..train.budget import fit_and_save
 from ..model.superres import SR_PRESETS, SRPreset, attach_sr, bicubic, sharpness, sr_preset
-from ..train.sr import get_sr_learner
-from ..use.pipeline import ID3PM, linear_decoder
+from ..train.sr import sr_train
+from ..use.pipeline import ID3PM
 from ..model.sampling import SamplingSpec
 from ..eval.evaluate import Judge, check_judge, inversion_scores, lfw_judge, reference_scores, scores_table
 from ..use.queries import QuerySpec
@@ -35,10 +32,9 @@ from ..eval.attack import Budget, attack, attack_table, budgets
 from ..eval.report import markdown_table, query_curve, labeled_grid
 
 # %% auto #0
-__all__ = ['DEMO_PRESETS', 'DEMO_RECOGNIZER', 'DemoPreset', 'demo_preset', 'holdout_split', 'fit_budget', 'fit_and_save',
-           'HeldOut', 'heldout_people', 'linear_baseline', 'demo_key', 'bundle_matches', 'demo_train', 'demo_sr_preset',
-           'sr_split', 'sr_train', 'demo_sr', 'sr_scores', 'DemoRun', 'demo_data', 'demo_attack', 'demo_grids',
-           'report_info', 'write_report', 'run_demo']
+__all__ = ['DEMO_PRESETS', 'DEMO_RECOGNIZER', 'DemoPreset', 'demo_preset', 'HeldOut', 'heldout_people', 'linear_baseline',
+           'demo_key', 'bundle_matches', 'demo_train', 'demo_sr_preset', 'demo_sr', 'sr_scores', 'DemoRun', 'demo_data',
+           'demo_attack', 'demo_grids', 'report_info', 'write_report', 'run_demo']
 
 # %% ../../nbs/07_demo.ipynb #6192b50b
 @dataclasses.dataclass
@@ -76,55 +72,6 @@ def demo_preset(device: torch.device | str, name: str | None = None) -> DemoPres
     name = name or ('gpu' if torch.device(device).type == 'cuda' else 'cpu')
     if name not in DEMO_PRESETS: raise ValueError(f"preset={name!r}: use one of {list(DEMO_PRESETS)}")
     return DEMO_PRESETS[name]
-
-# %% ../../nbs/07_demo.ipynb #b1495a31
-def holdout_split(identities, n_test: int, min_images: int = 2, valid_pct: float = 0.05, seed: int = 0) -> Splits:
-    """Row indices: `n_test` people with >= `min_images` rows held out as test; the others split into train/valid by
-    identity."""
-    ids = np.asarray(identities).astype(str)
-    names, counts = np.unique(ids, return_counts=True)
-    cand = names[counts >= min_images]
-    if len(cand) < n_test:
-        raise ValueError(f"only {len(cand)} people have >= {min_images} usable images, {n_test} test people were asked "
-                         f"for: prepare more images")
-    test = np.random.default_rng(seed).choice(cand, n_test, replace=False)
-    rest = np.flatnonzero(~np.isin(ids, test))
-    s = split_identities(ids[rest], valid_pct=valid_pct, test_pct=0., seed=seed)
-    return Splits(rest[s.train], rest[s.valid], np.flatnonzero(np.isin(ids, test)))
-
-# %% ../../nbs/07_demo.ipynb #56353345
-def fit_budget(learn, minutes: float | None = None, epochs: int | None = None, lr: float | None = None,
-               log=print) -> dict:
-    "Resume the run in the learner's checkpoint folder, or train `epochs` epochs, or the iterations that fit `minutes`."
-    ck = getattr(learn, 'checkpoint', None)
-    last = latest_checkpoint(ck.folder) if ck is not None else None
-    if last is not None:
-        log(f"resuming from {last}")
-        train(learn, resume=True)                                # the recorded plan: same iterations, same schedule
-        return dict(resumed=str(last), epochs=learn.n_epoch, iterations=learn.train_iter)
-    if epochs is None and minutes is None: raise ValueError("give a number of epochs or a time budget in minutes")
-    plan = None if epochs is not None else broadcast(budget_plan(learn, minutes) if world()[0] == 0 else None)
-    if plan is not None: log(str(plan))
-    t0 = time.time()
-    if plan is None: train(learn, epochs, lr)
-    else: train(learn, lr_max=lr, n_iter=plan.n_iter, valid_batches=plan.valid_batches)
-    info = dict(resumed=None, epochs=learn.n_epoch, iterations=learn.train_iter, seconds=round(time.time() - t0, 1))
-    return info if plan is None else dict(info, plan=dataclasses.asdict(plan))
-
-# %% ../../nbs/07_demo.ipynb #cd7d7d92
-def fit_and_save(learn, bundle_dir: Path, meta: dict, minutes: float | None = None, epochs: int | None = None,
-                 log=print, progress: bool = True) -> dict:
-    """`fit_budget` (without progress bars unless `progress`), then, on rank 0, `save_bundle` with `meta` and the
-    fit's record."""
-    with contextlib.ExitStack() as stack:
-        if not progress:
-            stack.enter_context(learn.no_bar())
-            stack.enter_context(learn.no_logging())
-        info = fit_budget(learn, minutes, epochs, learn.lr, log)
-    if world()[0] == 0:
-        save_bundle(bundle_dir, learn, dict(meta, fit=info, budget_minutes=minutes))
-        log(f"trained {learn.train_iter} iterations ({info['epochs']} epochs); bundle written to {bundle_dir}")
-    return info
 
 # %% ../../nbs/07_demo.ipynb #a995d249
 @dataclasses.dataclass
@@ -229,34 +176,6 @@ def demo_sr_preset(base: DemoPreset, sr: str | SRPreset | None = None) -> SRPres
         raise ValueError(f"no SR preset upsamples {base.size} px images: use one of {list(SR_PRESETS)} with a base of "
                          f"their size")
     return fits[0]
-
-def sr_split(prepared, people=None, valid_pct: float = 0.05, seed: int = 0) -> Splits:
-    """Identity-disjoint train/valid rows for an SR stage, among `people` (e.g. those a base bundle was trained on)
-    when given."""
-    rows = np.arange(len(prepared)) if people is None else np.flatnonzero(np.isin(prepared.identities, sorted(people)))
-    if not len(rows):
-        raise ValueError(f"none of the {len(prepared)} prepared faces shows a person the base bundle was trained on: "
-                         f"prepare its training data")
-    s = split_identities(prepared.identities[rows], valid_pct, 0., seed)
-    return Splits(rows[s.train], rows[s.valid], rows[s.test])
-
-def sr_train(prepared, split: Splits, preset: SRPreset, run_dir: Path, epochs: int | None = None, device=None,
-             seed: int = 0, log=print, progress: bool = True, cbs: list | None = None) -> Path:
-    """Train `preset`'s SR stage on `split` for `epochs` (or the iterations that fit `preset.minutes`), resuming
-    `run_dir/ckpt`; export `run_dir/bundle`."""
-    dls = get_dls(prepared, preset.size, preset.bs, split=split, device=device)
-    cbs = cbs if cbs is not None else [CheckpointCallback(run_dir/'ckpt', every=200),
-                                       PreviewCallback(run_dir/'previews', every=None)]
-    learn = get_sr_learner(dls, preset.unet(prepared.ids.shape[1]), cbs=cbs, aug_max=preset.aug_max,
-                           noise_level=preset.noise_level, prior=preset.prior, max_t=preset.max_t,
-                           temperature=preset.temperature, lr=preset.lr, min_snr=preset.min_snr,
-                           precision=preset.precision, seed=seed)
-    log(f"the {preset.name} SR stage ({preset.low} -> {preset.size} px, {num_params(learn.model)/1e6:.2f}M parameters) "
-        f"on {len(split.train)} images of {len(set(prepared.identities[split.train]))} people; device {device}")
-    meta = dict(recognizer=prepared.fingerprint, preset=preset.name, data=str(prepared.root), device=str(device),
-                run_key=run_dir.name)
-    fit_and_save(learn, run_dir/'bundle', meta, None if epochs else preset.minutes, epochs, log, progress)
-    return run_dir/'bundle'
 
 def demo_sr(prepared, split: Splits, preset: SRPreset, run_dir: Path, bundle_dir: Path, device, log=print,
             progress: bool = True) -> Path:

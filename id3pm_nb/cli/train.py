@@ -14,16 +14,19 @@ from fastcore.script import Param, store_true
 from ..core import atomic_write, default_device, seed_everything
 from ..dist import broadcast, world
 from ..data.dataset import get_dls, scan, split_identities
-from ..data.prepare import load_prepared, prepare
+from ..data.prepare import prepare
+from ..data.store import load_prepared
 from ..model.unet import num_params, unet_config
 from ..model.bundle import load_bundle
 from ..train.logs import CURVES, TrainLog, plot_runs
 from ..train.checkpoint import CheckpointCallback
 from ..train.learner import DiffusionCallback, PreviewCallback, get_learner
+from ..train.budget import fit_and_save
+from ..train.sr import sr_split, sr_train
 from ..model.superres import attach_sr, check_sr_fits, sr_preset
 from ..model.sampling import SamplingSpec
 from ..use.queries import QuerySpec
-from .demo import DemoRun, demo_preset, fit_and_save, run_demo, sr_split, sr_train
+from .demo import DemoRun, demo_preset, run_demo
 from .use import (Log, cli_errors, cli_spec, command, eval_cli, parse_floats, parse_names, run_cli,
                               sample_cli)
 

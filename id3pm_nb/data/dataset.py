@@ -21,8 +21,8 @@ from ..fr.align import NoFaceError, align_ffhq
 
 # %% auto #0
 __all__ = ['IMG_EXTS', 'LFW_DIRS', 'CELEBA_DIRS', 'is_image_file', 'scan_folder', 'scan_lfw', 'scan_sklearn_lfw', 'scan_celeba',
-           'scan', 'BadImageError', 'to_rgb8', 'read_image', 'face_crops', 'Splits', 'split_identities', 'FacePairs',
-           'FaceDL', 'get_dls']
+           'scan', 'BadImageError', 'to_rgb8', 'read_image', 'face_crops', 'Splits', 'split_identities',
+           'holdout_split', 'FacePairs', 'FaceDL', 'get_dls']
 
 # %% ../../nbs/02_dataset.ipynb #77ef5893
 IMG_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm', '.pnm')
@@ -254,6 +254,21 @@ def split_identities(identities,            # (N,) identity of each image
             part[k] = s
             fill[s] += counts[k]
     return Splits(*(np.flatnonzero(part[inv] == s) for s in (0, 1, 2)))
+
+# %% ../../nbs/02_dataset.ipynb #94ef81bb
+def holdout_split(identities, n_test: int, min_images: int = 2, valid_pct: float = 0.05, seed: int = 0) -> Splits:
+    """Row indices: `n_test` people with >= `min_images` rows held out as test; the others split into train/valid by
+    identity."""
+    ids = np.asarray(identities).astype(str)
+    names, counts = np.unique(ids, return_counts=True)
+    cand = names[counts >= min_images]
+    if len(cand) < n_test:
+        raise ValueError(f"only {len(cand)} people have >= {min_images} usable images, {n_test} test people were asked "
+                         f"for: prepare more images")
+    test = np.random.default_rng(seed).choice(cand, n_test, replace=False)
+    rest = np.flatnonzero(~np.isin(ids, test))
+    s = split_identities(ids[rest], valid_pct=valid_pct, test_pct=0., seed=seed)
+    return Splits(rest[s.train], rest[s.valid], np.flatnonzero(np.isin(ids, test)))
 
 # %% ../../nbs/02_dataset.ipynb #d6733fe0
 def _check_attrs(attrs, n: int, flip) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -15,7 +15,7 @@ import torch
 from ..fr.recognizer import cosine, kfold_accuracy, load_recognizer
 from ..fr.align import ffhq_kps
 from ..fr.detect import get_detector
-from ..use.directions import check_images
+from ..use.explorer import check_images
 from .evalset import EvalData, exclude_seen, lfw_eval_data, named_recognizers, prepare_through
 from .metrics import (accept_rates, cluster_ci, fmr_threshold, fmr_thresholds, frechet_distance,
                                    id_diversity, impostor_scores, kfold_accuracy_centered, kfold_correct, pair_scores,

@@ -22,8 +22,8 @@ from .graphdef import convert_tf_graph
 
 # %% auto #0
 __all__ = ['ARCFACE_PACKS', 'Recognizer', 'DlibRecognizer', 'OnnxRecognizer', 'facenet_pb', 'FacenetRecognizer', 'arcface_path',
-           'ArcFaceRecognizer', 'module_hash', 'TorchRecognizer', 'load_recognizer', 'cosine', 'best_threshold',
-           'kfold_accuracy']
+           'ArcFaceRecognizer', 'module_hash', 'TorchRecognizer', 'load_recognizer', 'check_ids', 'check_fingerprint',
+           'recognizer_spec', 'cosine', 'best_threshold', 'kfold_accuracy']
 
 # %% ../../nbs/01d_recognizer.ipynb #5a4fc539
 def _resize(x: np.ndarray, size: tuple) -> np.ndarray:
@@ -314,6 +314,47 @@ def load_recognizer(spec='dlib', **kw) -> Recognizer:
         return OnnxRecognizer(s, **kw) if generic else ArcFaceRecognizer(s, **kw)
     raise ValueError(f"unknown recognizer {spec!r}: use one of {sorted(_RECOGNIZERS) + sorted(ARCFACE_PACKS)}, "
                      "a path to an .onnx file, a torch.nn.Module or a Recognizer")
+
+# %% ../../nbs/01d_recognizer.ipynb #c671e6fb
+def check_ids(ids,                      # (N, D) or (D,) array or tensor
+              dim: int,                 # the model's ID dimension
+              what: str = 'ID vectors', # how to name them in errors
+             ) -> np.ndarray:           # (N, dim) float32, unit rows
+    "ID vectors as float32 `(N, dim)` with unit rows, or a clear error for a wrong shape, NaN/inf or a zero row."
+    a = ids.detach().float().cpu().numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
+    if a.dtype.kind not in 'fiu': raise ValueError(f"{what} must be numbers, got dtype {a.dtype}")
+    a = a.astype(np.float32)
+    if a.ndim == 1: a = a[None]
+    if a.ndim != 2 or a.shape[1] != dim or not len(a):
+        raise ValueError(f"{what} have shape {a.shape}, but this model takes (N, {dim}) vectors: embed the faces with "
+                         f"the recognizer it was trained on")
+    bad = np.flatnonzero(~np.isfinite(a).all(1))
+    if len(bad): raise ValueError(f"{what} rows {bad[:5].tolist()} contain NaN or inf")
+    norm = np.linalg.norm(a, axis=1)
+    zero = np.flatnonzero(norm < 1e-6)
+    if len(zero):
+        raise ValueError(f"{what} rows {zero[:5].tolist()} are zero vectors (the null condition): use scale=0 for "
+                         f"unconditional samples")
+    return a / norm[:, None]
+
+# %% ../../nbs/01d_recognizer.ipynb #1c8defda
+def check_fingerprint(got: str | None, expected: str | None, what: str = 'the ID vectors'):
+    "Raise when both fingerprints are known and differ: ID vectors of different recognizers must never be mixed."
+    if got and expected and got != expected:
+        raise ValueError(f"{what} come from recognizer {got!r}, but this model inverts {expected!r}: "
+                         "embed the faces with that recognizer (or pass the images and let ID3PM embed them)")
+
+# %% ../../nbs/01d_recognizer.ipynb #c1d5b946
+_KNOWN = {'dlib_resnet_v1': 'dlib', 'facenet_vggface2': 'facenet'}
+
+def recognizer_spec(fingerprint: str) -> str:
+    "The `load_recognizer` name for a recognizer fingerprint (e.g. 'dlib_resnet_v1-…' -> 'dlib'), or a clear error."
+    name = str(fingerprint).rsplit('-', 1)[0]
+    if name in _KNOWN: return _KNOWN[name]
+    packs = [p for p, f in ARCFACE_PACKS.items() if name == f'arcface_{Path(f).stem}']
+    if packs: return packs[0]
+    raise ValueError(f"cannot tell which recognizer made fingerprint {fingerprint!r}: pass recognizer=... "
+                     "(a name, an ONNX path or a Recognizer) to ID3PM")
 
 # %% ../../nbs/01d_recognizer.ipynb #39196d8b
 def cosine(a, b, matrix: bool = False):

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/03a_prior.ipynb #4ae5073b
 from __future__ import annotations
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -14,7 +14,8 @@ from torch import nn, Tensor
 from .unet import SRUNet, UNet, UNetConfig
 
 # %% auto #0
-__all__ = ['ridge_fit', 'LinearDecoder', 'low_rank_cov', 'gaussian_denoise', 'GaussianPrior', 'PriorUNet', 'build_unet']
+__all__ = ['ridge_fit', 'LinearDecoder', 'low_rank_cov', 'gaussian_denoise', 'GaussianPrior', 'PriorUNet', 'standardised',
+           'linear_decoder', 'build_unet']
 
 # %% ../../nbs/03a_prior.ipynb #669a1234
 def ridge_fit(z: Tensor,                     # (N, D) standardised ID vectors of the training faces
@@ -213,6 +214,24 @@ def set_prior(self: PriorUNet,
     held_out = None if valid is None else (valid[0], z(valid[1]))
     self.prior.fit(x.to(self.prior.b.device), z(ids), alphas_cumprod, held_out)
     return self
+
+# %% ../../nbs/03a_prior.ipynb #69215a9c
+def standardised(model) -> Callable | None:
+    "The model's standardised ID space as a map of numpy vectors (None for a model without ID standardisation)."
+    if not hasattr(model, 'id_mean') or not model.id_stats_set: return None
+    mu, inv = model.id_mean.cpu().numpy(), model.id_inv_std.cpu().numpy()
+    return lambda v: (v - mu) * inv
+
+def linear_decoder(model) -> Callable | None:
+    """The model's least-squares map from ID vectors `(B, D)` to images `(B, C, S, S)` (its Gaussian prior's mean;
+    None without one)."""
+    prior = getattr(model, 'prior', None)
+    if prior is None or not prior.is_fitted: return None
+    shape = (model.cfg.in_ch, model.cfg.image_size, model.cfg.image_size)
+    def decode(v: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return prior.decode(model.normalize_id(torch.as_tensor(v, device=prior.b.device))).view(-1, *shape).cpu()
+    return decode
 
 # %% ../../nbs/03a_prior.ipynb #8d10607a
 def build_unet(cfg: UNetConfig) -> UNet:

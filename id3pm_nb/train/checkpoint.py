@@ -147,7 +147,7 @@ class CheckpointCallback(Callback):
 
     def at_end(self) -> bool:
         "Has the fit reached its end: its last epoch's last batch, or the iteration where a `stop_at` callback ends it?"
-        learn, stop = self.learn, getattr(self.learn, 'stop_at', None)   # `train.StopAt` cuts the last epoch short
+        learn, stop = self.learn, getattr(self.learn, 'stop_at', None)   # `budget.StopAt` cuts the last epoch short
         planned = stop is not None and learn.train_iter >= stop.n_iter
         return learn.epoch == learn.n_epoch - 1 and (self.done == self.n_train or planned)
 

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/04b_learner.ipynb #9bffc6f2
 from __future__ import annotations
-import contextlib, copy, os, tempfile, time, types
+import contextlib, copy, os, tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -15,13 +15,12 @@ from fastcore.basics import patch
 from fastcore.foundation import L
 from fastai.learner import Learner
 from fastai.metrics import Metric
-from fastai.callback.core import Callback, CancelTrainException, CancelValidException
+from fastai.callback.core import Callback
 from fastai.callback.schedule import LRFinder  # also adds fit_one_cycle / lr_find to Learner
 from fastai.callback.fp16 import MixedPrecision, AMPMode
 from fastai.callback.training import GradientClip
 from fastai.callback.progress import ProgressCallback  # progress bars by default, as in fastai
 from fastai.optimizer import Adam
-from fastai.distributed import DistributedDL  # also adds distrib_ctx / to_distributed to Learner
 
 from ..core import atomic_write, autocast, autocast_dtype, image_grid, img2tensor, to_json
 from ..model.unet import UNet, UNetConfig, unet_config
@@ -29,14 +28,14 @@ from ..model.prior import build_unet
 from ..model.cpu import cpu_kernels
 from ..model.diffusion import Schedule, eps_loss, get_schedule, hybrid_loss, min_snr_weight, q_sample
 from ..model.sampling import SamplingSpec, sample
-from ..dist import broadcast, join_group, unwrap, world
-from .checkpoint import CheckpointCallback, latest_checkpoint, load_checkpoint
+from ..dist import unwrap, world
+from .checkpoint import CheckpointCallback, load_checkpoint
 from ..model.bundle import ArtifactError
 
 # %% auto #0
 __all__ = ['DiffusionLoss', 'drop_condition', 'DiffusionCallback', 'IDGain', 'ema_decay', 'EMACallback', 'AMP', 'IDPreview',
            'PreviewCallback', 'DiffusionLearner', 'train_id_vectors', 'init_id_stats', 'dataset_faces', 'init_prior',
-           'get_learner', 'time_iteration', 'StopAt', 'train']
+           'get_learner']
 
 # %% ../../nbs/04b_learner.ipynb #eb0a0d96
 class DiffusionLoss:
@@ -349,85 +348,6 @@ def get_learner(dls,  # fastai DataLoaders of (img (B,3,S,S) in [-1,1], id_vecto
     learn.precision = {torch.bfloat16: 'bf16', torch.float16: 'fp16', None: 'fp32'}[amp]
     return learn
 
-# %% ../../nbs/04b_learner.ipynb #8af91946
-def time_iteration(learn: DiffusionLearner,
-                   n: int = 5,  # steps timed (more, up to 50, while under `min_seconds`)
-                   warmup: int = 3,  # untimed steps first: they pay for lazy initialisation and kernel autotuning
-                   min_seconds: float = 2.,
-                   max_seconds: float | None = None) -> float:  # stop once this long has passed (None: no limit)
-    "Seconds per training step of `learn` (noising, model, loss, backward, Adam) on a copy of its model and one batch."
-    # where fit will put the model
-    dev = torch.device(getattr(learn.dls, 'device', None) or next(learn.model.parameters()).device)
-    model = copy.deepcopy(unwrap(learn.model)).to(dev).train()
-    # what the diffusion callback reads of its learner
-    stand_in = types.SimpleNamespace(model=model, training=True, xb=(), yb=())
-    noiser = copy.copy(learn.diffusion)
-    # its own generator: the learner's stays put
-    noiser.learn, noiser.gen = stand_in, torch.Generator(dev).manual_seed(0)
-    opt, amp = torch.optim.Adam(model.parameters(), 1e-5), autocast_dtype(dev, learn.precision)
-    def step():
-        stand_in.xb, stand_in.yb = batch[:1], batch[1:]
-        noiser.before_batch()
-        with autocast(dev, amp): loss = learn.loss_func(model(*stand_in.xb), *stand_in.yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if dev.type == 'cuda': torch.cuda.synchronize()
-    dl, shuffle = learn.dls.train, learn.dls.train.rng.getstate()
-    # loading a batch and dropout draw from the global RNGs
-    with torch.random.fork_rng(devices=[dev] if dev.type == 'cuda' else []):
-        batch = tuple(v.to(dev) for v in dl.one_batch())
-        dl.rng.setstate(shuffle)   # the next epoch draws the permutation it would have
-        start = time.perf_counter()
-        over = lambda: max_seconds is not None and time.perf_counter() - start > max_seconds
-        for i in range(warmup):
-            step()
-            if over(): return (time.perf_counter() - start) / (i + 1)   # slow steps: the warm-up is the measure
-        k, t0 = 0, time.perf_counter()
-        while (k < n or (time.perf_counter() - t0 < min_seconds and k < 50)) and not (k and over()):
-            step()
-            k += 1
-    return (time.perf_counter() - t0) / k
-
-# %% ../../nbs/04b_learner.ipynb #0b50fb89
-class StopAt(Callback):
-    "End training after iteration `n_iter` (mid-epoch maybe), schedules spread over exactly those; short validation."
-    order = 90  # the last: the log, the checkpoint and the preview see the final batch first
-    def __init__(self, n_iter: int,
-                 valid_batches: int | None = None):  # validation batches after each epoch (None: all)
-        if n_iter < 1 or (valid_batches is not None and valid_batches < 1):
-            raise ValueError(f"n_iter={n_iter}, valid_batches={valid_batches}: both must be >= 1")
-        self.n_iter, self.valid_batches = n_iter, valid_batches
-
-    def _schedule(self):
-        "fastai's schedules follow `pct_train`: 0 at the first iteration, 1 at the last planned one."
-        self.learn.pct_train = min(1., self.learn.train_iter / max(self.n_iter - 1, 1))
-
-    def before_train(self):
-        if self.learn.train_iter >= self.n_iter: raise CancelTrainException()   # resumed at the planned end
-        self._schedule()
-
-    def after_batch(self):
-        if not self.training:
-            if self.valid_batches is not None and self.iter + 1 >= self.valid_batches: raise CancelValidException()
-        elif self.learn.train_iter >= self.n_iter: raise CancelTrainException()
-        else: self._schedule()
-
-    # fastai's Recorder (order 50) drops the metrics of a cancelled training or validation; this end is planned
-    def after_cancel_train(self): self.learn.recorder.cancel_train = False
-    def after_cancel_validate(self): self.learn.recorder.cancel_valid = False
-
-@patch
-def fit_iters(self: DiffusionLearner, n_iter: int, lr_max: float | None = None,
-              valid_batches: int | None = None,  # validation batches after each epoch (None: all)
-              **kwargs):  # more fit_one_cycle arguments: div, div_final, pct_start, wd, moms, cbs, ...
-    "`fit_one_cycle` for exactly `n_iter` training iterations: the epochs they take, the last one cut where they end."
-    stop = StopAt(n_iter, valid_batches)                       # checks the plan before the call is recorded
-    n_epoch = -(-n_iter // len(self.dls.train))
-    with self._recording('fit_iters', dict(n_iter=n_iter, lr_max=lr_max, valid_batches=valid_batches, **kwargs)):
-        return self.fit_one_cycle(n_epoch, lr_max, cbs=L(kwargs.pop('cbs', None)) + [stop], **kwargs)
-
-
 # %% ../../nbs/04b_learner.ipynb #41b9649e
 @patch
 def resume(self: DiffusionLearner, path: str | os.PathLike | None = None, **overrides):
@@ -435,27 +355,7 @@ def resume(self: DiffusionLearner, path: str | os.PathLike | None = None, **over
     info = load_checkpoint(self, path)
     call = info['state']['fit_call']
     if call is None: raise ArtifactError(f"{info['path']} records no fit call to resume (saved outside fit?)")
+    if not hasattr(type(self), call['method']):  # a planned fit (`budget.fit_iters`) needs its module
+        raise AttributeError(f"{info['path']} records a {call['method']} call: import id3pm_nb.train.budget first")
     if call['dropped'] and not overrides: print(f"note: resuming without the original {call['dropped']} (not storable)")
     return getattr(self, call['method'])(**{**call['kwargs'], **overrides})
-
-# %% ../../nbs/04b_learner.ipynb #77dbb2d6
-@patch
-def _broadcast(self: DistributedDL, t, rank):
-    "Send the index list `t` from `rank` to every process as an object (fastai's CUDA tensor fails on CPU, gloo)."
-    return broadcast(list(t), rank)
-
-def train(learn: DiffusionLearner,  # built the same way on every process
-          n_epoch: int | None = None, lr_max: float | None = None,
-          resume: bool = False,  # continue from the newest checkpoint of the learner's CheckpointCallback, if any
-          n_iter: int | None = None,  # or: exactly this many iterations (`fit_iters`), the last epoch cut short
-          **kwargs) -> DiffusionLearner:  # more fit_one_cycle (fit_iters) arguments
-    "fit_one_cycle (or fit_iters) on every process `accelerate launch` started (DDP when there are several); or resume."
-    # gloo on CPU
-    ctx = learn.distrib_ctx(cpu=not torch.cuda.is_available()) if world()[1] > 1 else contextlib.nullcontext()
-    can_resume = resume and hasattr(learn, 'checkpoint') and latest_checkpoint(learn.checkpoint.folder) is not None
-    with ctx:
-        if world()[1] > 1: join_group()
-        if can_resume: learn.resume()
-        elif n_iter is not None: learn.fit_iters(n_iter, lr_max, **kwargs)
-        else: learn.fit_one_cycle(n_epoch, lr_max, **kwargs)
-    return learn

@@ -4,20 +4,26 @@
 
 # %% ../../nbs/04d_sr.ipynb #30afc901
 from __future__ import annotations
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..model.unet import UNetConfig, sr_config
+from ..data.dataset import Splits, get_dls, split_identities
+from ..model.unet import UNetConfig, num_params, sr_config
 from ..model.prior import build_unet
 from ..model.diffusion import Schedule, get_schedule
 from ..model.sampling import SamplingSpec
 from ..model.bundle import truncate
 from ..dist import unwrap
-from ..model.superres import augment_low_res, bicubic, downsample, prior_eps, upsample
-from .learner import DiffusionCallback, DiffusionLearner, drop_condition, get_learner
+from ..model.superres import SRPreset, augment_low_res, bicubic, downsample, prior_eps, upsample
+from .checkpoint import CheckpointCallback
+from .learner import DiffusionCallback, DiffusionLearner, PreviewCallback, drop_condition, get_learner
+from .budget import fit_and_save
 
 # %% auto #0
-__all__ = ['residual_var', 'SRDiffusionCallback', 'SRPreview', 'get_sr_learner']
+__all__ = ['residual_var', 'SRDiffusionCallback', 'SRPreview', 'get_sr_learner', 'sr_split', 'sr_train']
 
 # %% ../../nbs/04d_sr.ipynb #a14ea301
 def residual_var(dl,  # batches (hi, ...) in a fixed order, e.g. the validation loader
@@ -140,3 +146,32 @@ def get_sr_learner(dls,  # DataLoaders of (hi-res img, id_vector[, low-res img])
     diffusion = SRDiffusionCallback(aug_max=aug_max, noise_level=noise_level, prior_var=var, max_t=max_t,
                                     temperature=temperature, seed=seed)
     return get_learner(dls, model, cbs=cbs, diffusion=diffusion, **kwargs)
+
+# %% ../../nbs/04d_sr.ipynb #643dbd5a
+def sr_split(prepared, people=None, valid_pct: float = 0.05, seed: int = 0) -> Splits:
+    """Identity-disjoint train/valid rows for an SR stage, among `people` (e.g. those a base bundle was trained on)
+    when given."""
+    rows = np.arange(len(prepared)) if people is None else np.flatnonzero(np.isin(prepared.identities, sorted(people)))
+    if not len(rows):
+        raise ValueError(f"none of the {len(prepared)} prepared faces shows a person the base bundle was trained on: "
+                         f"prepare its training data")
+    s = split_identities(prepared.identities[rows], valid_pct, 0., seed)
+    return Splits(rows[s.train], rows[s.valid], rows[s.test])
+
+def sr_train(prepared, split: Splits, preset: SRPreset, run_dir: Path, epochs: int | None = None, device=None,
+             seed: int = 0, log=print, progress: bool = True, cbs: list | None = None) -> Path:
+    """Train `preset`'s SR stage on `split` for `epochs` (or the iterations that fit `preset.minutes`), resuming
+    `run_dir/ckpt`; export `run_dir/bundle`."""
+    dls = get_dls(prepared, preset.size, preset.bs, split=split, device=device)
+    cbs = cbs if cbs is not None else [CheckpointCallback(run_dir/'ckpt', every=200),
+                                       PreviewCallback(run_dir/'previews', every=None)]
+    learn = get_sr_learner(dls, preset.unet(prepared.ids.shape[1]), cbs=cbs, aug_max=preset.aug_max,
+                           noise_level=preset.noise_level, prior=preset.prior, max_t=preset.max_t,
+                           temperature=preset.temperature, lr=preset.lr, min_snr=preset.min_snr,
+                           precision=preset.precision, seed=seed)
+    log(f"the {preset.name} SR stage ({preset.low} -> {preset.size} px, {num_params(learn.model)/1e6:.2f}M parameters) "
+        f"on {len(split.train)} images of {len(set(prepared.identities[split.train]))} people; device {device}")
+    meta = dict(recognizer=prepared.fingerprint, preset=preset.name, data=str(prepared.root), device=str(device),
+                run_key=run_dir.name)
+    fit_and_save(learn, run_dir/'bundle', meta, None if epochs else preset.minutes, epochs, log, progress)
+    return run_dir/'bundle'

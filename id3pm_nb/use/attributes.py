@@ -16,7 +16,7 @@ from ..core import tensor2img
 from ..fr.recognizer import cosine
 from ..fr.detect import dlib_model, dlib_rect
 from ..fr.align import ffhq_kps
-from ..data.prepare import Prepared
+from ..data.store import Prepared
 from ..data.dataset import get_dls
 from ..model.sampling import SamplingSpec, sample
 

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import dataclasses, hashlib, os, warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -14,59 +14,18 @@ import torch
 from fastcore.basics import patch
 
 from ..core import default_device, image_grid, img2tensor, show_images, tensor2img
-from ..fr.recognizer import ARCFACE_PACKS, Recognizer, load_recognizer
+from ..fr.recognizer import Recognizer, check_fingerprint, check_ids, load_recognizer, recognizer_spec
 from ..fr.detect import get_detector
 from ..data.dataset import IMG_EXTS, BadImageError, face_crops, is_image_file, read_image
-from ..data.prepare import Prepared
+from ..data.store import Prepared
+from ..model.prior import linear_decoder, standardised
 from ..model.sampling import RowNoise, SamplingSpec, sampling_schedule
 from ..model.sampling import sample as sample_model   # `ID3PM.sample` is the pipeline's own
 from .queries import QueryResult, QuerySpec, as_black_box, query_search, query_spec
 from ..model.bundle import ArtifactError, Bundle, load_bundle
 
 # %% auto #0
-__all__ = ['check_ids', 'check_fingerprint', 'recognizer_spec', 'Targets', 'concat_targets', 'ID3PM', 'identity_folders',
-           'row_seeds', 'standardised', 'linear_decoder', 'Inversion']
-
-# %% ../../nbs/05a_pipeline.ipynb #c671e6fb
-def check_ids(ids,                      # (N, D) or (D,) array or tensor
-              dim: int,                 # the model's ID dimension
-              what: str = 'ID vectors', # how to name them in errors
-             ) -> np.ndarray:           # (N, dim) float32, unit rows
-    "ID vectors as float32 `(N, dim)` with unit rows, or a clear error for a wrong shape, NaN/inf or a zero row."
-    a = ids.detach().float().cpu().numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
-    if a.dtype.kind not in 'fiu': raise ValueError(f"{what} must be numbers, got dtype {a.dtype}")
-    a = a.astype(np.float32)
-    if a.ndim == 1: a = a[None]
-    if a.ndim != 2 or a.shape[1] != dim or not len(a):
-        raise ValueError(f"{what} have shape {a.shape}, but this model takes (N, {dim}) vectors: embed the faces with "
-                         f"the recognizer it was trained on")
-    bad = np.flatnonzero(~np.isfinite(a).all(1))
-    if len(bad): raise ValueError(f"{what} rows {bad[:5].tolist()} contain NaN or inf")
-    norm = np.linalg.norm(a, axis=1)
-    zero = np.flatnonzero(norm < 1e-6)
-    if len(zero):
-        raise ValueError(f"{what} rows {zero[:5].tolist()} are zero vectors (the null condition): use scale=0 for "
-                         f"unconditional samples")
-    return a / norm[:, None]
-
-# %% ../../nbs/05a_pipeline.ipynb #1c8defda
-def check_fingerprint(got: str | None, expected: str | None, what: str = 'the ID vectors'):
-    "Raise when both fingerprints are known and differ: ID vectors of different recognizers must never be mixed."
-    if got and expected and got != expected:
-        raise ValueError(f"{what} come from recognizer {got!r}, but this model inverts {expected!r}: "
-                         "embed the faces with that recognizer (or pass the images and let ID3PM embed them)")
-
-# %% ../../nbs/05a_pipeline.ipynb #c1d5b946
-_KNOWN = {'dlib_resnet_v1': 'dlib', 'facenet_vggface2': 'facenet'}
-
-def recognizer_spec(fingerprint: str) -> str:
-    "The `load_recognizer` name for a recognizer fingerprint (e.g. 'dlib_resnet_v1-…' -> 'dlib'), or a clear error."
-    name = str(fingerprint).rsplit('-', 1)[0]
-    if name in _KNOWN: return _KNOWN[name]
-    packs = [p for p, f in ARCFACE_PACKS.items() if name == f'arcface_{Path(f).stem}']
-    if packs: return packs[0]
-    raise ValueError(f"cannot tell which recognizer made fingerprint {fingerprint!r}: pass recognizer=... "
-                     "(a name, an ONNX path or a Recognizer) to ID3PM")
+__all__ = ['Targets', 'concat_targets', 'ID3PM', 'identity_folders', 'row_seeds', 'Inversion']
 
 # %% ../../nbs/05a_pipeline.ipynb #2543563a
 @dataclasses.dataclass
@@ -330,8 +289,7 @@ def _images(self: ID3PM, ids: np.ndarray, n: int, spec: SamplingSpec, seed: int,
     if sr and self.sr_model is None:
         raise ValueError(f"sr=True, but the bundle {self.bundle.path} has no super-resolution stage")
     N, found = len(ids), None
-    if qs is None:
-        # (N*n, ...)
+    if qs is None:   # rows (N*n, ...): the n samples of each target
         y, seeds, a = torch.from_numpy(np.repeat(ids, n, 0)), row_seeds(ids, n, seed), self._attr_rows(attr, N, n)
         out = [tensor2img(self._sample_base(y[i:i+bs], seeds[i:i+bs], spec, progress, None if a is None else a[i:i+bs]))
                for i in range(0, N * n, bs)]
@@ -397,31 +355,12 @@ def _search(self: ID3PM, ids: np.ndarray, n: int, spec: SamplingSpec, seed: int,
         raise ValueError(f"strategy {qs.strategy!r} needs the ancestral sampler (sampler='ddpm'), "
                          f"not {spec.sampler!r}: particles kept twice must draw fresh noise; "
                          "use strategy 'best' or 'feedback' with this sampler")
-    # candidate j of image i: its own noise
-    seeds = row_seeds(ids, n * qs.budget, seed).reshape(len(ids) * n, qs.budget)
-    # varied candidates, unless spec says
-    spec = qs.candidates(spec)
+    seeds = row_seeds(ids, n * qs.budget, seed).reshape(len(ids) * n, qs.budget)  # candidate j of image i: own noise
+    spec = qs.candidates(spec)   # varied candidates, unless spec says
     draw = lambda conds, sd, callback: self._sample_base(torch.from_numpy(conds), sd, spec, False, None, callback)
     steps = len(sampling_schedule(spec.sampler, spec.steps, self.bundle.schedule))
     return query_search(draw, np.repeat(ids, n, 0), seeds, bb, qs, steps, bs, standardised(self.model),
                         linear_decoder(self.model))
-
-def standardised(model) -> Callable | None:
-    "The model's standardised ID space as a map of numpy vectors (None for a model without ID standardisation)."
-    if not hasattr(model, 'id_mean') or not model.id_stats_set: return None
-    mu, inv = model.id_mean.cpu().numpy(), model.id_inv_std.cpu().numpy()
-    return lambda v: (v - mu) * inv
-
-def linear_decoder(model) -> Callable | None:
-    """The model's least-squares map from ID vectors `(B, D)` to images `(B, C, S, S)` (its Gaussian prior's mean;
-    None without one)."""
-    prior = getattr(model, 'prior', None)
-    if prior is None or not prior.is_fitted: return None
-    shape = (model.cfg.in_ch, model.cfg.image_size, model.cfg.image_size)
-    def decode(v: np.ndarray) -> torch.Tensor:
-        with torch.no_grad():
-            return prior.decode(model.normalize_id(torch.as_tensor(v, device=prior.b.device))).view(-1, *shape).cpu()
-    return decode
 
 # %% ../../nbs/05a_pipeline.ipynb #571bd4bf
 @dataclasses.dataclass
