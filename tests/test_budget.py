@@ -151,3 +151,12 @@ def test_fit_and_save_writes_the_plan_into_the_bundle(tmp_path):
     fit = load_bundle(tmp_path/'bundle').info['meta']['fit']
     assert info['iterations'] == learn.train_iter == fit['plan']['n_iter'] == fit['iterations']
     assert learn.fit_call['method'] == 'fit_iters'
+
+
+def test_resume_finds_fit_iters_with_the_learner_alone():
+    "`resume` replays `fit_iters`, which `train.budget` patches in: importing `train.learner` alone brings it along."
+    import subprocess, sys
+    code = ("import id3pm_nb.train.learner as L, sys; assert hasattr(L.DiffusionLearner, 'fit_iters'); "
+            "assert 'id3pm_nb.train.budget' in sys.modules")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
