@@ -355,7 +355,5 @@ def resume(self: DiffusionLearner, path: str | os.PathLike | None = None, **over
     info = load_checkpoint(self, path)
     call = info['state']['fit_call']
     if call is None: raise ArtifactError(f"{info['path']} records no fit call to resume (saved outside fit?)")
-    if not hasattr(type(self), call['method']):  # a planned fit (`budget.fit_iters`) needs its module
-        raise AttributeError(f"{info['path']} records a {call['method']} call: import id3pm_nb.train.budget first")
     if call['dropped'] and not overrides: print(f"note: resuming without the original {call['dropped']} (not storable)")
     return getattr(self, call['method'])(**{**call['kwargs'], **overrides})
