@@ -11,6 +11,7 @@ dlib's own cosine (what the search optimised), queries and seconds per returned 
 
     python bench/queries.py                                   # the demo's bundle (id3pm_demo/bundle), s = 3
     python bench/queries.py --budgets 4,16,64 --strategies best,beam --steps 0.5 --scale 2
+    python bench/queries.py --strategies best --budgets 16 --temperatures 0.6,0.8   # the candidates' temperature
     python bench/queries.py --quick                           # a miniature of every step (the test suite runs it)
 
 It writes queries.md, queries.json and curve.png (identity against queries per strategy) into --out. The bundle comes
@@ -31,6 +32,7 @@ def parse(argv=None):
     p.add_argument('--strategies', default='best,beam,feedback,feedback+beam', help='id3pm_nb.use.queries.STRATEGIES to compare')
     p.add_argument('--budgets', default='4,16', help='queries per returned image (0, plain sampling, is always a row)')
     p.add_argument('--steps', default='0,0.5', help='surrogate steps of the returned image (QuerySpec.step; 0: off) per query row')
+    p.add_argument('--temperatures', default=None, help="the query candidates' temperatures (QuerySpec.temperature; 'spec': the sampling spec's), e.g. 0.6,0.8")
     p.add_argument('--scale', type=float, default=3.0, help='guidance scale')
     p.add_argument('--cads', type=float, default=0., help='CADS noise scale for every row, plain included (0: plain rows without; query rows then use QuerySpec.cads)')
     p.add_argument('--people', type=int, default=64, help='held-out people to invert')
@@ -62,7 +64,8 @@ def run(a) -> dict:
     h = held_out(a, log, queried=True)
     out, P, split, pipe, judge, held, ids, bundle = h.out, h.P, h.split, h.pipe, h.judge, h.held, h.ids, h.bundle
     spec = pipe.spec.replace(scale=a.scale, cads=a.cads, **({'steps': 3} if a.quick else {}))
-    rows = make_budgets(strategies, budgets, [float(v) for v in a.steps.split(',')])
+    temps = [None if v.strip() == 'spec' else float(v) for v in a.temperatures.split(',')] if a.temperatures else [QuerySpec.temperature]
+    rows = make_budgets(strategies, budgets, [float(v) for v in a.steps.split(',')], temps)
     samples, costs = {}, {}
     for b in rows: samples[b.label], costs[b.label] = attack(pipe, ids, b, a.samples, spec, a.seed, out/'runs', log)
     linear = linear_baseline(P, split, h.pre.size)(ids)[:, None]
@@ -70,16 +73,18 @@ def run(a) -> dict:
     md = markdown_table(table, 'FaceNet', 'dlib')
     n_show = min(6, len(held.names)); big = np.asarray(P.crops[max(P.sizes)])
     shown = [b for b in rows if b.queries in (0, budgets[-1]) and b.step in (0, QuerySpec.step)]
-    short = lambda b: 'plain' if not b.queries else (b.strategy + b.step_note).replace('feedback', 'fb').replace(', step ', ' st')
+    short = lambda b: 'plain' if not b.queries else (b.strategy + b.note).replace('feedback', 'fb').replace(
+        ', step ', ' st').replace(', temperature ', ' T')
     grid = labeled_grid([[big[held.first[i]], linear[i, 0]] + [samples[b.label][i, 0] for b in shown] for i in range(n_show)],
                         ['real', 'linear'] + [short(b) for b in shown], held.names[:n_show], size=max(P.sizes),
                         corner=f'{budgets[-1]} queries')
     from PIL import Image
     with atomic_write(out/'grid.png') as f: Image.fromarray(grid).save(f, format='PNG')
-    line = lambda b: b.strategy and b.strategy + b.step_note
+    line = lambda b: b.strategy and b.strategy + b.note
     query_curve(table, [(b.label, line(b), b.queries) for b in rows], out/'curve.png', 'linear decoder (ridge)', 'FaceNet')
     head = (f"{len(held.names)} held-out LFW people x {a.samples} images, s = {a.scale:g}, {spec.sampler} {spec.steps} steps, "
-            f"temperature {spec.temperature:g}{f', CADS {a.cads:g}' if a.cads else ''}; queried: {pipe.recognizer.fingerprint}; "
+            f"temperature {spec.temperature:g}{f', CADS {a.cads:g}' if a.cads else ''} (query candidates: temperature "
+            f"{QuerySpec.temperature:g} unless a row says, CADS {a.cads or QuerySpec.cads:g}); queried: {pipe.recognizer.fingerprint}; "
             f"judge {judge}; bundle {bundle} ({pipe.bundle.info['training']['iterations']} iterations)")
     (out/'queries.md').write_text(f"# bench/queries.py\n\n{head}\n\n{md}\n\n![identity against queries](curve.png)\n")
     with atomic_write(out/'queries.json', 'w') as f:

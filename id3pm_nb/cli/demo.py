@@ -303,6 +303,9 @@ def report_info(pipe: ID3PM, preset: DemoPreset, run: DemoRun, prepared, split: 
                 queries=list(run.queries), strategy=run.strategy,
                 queried=pipe.recognizer.fingerprint if run.queries else None,
                 step=QuerySpec.step if run.queries and linear_decoder(pipe.model) is not None else 0.)
+    if run.queries:   # how the attack drew its candidates (`QuerySpec.candidates`)
+        cand = QuerySpec().candidates(run.spec)
+        info['candidates'] = dict(temperature=cand.temperature, cads=cand.cads)
     if sr:
         si = pipe.bundle.sr.info
         real = img2tensor(np.asarray(prepared.crops[sr['size']])[held.first])   # the targets' own crops at SR size
@@ -342,10 +345,11 @@ def write_report(out: Path, table: pd.DataFrame, info: dict, sr_table: pd.DataFr
     if info.get('queries'):
         md += [f"Rows with queries use the threat model's power to query the black box: each returned image cost that "
                f"many queries to `{info['queried']}`, the recognizer the model inverts (images in, ID vectors out; no "
-               f"gradients), spent by the {info['strategy']} strategy (`id3pm_nb.use.queries`), the chosen face then "
-               f"moved by a surrogate step of {info.get('step', 0):g} (the model's linear map from ID vectors to "
-               f"pixels, no query); {info['judge_name']} was never queried. The last columns say what each row cost "
-               f"per returned image; `queries.png` plots identity against queries.", ""]
+               f"gradients), spent by the {info['strategy']} strategy (`id3pm_nb.use.queries`; candidates drawn at "
+               f"temperature {info['candidates']['temperature']:g} with CADS {info['candidates']['cads']:g}), the "
+               f"chosen face then moved by a surrogate step of {info.get('step', 0):g} (the model's linear map from "
+               f"ID vectors to pixels, no query); {info['judge_name']} was never queried. The last columns say what "
+               f"each row cost per returned image; `queries.png` plots identity against queries.", ""]
     md += [markdown_table(table, info['judge_name'], 'dlib'), "",
           "`grid.png`: one row per held-out person; columns: the real face, the linear decoder's face, then one image "
           "per row of the table (each guidance scale, then each query budget). `samples.png`: every sample of the same "

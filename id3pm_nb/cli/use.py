@@ -22,7 +22,7 @@ from ..use.queries import QuerySpec
 
 # %% auto #0
 __all__ = ['INPUT_ERRORS', 'PARTIAL', 'one_line', 'cli_errors', 'command', 'run_cli', 'exit_status', 'eta_option', 'cli_spec',
-           'parse_floats', 'parse_names', 'target_units', 'sample_cli', 'bundle_names', 'eval_cli']
+           'cli_queries', 'parse_floats', 'parse_names', 'target_units', 'sample_cli', 'bundle_names', 'eval_cli']
 
 # %% ../../nbs/07a_use_cli.ipynb #ce2574e0
 INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
@@ -85,6 +85,10 @@ def cli_spec(base: SamplingSpec,              # the bundle's spec (`ID3PM.spec`)
     "The spec a command runs with: `base` with the sampling options given on the command line; built once, used as is."
     given = {k: v for k, v in dict(sampler=sampler, steps=steps, temperature=temperature).items() if v is not None}
     return base.replace(**given, **eta_option(given.get('sampler', base.sampler), eta))
+
+def cli_queries(queries: int, strategy: str, temperature: float | None = None) -> QuerySpec:
+    "The `QuerySpec` a command runs with; a `--temperature` given is also its candidates' (`QuerySpec.temperature`)."
+    return QuerySpec(queries, strategy, **({} if temperature is None else {'temperature': temperature}))
 
 def parse_floats(s: str, what: str) -> list[float]:
     "Comma-separated numbers, or a clear error naming the option."
@@ -163,7 +167,7 @@ def sample_cli(bundle: str,                 # bundle folder (from id3pm_train or
         t, folders, status = _usable_targets(pipe, targets, aligned)
         log(f"{len(t)} target(s) for {pipe}")
         spec = cli_spec(pipe.spec, sampler, steps, temperature, eta)
-        qs, record = QuerySpec(queries, strategy), []
+        qs, record = cli_queries(queries, strategy, temperature), []
         for s, spec_s in ((s, spec.replace(scale=s)) for s in parse_floats(scale, 'scale')):
             names = lambda i: [out/folders[i]/f's{s:g}_{j:02d}.png' for j in range(n)]
             # a rerun makes what is missing
@@ -265,7 +269,8 @@ def eval_cli(bundles: Param("bundle folder(s); several give a transfer matrix (o
                                  f"independent judge to --recognizers (e.g. facenet)")
             for q in budgets:
                 where = (out if len(bundles) == 1 else out/name) / (f'queries_{q}' if len(budgets) > 1 else '')
-                gen = pipe.generator(cli_spec(pipe.spec, sampler, steps, temperature, eta), QuerySpec(q, strategy))
+                gen = pipe.generator(cli_spec(pipe.spec, sampler, steps, temperature, eta),
+                                     cli_queries(q, strategy, temperature))
                 label = f'ID3PM {name}' + (f', {q} queries ({strategy}) to {target}' if q else '')
                 log(f"{ev}; inverting with {pipe}" + (f", {q} queries per image to {target} ({strategy}): its own "
                                                       f"scores are no judgement" if q else ''))

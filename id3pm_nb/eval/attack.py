@@ -26,27 +26,35 @@ class Budget(NamedTuple):
     strategy: str | None = None
     queries: int = 0
     step: float = QuerySpec.step   # the surrogate step of the returned image (`QuerySpec.step`)
+    temperature: float | None = QuerySpec.temperature   # the candidates' temperature (`QuerySpec.temperature`)
 
     @property
-    def step_note(self) -> str:
-        return '' if self.step == QuerySpec.step else f', step {self.step:g}'  # only when not the default
+    def note(self) -> str:
+        "What differs from the default `QuerySpec`: its surrogate step and the candidates' temperature."
+        step = '' if self.step == QuerySpec.step else f', step {self.step:g}'
+        t = self.temperature
+        return step + ('' if t == QuerySpec.temperature else f", temperature {'spec' if t is None else f'{t:g}'}")
     @property
     def label(self) -> str:
-        return f'{self.strategy}, {self.queries} queries{self.step_note}' if self.queries else 'plain (0 queries)'
+        return f'{self.strategy}, {self.queries} queries{self.note}' if self.queries else 'plain (0 queries)'
     @property
     def spec(self) -> QuerySpec | int:
-        return QuerySpec(self.queries, self.strategy, step=self.step) if self.queries else 0
+        if not self.queries: return 0
+        return QuerySpec(self.queries, self.strategy, step=self.step, temperature=self.temperature)
 
-def budgets(strategies: Sequence[str], queries: Sequence[int],
-            steps: Sequence[float] = (QuerySpec.step,)) -> list[Budget]:
-    "Plain sampling, then every strategy at every (positive) number of queries per image, with each surrogate step."
+def budgets(strategies: Sequence[str], queries: Sequence[int], steps: Sequence[float] = (QuerySpec.step,),
+            temperatures: Sequence[float | None] = (QuerySpec.temperature,)) -> list[Budget]:
+    """Plain sampling, then every strategy at every (positive) number of queries per image, with each surrogate step
+    and candidates' temperature."""
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad: raise ValueError(f"unknown strategies {bad}: use {list(STRATEGIES)}")
     if any(q < 0 for q in queries):
         raise ValueError(f"queries={list(queries)}: a budget is 0 (plain) or more queries per image")
     if any(st < 0 for st in steps): raise ValueError(f"steps={list(steps)}: a surrogate step is >= 0 (0: off)")
-    return [Budget()] + [Budget(s, int(q), float(st))
-                         for s in strategies for q in sorted(set(queries)) if q > 0 for st in steps]
+    if any(t is not None and not t > 0 for t in temperatures):
+        raise ValueError(f"temperatures={list(temperatures)}: a temperature is > 0 (None: the sampling spec's)")
+    return [Budget()] + [Budget(s, int(q), float(st), t) for s in strategies for q in sorted(set(queries)) if q > 0
+                         for t in temperatures for st in steps]
 
 # %% ../../nbs/06d_attack.ipynb #20cbd9d6
 def attack(pipe: ID3PM,                   # the trained model (its recognizer is the black box that is queried)

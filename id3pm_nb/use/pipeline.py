@@ -414,7 +414,7 @@ def invert(self: ID3PM,
     imgs, found = self._images(t.ids, n, spec, seed, qs, sr, bs, progress, attr)
     used = qs.candidates(spec) if found is not None else spec   # what reached the sampler (`QuerySpec.candidates`)
     settings = dict(n=n, scale=spec.scale, sampler=spec.sampler, steps=spec.steps, seed=seed, sr=sr is not False,
-                    temperature=spec.temperature, queries=qs.budget if qs else 0, spec=used.asdict())
+                    temperature=used.temperature, queries=qs.budget if qs else 0, spec=used.asdict())
     if found is not None:   # the surrogate step is taken only with a linear decoder (a model with a Gaussian prior)
         settings.update(strategy=qs.strategy, queried=found.queried, failed=int(found.failed.sum()), step=found.step)
     if used.cads: settings['cads'] = used.cads

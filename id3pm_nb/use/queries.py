@@ -82,6 +82,9 @@ class QuerySpec:
     # candidates are drawn with condition-annealed sampling at this noise scale (0: off), unless
     # the sampling spec sets its own: more varied candidates to choose from
     cads: float = 0.25
+    # candidates are drawn at this temperature (the scale of the sampler's noise; None: the
+    # sampling spec's): a little colder than plain sampling, nearer the person, varied by CADS
+    temperature: float | None = 0.6
     width: int = 4                # beam: particles per returned image
     keep: int = 1                 # beam: particles kept at each checkpoint (the others restart from copies of them)
     rounds: int = 2               # feedback: rounds of sampling, each with budget / rounds queries
@@ -101,11 +104,14 @@ class QuerySpec:
         if self.width < 1 or self.keep < 1 or self.rounds < 1:
             raise ValueError(f"width={self.width}, keep={self.keep}, rounds={self.rounds}: each must be >= 1")
         if self.cads < 0: raise ValueError(f"cads={self.cads}: the CADS noise scale of the candidates is >= 0 (0: off)")
+        if self.temperature is not None and not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature}: the candidates' temperature is > 0 (None: the spec's)")
         if self.step < 0: raise ValueError(f"step={self.step}: the surrogate step is >= 0 (0: off, 1: the full step)")
 
     def candidates(self, spec):
-        """How candidates are sampled: the `sampling.SamplingSpec` `spec`, with CADS at `self.cads` unless `spec`
-        sets its own."""
+        """How candidates are sampled: the `sampling.SamplingSpec` `spec` at `self.temperature` (unless None), with
+        CADS at `self.cads` unless `spec` sets its own."""
+        if self.temperature is not None: spec = spec.replace(temperature=self.temperature)
         return spec if spec.cads else spec.replace(cads=self.cads)
 
 # %% ../../nbs/05_queries.ipynb #4bc8e9b3
